@@ -1,0 +1,1 @@
+"""The ``ecanet`` command line: argument parsing only, one module per subcommand."""

@@ -1,0 +1,29 @@
+"""Entry point of the ``ecanet`` command: builds the parser from the subcommand modules."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from ecanet import __version__
+from ecanet.cli import showcase
+
+# Each subcommand module offers ``register(subparsers)``, which adds its parser and sets
+# ``handler`` (a function of the parsed arguments returning an exit code).
+SUBCOMMANDS = (showcase,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``ecanet`` argument parser."""
+    parser = argparse.ArgumentParser(prog="ecanet", description="Efficient Channel Attention for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"ecanet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``ecanet`` with ``argv`` (default: the process arguments) and returns the exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)

@@ -1,0 +1,5 @@
+"""Attention modules, each a thin shell around a function of :mod:`ecanet.functional`."""
+
+from ecanet.layers.eca import ECA, ChannelKernel
+
+__all__ = ["ECA", "ChannelKernel"]

@@ -1,0 +1,166 @@
+"""The ECA module: a stateful shell around :func:`ecanet.functional.eca`."""
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ecanet import functional as F_eca
+
+__all__ = ["ECA", "ChannelKernel"]
+
+
+class ChannelKernel(nn.Module):
+    """Holds the k-tap channel kernel of an ECA layer as ``weight`` of shape ``[rows, 1, k]``.
+
+    It sits under the name ``conv`` so that an ECA state dict reads ``conv.weight`` with shape
+    ``[1, 1, k]``, exactly like the official implementation's and timm's ``Conv1d(1, 1, k)``; their
+    weights load unchanged. ``rows = C`` holds one kernel per channel (ECA-NS).
+
+    Args:
+        kernel_size: odd number of taps k.
+        rows: 1 for a shared kernel, C for per-channel kernels.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int,
+        rows: int = 1,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(rows, 1, kernel_size, device=device, dtype=dtype))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Conv1d's default initialisation: uniform in ``±1/sqrt(k)`` (fan-in = k)."""
+        bound = 1.0 / math.sqrt(self.weight.shape[-1])
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"rows={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}"
+
+
+class ECA(nn.Module):
+    """Efficient Channel Attention (Wang et al., CVPR 2020), for inputs of any dimensionality.
+
+    ``out = x * gate(conv1d_k(pool(x)))``: a global pool gives one value per channel, a k-tap
+    convolution along the channel axis lets each channel look at its k neighbours, and the gated
+    result rescales every channel. k parameters, no dimensionality reduction, no sample mixing.
+
+    The kernel size comes from ``kernel_size`` if given, else from the paper's adaptive rule
+    :func:`ecanet.eca_kernel_size` on ``channels``, else it is 3 (the common fixed choice), so
+    ``ECA(256)`` and ``ECA(kernel_size=3)`` both work.
+
+    Args:
+        channels: number of channels C. Enables the adaptive kernel size and a check of every
+            input's channel count. Required for ``shared=False``.
+        kernel_size: odd kernel size k, overriding the adaptive rule.
+        gamma: ``gamma`` of the adaptive rule. Default: 2.
+        beta: ``b`` of the adaptive rule. Default: 1.
+        padding: ``"zeros"`` (paper) or ``"circular"`` (the channel axis wraps around).
+        pooling: ``"avg"`` (paper) or ``"avgmax"`` (average and max descriptors, summed).
+        gate: ``"sigmoid"`` (paper) or ``"hard_sigmoid"``.
+        shared: one kernel for all channels (paper). ``False`` gives every channel its own
+            kernel: the paper's ECA-NS ablation with k*C weights.
+        channel_dim: ``1`` for ``(N, C, *spatial)``, ``-1`` for channels-last ``(N, *, C)``.
+
+    Shape:
+        - Input: ``(N, C, *)`` with at least one spatial dim (1-D, 2-D, 3-D, ...), or ``(N, *, C)``
+          with ``channel_dim=-1``.
+        - Output: same shape, dtype and memory format as the input.
+
+    Attributes:
+        conv.weight: the kernel, shape ``[1, 1, k]`` (``[C, 1, k]`` when not shared).
+
+    Example:
+        >>> eca = ECA(256)
+        >>> eca
+        ECA(256, k=5, padding=zeros, pooling=avg, gate=sigmoid)
+        >>> eca(torch.randn(2, 256, 14, 14)).shape
+        torch.Size([2, 256, 14, 14])
+        >>> ECA(64, channel_dim=-1)(torch.randn(2, 49, 64)).shape  # tokens
+        torch.Size([2, 49, 64])
+    """
+
+    channels: int | None
+    kernel_size: int
+    padding: str
+    pooling: str
+    gate: str
+    channel_dim: int
+
+    def __init__(
+        self,
+        channels: int | None = None,
+        kernel_size: int | None = None,
+        *,
+        gamma: float = 2.0,
+        beta: float = 1.0,
+        padding: str = "zeros",
+        pooling: str = "avg",
+        gate: str = "sigmoid",
+        shared: bool = True,
+        channel_dim: int = 1,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+            raise ValueError(f"channels must be a positive int or None, got {channels!r}")
+        if kernel_size is None:
+            kernel_size = 3 if channels is None else F_eca.eca_kernel_size(channels, gamma, beta)
+        elif isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+            raise ValueError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
+        elif kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd (even k shifts the channel axis), got {kernel_size}")
+        F_eca.check_eca_options(padding, pooling, gate)
+        if channel_dim not in (1, -1):
+            raise ValueError(f"channel_dim must be 1 (N, C, *spatial) or -1 (N, *, C), got {channel_dim!r}")
+        if not shared and channels is None:
+            raise ValueError("shared=False (ECA-NS, one kernel per channel) needs channels")
+        if padding == "circular" and channels is not None and kernel_size // 2 > channels:
+            raise ValueError(f"circular padding needs kernel_size // 2 <= channels, got {kernel_size} for {channels}")
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.padding = padding
+        self.pooling = pooling
+        self.gate = gate
+        self.channel_dim = channel_dim
+        rows = 1 if shared else int(channels)  # type: ignore[arg-type]
+        self.conv = ChannelKernel(kernel_size, rows, device=device, dtype=dtype)
+
+    @property
+    def shared(self) -> bool:
+        """Whether one kernel serves all channels (the paper's ECA) or each has its own (ECA-NS)."""
+        return self.conv.weight.shape[0] == 1
+
+    def reset_parameters(self) -> None:
+        """Re-initialises the kernel as ``nn.Conv1d`` would."""
+        self.conv.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = self.channels
+        if channels is not None and x.dim() >= 3:
+            got = x.shape[1] if self.channel_dim == 1 else x.shape[-1]
+            if got != channels:
+                raise ValueError(
+                    f"ECA was built for {channels} channels but the input has {got} "
+                    f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
+                )
+        return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim)
+
+    def __repr__(self) -> str:
+        # One line: the kernel holder is an implementation detail of the state-dict layout.
+        return f"{self._get_name()}({self.extra_repr()})"
+
+    def extra_repr(self) -> str:
+        parts = [] if self.channels is None else [str(self.channels)]
+        parts.append(f"k={self.kernel_size}")
+        parts += [f"padding={self.padding}", f"pooling={self.pooling}", f"gate={self.gate}"]
+        if not self.shared:
+            parts.append("shared=False")
+        if self.channel_dim != 1:
+            parts.append(f"channel_dim={self.channel_dim}")
+        return ", ".join(parts)
