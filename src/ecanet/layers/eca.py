@@ -141,6 +141,10 @@ class ECA(nn.Module):
         self.conv.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
+        self._check_channels(x)
+        return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim)
+
+    def _check_channels(self, x: Tensor) -> None:
         channels = self.channels
         if channels is not None and x.dim() >= 3:
             got = x.shape[1] if self.channel_dim == 1 else x.shape[-1]
@@ -149,7 +153,29 @@ class ECA(nn.Module):
                     f"ECA was built for {channels} channels but the input has {got} "
                     f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
                 )
-        return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim)
+
+    def residual(self, x: Tensor, identity: Tensor, activation: str = "relu") -> Tensor:
+        """The residual-block tail ``activation(self(x) + identity)`` as one fused call.
+
+        Blocks call this instead of ``relu(eca(x) + identity)`` so that the rescale, the addition
+        and the activation touch the activation memory once (see
+        :func:`ecanet.functional.eca_residual`).
+
+        Args:
+            x: the residual branch's output.
+            identity: the shortcut, same shape as ``x``.
+            activation: ``"relu"`` or ``"none"``.
+
+        Example:
+            >>> eca = ECA(64)
+            >>> x, identity = torch.randn(2, 64, 8, 8), torch.randn(2, 64, 8, 8)
+            >>> torch.allclose(eca.residual(x, identity), torch.relu(eca(x) + identity))
+            True
+        """
+        self._check_channels(x)
+        return F_eca.eca_residual(
+            x, self.conv.weight, identity, activation, self.padding, self.pooling, self.gate, self.channel_dim
+        )
 
     def __repr__(self) -> str:
         # One line: the kernel holder is an implementation detail of the state-dict layout.
