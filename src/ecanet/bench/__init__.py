@@ -1,0 +1,1 @@
+"""Benchmarks: side-by-side timing, the bandwidth floor, layer and model benchmarks."""

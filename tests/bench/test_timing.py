@@ -1,0 +1,58 @@
+import pytest
+
+from ecanet.bench.timing import TimingStats, time_side_by_side
+
+
+def _recorder(calls: list[str], name: str):
+    return lambda: calls.append(name)
+
+
+def test_rounds_rotate_so_every_candidate_goes_first_equally_often():
+    calls: list[str] = []
+    names = ["a", "b", "c"]
+    time_side_by_side({n: _recorder(calls, n) for n in names}, rounds=3, warmup=0)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_warmup_rounds_run_but_are_not_counted():
+    calls: list[str] = []
+    stats = time_side_by_side({"a": _recorder(calls, "a"), "b": _recorder(calls, "b")}, rounds=4, warmup=3)
+    assert calls.count("a") == calls.count("b") == 7
+    assert stats["a"].rounds == stats["b"].rounds == 4
+
+
+def test_returns_frozen_stats_in_candidate_order_with_ordered_quartiles():
+    stats = time_side_by_side({"z": lambda: None, "y": lambda: sum(range(50))}, rounds=5, warmup=1)
+    assert list(stats) == ["z", "y"]
+    for s in stats.values():
+        assert isinstance(s, TimingStats)
+        assert 0 <= s.p25_s <= s.median_s <= s.p75_s
+    with pytest.raises(AttributeError):
+        stats["z"].median_s = 1.0  # type: ignore[misc]
+
+
+def test_single_round_gives_equal_quartiles():
+    s = time_side_by_side({"a": lambda: None}, rounds=1, warmup=0)["a"]
+    assert s.rounds == 1 and s.p25_s == s.median_s == s.p75_s
+
+
+def test_min_round_seconds_repeats_a_short_call_within_a_round():
+    calls: list[str] = []
+    time_side_by_side({"a": _recorder(calls, "a")}, rounds=2, warmup=0, min_round_seconds=0.005)
+    assert len(calls) > 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"candidates": {}}, ValueError),
+        ({"candidates": {"a": 3}}, TypeError),
+        ({"candidates": {"a": lambda: None}, "rounds": 0}, ValueError),
+        ({"candidates": {"a": lambda: None}, "warmup": -1}, ValueError),
+        ({"candidates": {"a": lambda: None}, "min_round_seconds": -0.1}, ValueError),
+    ],
+)
+def test_rejects_bad_arguments(kwargs, error):
+    candidates = kwargs.pop("candidates")
+    with pytest.raises(error):
+        time_side_by_side(candidates, **kwargs)
