@@ -10,8 +10,8 @@ Example:
 
 from ecanet import functional
 from ecanet.functional import eca_kernel_size
-from ecanet.layers import ECA
+from ecanet.layers import ECA, SE
 
 __version__ = "0.1.0"
 
-__all__ = ["ECA", "__version__", "eca_kernel_size", "functional"]
+__all__ = ["ECA", "SE", "__version__", "eca_kernel_size", "functional"]
