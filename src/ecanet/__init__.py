@@ -10,8 +10,8 @@ Example:
 
 from ecanet import functional
 from ecanet.functional import eca_kernel_size
-from ecanet.layers import ECA, SE
+from ecanet.layers import CBAM, ECA, SE, create_attention
 
 __version__ = "0.1.0"
 
-__all__ = ["ECA", "SE", "__version__", "eca_kernel_size", "functional"]
+__all__ = ["CBAM", "ECA", "SE", "__version__", "create_attention", "eca_kernel_size", "functional"]

@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 from ecanet import functional as F_eca
 
-__all__ = ["SE"]
+__all__ = ["SE", "bottleneck_mlp", "broadcast_channel_weights", "excitation"]
 
 
 class SE(nn.Module):
@@ -70,38 +70,18 @@ class SE(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("channels", channels), ("reduction", reduction), ("min_channels", min_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
         if channel_dim not in (1, -1):
             raise ValueError(f"channel_dim must be 1 (N, C, *spatial) or -1 (N, *, C), got {channel_dim!r}")
         self.channels = channels
         self.reduction = reduction
-        self.hidden_channels = max(min_channels, channels // reduction)
         self.channel_dim = channel_dim
-        self.fc1 = nn.Linear(channels, self.hidden_channels, bias=bias, device=device, dtype=dtype)
-        self.fc2 = nn.Linear(self.hidden_channels, channels, bias=bias, device=device, dtype=dtype)
+        self.fc1, self.fc2 = bottleneck_mlp(channels, reduction, min_channels, bias, device=device, dtype=dtype)
+        self.hidden_channels = self.fc1.out_features
 
     def reset_parameters(self) -> None:
         """Re-initialises both layers as ``nn.Linear`` does."""
         self.fc1.reset_parameters()
         self.fc2.reset_parameters()
-
-    def excitation(self, descriptor: Tensor) -> Tensor:
-        """The MLP ``fc2(relu(fc1(descriptor)))`` on a pooled ``(N, C)`` descriptor: gate logits.
-
-        Args:
-            descriptor: ``(N, C)`` pooled values (any floating dtype; cast to the weights' dtype).
-
-        Shape:
-            - Input: ``(N, C)``
-            - Output: ``(N, C)``, in the dtype of the weights.
-
-        Example:
-            >>> SE(32).excitation(torch.randn(4, 32)).shape
-            torch.Size([4, 32])
-        """
-        return self.fc2(torch.relu(self.fc1(descriptor.to(self.fc1.weight.dtype))))
 
     def forward(self, x: Tensor) -> Tensor:
         descriptor = F_eca.eca_descriptor(x, "avg", self.channel_dim)
@@ -110,7 +90,7 @@ class SE(nn.Module):
                 f"SE was built for {self.channels} channels but the input has {descriptor.shape[1]} "
                 f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
             )
-        weights = torch.sigmoid(self.excitation(descriptor)).to(x.dtype)
+        weights = torch.sigmoid(excitation(descriptor, self.fc1, self.fc2)).to(x.dtype)
         return x * broadcast_channel_weights(weights, x.dim(), self.channel_dim)
 
     def extra_repr(self) -> str:
@@ -144,3 +124,60 @@ def broadcast_channel_weights(weights: Tensor, ndim: int, channel_dim: int) -> T
     shape = [weights.shape[0]] + [1] * (ndim - 1)
     shape[1 if channel_dim == 1 else ndim - 1] = weights.shape[1]
     return weights.view(shape)
+
+
+def bottleneck_mlp(
+    channels: int,
+    reduction: int,
+    min_channels: int = 1,
+    bias: bool = False,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[nn.Linear, nn.Linear]:
+    """The two layers of SE's bottleneck MLP: ``C -> max(min_channels, C // reduction) -> C``.
+
+    Shared by :class:`SE` and the channel branch of :class:`ecanet.layers.cbam.CBAM`.
+
+    Args:
+        channels: number of channels C (a positive int).
+        reduction: ratio of C to the hidden width (a positive int).
+        min_channels: smallest hidden width (a positive int).
+        bias: whether both layers have a bias.
+        device: device of the parameters.
+        dtype: dtype of the parameters.
+
+    Returns:
+        ``(fc1, fc2)``.
+
+    Example:
+        >>> fc1, fc2 = bottleneck_mlp(64, 16)
+        >>> fc1.weight.shape, fc2.weight.shape
+        (torch.Size([4, 64]), torch.Size([64, 4]))
+    """
+    for name, value in (("channels", channels), ("reduction", reduction), ("min_channels", min_channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    hidden = max(min_channels, channels // reduction)
+    fc1 = nn.Linear(channels, hidden, bias=bias, device=device, dtype=dtype)
+    fc2 = nn.Linear(hidden, channels, bias=bias, device=device, dtype=dtype)
+    return fc1, fc2
+
+
+def excitation(descriptor: Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Tensor:
+    """Gate logits ``fc2(relu(fc1(descriptor)))`` of a pooled ``(N, C)`` descriptor.
+
+    Args:
+        descriptor: ``(N, C)`` pooled values, cast to the layers' dtype.
+        fc1: the reducing layer.
+        fc2: the expanding layer.
+
+    Shape:
+        - Input: ``(N, C)``
+        - Output: ``(N, C)``, in the dtype of the layers.
+
+    Example:
+        >>> excitation(torch.randn(4, 32), *bottleneck_mlp(32, 16)).shape
+        torch.Size([4, 32])
+    """
+    return fc2(torch.relu(fc1(descriptor.to(fc1.weight.dtype))))
