@@ -1,0 +1,94 @@
+import math
+
+import pytest
+
+from ecanet.experiments.statistics import (
+    mean_std,
+    paired_difference,
+    student_t_cdf,
+    student_t_quantile,
+)
+
+PROBABILITIES = (0.6, 0.9, 0.95, 0.975, 0.995, 0.025, 0.2)
+
+
+@pytest.mark.parametrize("p", PROBABILITIES)
+def test_quantile_one_degree_of_freedom_is_cauchy(p):
+    # df = 1 is the Cauchy distribution: F(t) = 1/2 + atan(t)/pi, so t = tan(pi (p - 1/2)).
+    assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-12)
+
+
+@pytest.mark.parametrize("p", PROBABILITIES)
+def test_quantile_two_degrees_of_freedom_closed_form(p):
+    # df = 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2)), solved for t: (2p - 1) / sqrt(2 p (1 - p)).
+    assert student_t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("df", "expected"),
+    # Two-sided 95% critical values from printed t tables (4 decimals).
+    [(3, 3.1824), (4, 2.7764), (5, 2.5706), (9, 2.2622), (10, 2.2281), (30, 2.0423), (120, 1.9799)],
+)
+def test_quantile_matches_t_table(df, expected):
+    assert student_t_quantile(0.975, df) == pytest.approx(expected, abs=5e-5)
+
+
+@pytest.mark.parametrize("t", [-3.0, -0.7, 0.4, 2.5])
+def test_cdf_three_degrees_of_freedom_closed_form(t):
+    # df = 3: F(t) = 1/2 + (atan(t/sqrt3) + (t/sqrt3) / (1 + t^2/3)) / pi.
+    u = t / math.sqrt(3)
+    assert student_t_cdf(t, 3) == pytest.approx(0.5 + (math.atan(u) + u / (1 + u * u)) / math.pi, rel=1e-12)
+
+
+def test_cdf_approaches_normal_for_many_degrees_of_freedom():
+    assert student_t_cdf(1.959964, 2000) == pytest.approx(0.975, abs=2e-4)
+
+
+def test_mean_std_by_hand():
+    # mean = 10/4 = 2.5; squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5; 5 / 3 -> std sqrt(5/3).
+    assert mean_std([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, math.sqrt(5 / 3)))
+    mean, std = mean_std([7.5])
+    assert mean == 7.5 and math.isnan(std)
+
+
+def test_paired_difference_by_hand():
+    candidate = [91.2, 90.8, 91.9]
+    baseline = [90.5, 90.9, 91.0]
+    # differences 0.7, -0.1, 0.9: mean 0.5, deviations 0.2, -0.6, 0.4 -> sum sq 0.56, var 0.28
+    # se = sqrt(0.28 / 3); t_{0.975, 2} = 4.302652729749464 (closed form for df = 2)
+    half_width = 4.302652729749464 * math.sqrt(0.28 / 3)
+    result = paired_difference(candidate, baseline)
+    assert result.count == 3
+    assert result.mean == pytest.approx(0.5)
+    assert result.std == pytest.approx(math.sqrt(0.28))
+    assert result.low == pytest.approx(0.5 - half_width)
+    assert result.high == pytest.approx(0.5 + half_width)
+    assert "paired t" in result.test
+
+
+def test_paired_difference_is_not_the_unpaired_one():
+    # A constant per-seed improvement has zero spread: the paired interval collapses to the point,
+    # although each variant alone varies a lot across seeds.
+    result = paired_difference([80.0, 90.0, 85.0], [79.0, 89.0, 84.0], confidence=0.9)
+    assert result.low == pytest.approx(1.0) and result.high == pytest.approx(1.0)
+
+
+def test_single_seed_has_no_interval():
+    result = paired_difference([71.0], [70.0])
+    assert result.mean == 1.0 and result.low is None and result.high is None
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: paired_difference([1.0, 2.0], [1.0]), "pair up"),
+        (lambda: paired_difference([1.0], [1.0], confidence=1.5), "confidence"),
+        (lambda: paired_difference([], []), "empty"),
+        (lambda: student_t_quantile(1.0, 3), "p must"),
+        (lambda: student_t_quantile(0.5, 0), "df"),
+        (lambda: student_t_cdf(0.5, 2.5), "df"),
+    ],
+)
+def test_bad_arguments_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
