@@ -11,7 +11,8 @@ Example:
 from ecanet import functional
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
+from ecanet.models import create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["CBAM", "ECA", "SE", "__version__", "create_attention", "eca_kernel_size", "functional"]
+__all__ = ["CBAM", "ECA", "SE", "__version__", "create_attention", "create_model", "eca_kernel_size", "functional", "list_models"]
