@@ -15,4 +15,14 @@ from ecanet.models import create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["CBAM", "ECA", "SE", "__version__", "create_attention", "create_model", "eca_kernel_size", "functional", "list_models"]
+__all__ = [
+    "CBAM",
+    "ECA",
+    "SE",
+    "__version__",
+    "create_attention",
+    "create_model",
+    "eca_kernel_size",
+    "functional",
+    "list_models",
+]
