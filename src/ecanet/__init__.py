@@ -11,7 +11,7 @@ Example:
 from ecanet import functional
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
-from ecanet.models import create_model, list_models
+from ecanet.models import create_model, list_models, load_official_checkpoint
 
 __version__ = "0.1.0"
 
@@ -25,4 +25,5 @@ __all__ = [
     "eca_kernel_size",
     "functional",
     "list_models",
+    "load_official_checkpoint",
 ]

@@ -1,5 +1,6 @@
 """The paper's networks: ResNets and MobileNetV2 with pluggable channel attention."""
 
+from ecanet.models.checkpoints import load_official_checkpoint
 from ecanet.models.mobilenetv2 import InvertedResidual, MobileNetV2, eca_mobilenet_v2, mobilenet_v2, se_mobilenet_v2
 from ecanet.models.registry import create_model, list_models
 from ecanet.models.resnet import (
@@ -47,6 +48,7 @@ __all__ = [
     "eca_resnet101",
     "eca_resnet152",
     "list_models",
+    "load_official_checkpoint",
     "mobilenet_v2",
     "resnet18",
     "resnet34",
