@@ -12,6 +12,7 @@ from ecanet import functional
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
 from ecanet.models import create_model, list_models, load_official_checkpoint
+from ecanet.retrofit import RetrofitReport, add_eca, remove_eca
 
 __version__ = "0.1.0"
 
@@ -19,11 +20,14 @@ __all__ = [
     "CBAM",
     "ECA",
     "SE",
+    "RetrofitReport",
     "__version__",
+    "add_eca",
     "create_attention",
     "create_model",
     "eca_kernel_size",
     "functional",
     "list_models",
     "load_official_checkpoint",
+    "remove_eca",
 ]
