@@ -8,10 +8,13 @@ spatial dimensions and channels either first (``channel_dim=1``, ``(N, C, *spati
 """
 
 import math
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ecanet.ops import fast_eca
 
 __all__ = [
     "check_eca_options",
@@ -206,7 +209,12 @@ def eca_gate(
     check_eca_options(padding, pooling, gate)
     cdim = _check_input(x, channel_dim)
     _check_weight(weight, x.shape[cdim])
-    logits = eca_channel_conv(eca_descriptor(x, pooling, channel_dim), weight, padding)
+    return _gate_of_descriptor(eca_descriptor(x, pooling, channel_dim), weight, padding, gate)
+
+
+def _gate_of_descriptor(descriptor: Tensor, weight: Tensor, padding: str, gate: str) -> Tensor:
+    """Channel convolution and gate non-linearity on a ``(N, C)`` descriptor."""
+    logits = eca_channel_conv(descriptor, weight, padding)
     if gate == "sigmoid":
         return torch.sigmoid(logits)
     return F.hardsigmoid(logits)
@@ -219,6 +227,7 @@ def eca(
     pooling: str = "avg",
     gate: str = "sigmoid",
     channel_dim: int = 1,
+    inplace: bool = False,
 ) -> Tensor:
     """Efficient Channel Attention: ``x * gate(conv1d_k(pool(x)))`` broadcast over the spatial dims.
 
@@ -231,18 +240,32 @@ def eca(
         pooling: ``"avg"`` (paper) or ``"avgmax"`` (average + max descriptor through the same kernel).
         gate: ``"sigmoid"`` (paper) or ``"hard_sigmoid"``.
         channel_dim: ``1`` or ``-1``.
+        inplace: write the result into ``x`` and return it. Safe under autograd: a use that
+            would need the overwritten values raises an error instead of giving wrong gradients.
 
     Shape:
         - Input: ``(N, C, *)`` or ``(N, *, C)``
         - Output: same shape, dtype and memory format as the input.
+
+    Eager calls on CPU and CUDA tensors take the fused fast path of :mod:`ecanet.ops` (one
+    reading pass for the pool, one pass for the rescale, a fused backward); TorchScript,
+    tracing, ``torch.compile``, ``torch.export`` and ONNX export see the plain operators below.
 
     Example:
         >>> x = torch.randn(2, 64, 7, 7)
         >>> eca(x, torch.randn(1, 1, 3)).shape
         torch.Size([2, 64, 7, 7])
     """
-    weights = eca_gate(x, weight, padding, pooling, gate, channel_dim)
-    return x * _broadcastable(weights.to(x.dtype), x.dim(), channel_dim)
+    if not torch.jit.is_scripting():
+        check_eca_options(padding, pooling, gate)
+        _check_weight(weight, x.shape[_check_input(x, channel_dim)])
+        fast = _fast_path(x, weight, None, False, inplace, padding, pooling, gate, channel_dim)
+        if fast is not None:
+            return fast
+    weights = _broadcastable(eca_gate(x, weight, padding, pooling, gate, channel_dim).to(x.dtype), x.dim(), channel_dim)
+    if inplace:
+        return x.mul_(weights)
+    return x * weights
 
 
 def eca_residual(
@@ -254,6 +277,7 @@ def eca_residual(
     pooling: str = "avg",
     gate: str = "sigmoid",
     channel_dim: int = 1,
+    inplace: bool = False,
 ) -> Tensor:
     """The tail of a residual block with ECA: ``activation(eca(x) + identity)``.
 
@@ -266,6 +290,8 @@ def eca_residual(
         identity: the shortcut, same shape as ``x``.
         activation: ``"relu"`` (ResNet blocks) or ``"none"`` (linear bottlenecks, MobileNetV2).
         padding, pooling, gate, channel_dim: as for :func:`eca`.
+        inplace: write the result into ``x`` when no autograd graph needs ``x`` (inference);
+            with one, the result goes to a new tensor, so gradients stay exact.
 
     Shape:
         - Input: ``x`` and ``identity`` of the same shape ``(N, C, *)`` or ``(N, *, C)``.
@@ -279,10 +305,37 @@ def eca_residual(
     _check_choice("activation", activation, ["relu", "none"])
     if identity.shape != x.shape:
         raise ValueError(f"identity shape {list(identity.shape)} does not match x shape {list(x.shape)}")
+    if not torch.jit.is_scripting():
+        check_eca_options(padding, pooling, gate)
+        _check_weight(weight, x.shape[_check_input(x, channel_dim)])
+        relu = activation == "relu"
+        fast = _fast_path(x, weight, identity, relu, inplace, padding, pooling, gate, channel_dim)
+        if fast is not None:
+            return fast
     out = eca(x, weight, padding, pooling, gate, channel_dim) + identity
     if activation == "relu":
         return torch.relu(out)
     return out
+
+
+@torch.jit.unused
+def _fast_path(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor | None,
+    relu: bool,
+    inplace: bool,
+    padding: str,
+    pooling: str,
+    gate: str,
+    channel_dim: int,
+) -> Tensor | None:
+    """:func:`ecanet.ops.fast_eca` for validated arguments, or ``None`` where the plain operators must run."""
+    if pooling != "avg":
+        return None
+    return fast_eca(
+        x, weight, identity, relu, inplace, partial(_gate_of_descriptor, padding=padding, gate=gate), channel_dim
+    )
 
 
 def _broadcastable(weights: Tensor, ndim: int, channel_dim: int) -> Tensor:

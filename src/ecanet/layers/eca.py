@@ -65,6 +65,10 @@ class ECA(nn.Module):
         shared: one kernel for all channels (paper). ``False`` gives every channel its own
             kernel: the paper's ECA-NS ablation with k*C weights.
         channel_dim: ``1`` for ``(N, C, *spatial)``, ``-1`` for channels-last ``(N, *, C)``.
+        inplace: write the result into the input instead of a new tensor. Saves the allocation of
+            a fresh output (the largest single cost of the layer on CPU) and works in training:
+            a use that needs the overwritten input raises an autograd error, never a wrong
+            gradient. Default: ``False``.
 
     Shape:
         - Input: ``(N, C, *)`` with at least one spatial dim (1-D, 2-D, 3-D, ...), or ``(N, *, C)``
@@ -90,6 +94,7 @@ class ECA(nn.Module):
     pooling: str
     gate: str
     channel_dim: int
+    inplace: bool
 
     def __init__(
         self,
@@ -103,6 +108,7 @@ class ECA(nn.Module):
         gate: str = "sigmoid",
         shared: bool = True,
         channel_dim: int = 1,
+        inplace: bool = False,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -128,6 +134,7 @@ class ECA(nn.Module):
         self.pooling = pooling
         self.gate = gate
         self.channel_dim = channel_dim
+        self.inplace = bool(inplace)
         rows = 1 if shared else int(channels)  # type: ignore[arg-type]
         self.conv = ChannelKernel(kernel_size, rows, device=device, dtype=dtype)
 
@@ -142,7 +149,7 @@ class ECA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_channels(x)
-        return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim)
+        return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim, self.inplace)
 
     def _check_channels(self, x: Tensor) -> None:
         channels = self.channels
@@ -154,27 +161,32 @@ class ECA(nn.Module):
                     f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
                 )
 
-    def residual(self, x: Tensor, identity: Tensor, activation: str = "relu") -> Tensor:
+    def residual(self, x: Tensor, identity: Tensor, activation: str = "relu", inplace: bool = True) -> Tensor:
         """The residual-block tail ``activation(self(x) + identity)`` as one fused call.
 
         Blocks call this instead of ``relu(eca(x) + identity)`` so that the rescale, the addition
         and the activation touch the activation memory once (see
         :func:`ecanet.functional.eca_residual`).
 
+        ``x`` is the branch's temporary output, so by default the result is written into ``x``'s
+        memory whenever no autograd graph needs ``x`` (inference, ``torch.no_grad()``); while
+        training the result is a new tensor. Pass ``inplace=False`` to keep ``x`` intact.
+
         Args:
             x: the residual branch's output.
             identity: the shortcut, same shape as ``x``.
             activation: ``"relu"`` or ``"none"``.
+            inplace: allow writing the result into ``x`` at inference. Default: ``True``.
 
         Example:
             >>> eca = ECA(64)
             >>> x, identity = torch.randn(2, 64, 8, 8), torch.randn(2, 64, 8, 8)
-            >>> torch.allclose(eca.residual(x, identity), torch.relu(eca(x) + identity))
+            >>> torch.allclose(eca.residual(x, identity, inplace=False), torch.relu(eca(x) + identity), atol=1e-6)
             True
         """
         self._check_channels(x)
         return F_eca.eca_residual(
-            x, self.conv.weight, identity, activation, self.padding, self.pooling, self.gate, self.channel_dim
+            x, self.conv.weight, identity, activation, self.padding, self.pooling, self.gate, self.channel_dim, inplace
         )
 
     def __repr__(self) -> str:
@@ -189,4 +201,6 @@ class ECA(nn.Module):
             parts.append("shared=False")
         if self.channel_dim != 1:
             parts.append(f"channel_dim={self.channel_dim}")
+        if self.inplace:
+            parts.append("inplace=True")
         return ", ".join(parts)

@@ -1,0 +1,42 @@
+"""Seeing an N-D activation as ``(N, C, S)`` without copying, for channels-first and channels-last memory."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+__all__ = ["channel_view"]
+
+
+def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
+    """``x`` as a 3-D view ``(N, C, S)``, ``S`` the product of the other dims, or ``None``.
+
+    The view exists when all non-channel, non-batch dims collapse into one stride, which holds for
+    contiguous ``(N, C, *spatial)`` tensors (``S`` stride 1), for channels-last ones (``C`` stride
+    1, e.g. ``torch.channels_last``) and for contiguous ``(N, *, C)`` tokens. Other strides (slices,
+    transposes, broadcasts) give ``None``: the caller falls back to the plain operators.
+
+    Args:
+        x: tensor with at least 3 dims.
+        channel_dim: ``1`` or ``-1``.
+
+    Shape:
+        - Input: ``(N, C, *)`` (``channel_dim=1``) or ``(N, *, C)`` (``channel_dim=-1``)
+        - Output: ``(N, C, S)``
+
+    Example:
+        >>> import torch
+        >>> channel_view(torch.zeros(2, 8, 4, 4), 1).stride()
+        (128, 16, 1)
+        >>> channel_view(torch.zeros(2, 8, 4, 4).to(memory_format=torch.channels_last), 1).stride()
+        (128, 1, 8)
+        >>> channel_view(torch.zeros(2, 8, 4, 4)[:, :, ::2], 1) is None
+        True
+    """
+    moved = x.movedim(channel_dim, 1) if channel_dim != 1 else x
+    n, c = moved.shape[0], moved.shape[1]
+    if moved.is_contiguous():
+        return moved.view(n, c, -1)
+    channels_inner = moved.movedim(1, -1)
+    if channels_inner.is_contiguous():
+        return channels_inner.view(n, -1, c).transpose(1, 2)
+    return None
