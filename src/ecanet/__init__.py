@@ -11,7 +11,7 @@ Example:
 from ecanet import functional
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
-from ecanet.models import create_model, list_models, load_official_checkpoint
+from ecanet.models import create_model, list_models, load_official_checkpoint, profile_model
 from ecanet.retrofit import RetrofitReport, add_eca, remove_eca
 
 __version__ = "0.1.0"
@@ -29,5 +29,6 @@ __all__ = [
     "functional",
     "list_models",
     "load_official_checkpoint",
+    "profile_model",
     "remove_eca",
 ]

@@ -2,6 +2,7 @@
 
 from ecanet.models.checkpoints import load_official_checkpoint
 from ecanet.models.mobilenetv2 import InvertedResidual, MobileNetV2, eca_mobilenet_v2, mobilenet_v2, se_mobilenet_v2
+from ecanet.models.profile import ModelProfile, profile_model
 from ecanet.models.registry import create_model, list_models
 from ecanet.models.resnet import (
     BasicBlock,
@@ -34,6 +35,7 @@ __all__ = [
     "Bottleneck",
     "InvertedResidual",
     "MobileNetV2",
+    "ModelProfile",
     "ResNet",
     "cbam_resnet18",
     "cbam_resnet34",
@@ -50,6 +52,7 @@ __all__ = [
     "list_models",
     "load_official_checkpoint",
     "mobilenet_v2",
+    "profile_model",
     "resnet18",
     "resnet34",
     "resnet50",
