@@ -79,12 +79,9 @@ def add_eca(
         >>> model = torchvision.models.resnet18(num_classes=10)
         >>> report = add_eca(model)
         >>> len(report), report.params_added, report.strategies
-        (8, 38, {'family: torchvision ResNet': 8})
-        >>> model.layer1[0].bn2
-        ECAAfter(
-          (module): BatchNorm2d(64, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
-          (eca): ECA(64, k=3, padding=zeros, pooling=avg, gate=sigmoid)
-        )
+        (8, 36, {'family: torchvision ResNet': 8})
+        >>> type(model.layer1[0].bn2).__name__, model.layer1[0].bn2.eca
+        ('ECAAfter', ECA(64, k=3, padding=zeros, pooling=avg, gate=sigmoid))
         >>> model(torch.randn(1, 3, 32, 32)).shape
         torch.Size([1, 10])
     """
@@ -157,5 +154,5 @@ def remove_eca(model: nn.Module) -> int:
         raise ValueError("model is itself a retrofit container; remove_eca needs the model that holds it")
     containers = [(name, m) for name, m in model.named_modules() if isinstance(m, (ECAAfter, ECAInsteadOf))]
     for name, container in containers:
-        _set_submodule(model, name, container.original)
+        _set_submodule(model, name, container.original())
     return len(containers)

@@ -5,8 +5,6 @@ and :class:`ECAInsteadOf` takes the place of a squeeze-and-excitation module. Bo
 original module object, so :func:`ecanet.remove_eca` puts back exactly what was there.
 """
 
-from __future__ import annotations
-
 from torch import Tensor, nn
 
 from ecanet.layers.eca import ECA
@@ -45,9 +43,8 @@ class ECAAfter(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.eca(self.module(x))
 
-    @property
     def original(self) -> nn.Module:
-        """The module to put back on removal."""
+        """The module to put back on removal (a method, not a property: TorchScript compiles properties)."""
         return self.module
 
 
@@ -85,7 +82,6 @@ class ECAInsteadOf(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.eca(x)
 
-    @property
     def original(self) -> nn.Module:
         """The replaced module, on the device and dtype of the ECA weight (the model may have moved)."""
         replaced: nn.Module = self.__dict__["_replaced"]
