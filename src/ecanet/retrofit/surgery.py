@@ -82,8 +82,8 @@ def add_eca(
         (8, 36, {'family: torchvision ResNet': 8})
         >>> type(model.layer1[0].bn2).__name__, model.layer1[0].bn2.eca
         ('ECAAfter', ECA(64, k=3, padding=zeros, pooling=avg, gate=sigmoid))
-        >>> model(torch.randn(1, 3, 32, 32)).shape
-        torch.Size([1, 10])
+        >>> model(torch.randn(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
     """
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
