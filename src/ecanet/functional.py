@@ -312,6 +312,10 @@ def eca_residual(
         fast = _fast_path(x, weight, identity, relu, inplace, padding, pooling, gate, channel_dim)
         if fast is not None:
             return fast
+    needs_graph = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or identity.requires_grad)
+    if inplace and not needs_graph:
+        out = eca(x, weight, padding, pooling, gate, channel_dim, True).add_(identity)
+        return out.relu_() if activation == "relu" else out
     out = eca(x, weight, padding, pooling, gate, channel_dim) + identity
     if activation == "relu":
         return torch.relu(out)
