@@ -1,0 +1,131 @@
+"""When the fast path runs, and that every operator-recording tool still sees plain operators."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ecanet import ECA
+from ecanet.functional import eca_channel_conv
+from ecanet.ops.dispatch import fast_eca, kernels_for, use_plain_operators
+from reference import eca_reference
+
+
+def _gate(descriptor, weight):
+    return torch.sigmoid(eca_channel_conv(descriptor, weight))
+
+
+class Tail(nn.Module):
+    """A residual-block tail as ecanet's blocks write it."""
+
+    def __init__(self, channels: int, inplace: bool = False) -> None:
+        super().__init__()
+        self.eca = ECA(channels, kernel_size=3, inplace=inplace)
+
+    def forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        return self.eca.residual(x * 1.0, identity)
+
+
+def _expected(module, x, identity):
+    return torch.clamp(eca_reference(x, module.eca.conv.weight.detach()) + identity.double(), min=0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.randn(2, 4, 3, 3),
+        lambda: torch.randn(2, 4, 3, 3).to(memory_format=torch.channels_last),
+        lambda: torch.randn(2, 4, 3, 3, dtype=torch.bfloat16),
+    ],
+)
+def test_fast_path_takes_dense_floating_cpu_tensors(make):
+    x = make()
+    assert fast_eca(x, torch.ones(1, 1, 3), None, False, False, _gate, 1) is not None
+
+
+@pytest.mark.parametrize(
+    ("x", "identity"),
+    [
+        (torch.randn(2, 4, 6, 6)[:, :, ::2], None),  # strided slice: no (N, C, S) view
+        (torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3).to(memory_format=torch.channels_last)),
+        (torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3, dtype=torch.float64)),
+        (torch.randn(2, 4, 3, 3, device="meta"), None),
+    ],
+)
+def test_other_inputs_fall_back_and_still_match_the_reference(x, identity):
+    weight = torch.randn(1, 1, 3)
+    assert fast_eca(x, weight, identity, True, False, _gate, 1) is None
+    if x.device.type == "cpu":
+        layer = ECA(4, kernel_size=3)
+        with torch.no_grad():
+            layer.conv.weight.copy_(weight)
+        out = layer(x) if identity is None else layer.residual(x, identity, inplace=False)
+        expected = eca_reference(x, weight)
+        expected = expected if identity is None else torch.clamp(expected + identity.double(), min=0)
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_nothing_records_operators_in_plain_eager_mode():
+    assert not use_plain_operators()
+    assert kernels_for(torch.zeros(1)).__name__ == "ecanet.ops.aten_kernels"
+    assert kernels_for(torch.zeros(1, device="meta")) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_torch_compile_fullgraph_through_layer_and_tail(memory_format):
+    torch._dynamo.reset()
+    tail = Tail(8)
+    layer = ECA(8, kernel_size=3, inplace=True)
+    x = torch.randn(2, 8, 5, 5).to(memory_format=memory_format)
+    identity = torch.randn(2, 8, 5, 5).to(memory_format=memory_format)
+    compiled_tail = torch.compile(tail, fullgraph=True)
+    compiled_layer = torch.compile(lambda t: layer(t * 1.0), fullgraph=True)
+    torch.testing.assert_close(compiled_tail(x, identity).double(), _expected(tail, x, identity), rtol=1e-5, atol=1e-5)
+    expected = eca_reference(x, layer.conv.weight)
+    torch.testing.assert_close(compiled_layer(x).double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_export_round_trip_of_the_tail():
+    tail = Tail(8).eval()
+    x, identity = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    program = torch.export.export(tail, (x, identity))
+    names = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    assert not any("ecanet" in name for name in names)
+    torch.testing.assert_close(
+        program.module()(x, identity).double(), _expected(tail, x, identity), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamo", [True, False])
+def test_onnx_export_runs_in_onnxruntime(dynamo):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    tail = Tail(8).eval()
+    x, identity = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    buffer = io.BytesIO()
+    if dynamo:
+        program = torch.onnx.export(tail, (x, identity), dynamo=True)
+        program.save(buffer)
+    else:
+        torch.onnx.export(tail, (x, identity), buffer, dynamo=False, input_names=["x", "identity"])
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    feeds = {inp.name: t.numpy() for inp, t in zip(session.get_inputs(), (x, identity), strict=True)}
+    (result,) = session.run(None, feeds)
+    np.testing.assert_allclose(result, _expected(tail, x, identity).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_torchscript_script_and_trace_of_the_tail(inplace):
+    tail = Tail(8, inplace=inplace).eval()
+    x, identity = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    expected = _expected(tail, x, identity)
+    scripted = torch.jit.script(tail)
+    with torch.no_grad():
+        traced = torch.jit.trace(tail, (x, identity))
+    for module in (scripted, traced):
+        torch.testing.assert_close(module(x, identity).double(), expected, rtol=1e-5, atol=1e-5)
+    assert "aten::sigmoid" in str(traced.graph)
