@@ -110,11 +110,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "weights only" in str(error).lower():
+        # The weights-only unpickler names the first global (class or function) it refused to import.
+        refused = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
+        if refused:
             raise ValueError(
                 f"refusing to load {str(path)!r}: it holds pickled objects other than tensors and plain "
-                f"containers (it was not executed). Only load it with weights_only=False if you trust "
-                f"its source. Details: {error}"
+                f"containers, and nothing in it was run ({refused[0]}). Load it with weights_only=False "
+                f"only if you trust its source."
             ) from error
         raise ValueError(f"{str(path)!r} is not a PyTorch checkpoint (or is corrupted): {error}") from error
     except Exception as error:  # torch.load fails in many ways on a file that is not a checkpoint
