@@ -40,9 +40,15 @@ ECA_OPTIONS = ("gamma", "beta", "padding", "pooling", "gate", "shared")
 def _patterns(argument: str, value: str | Iterable[str] | None) -> tuple[str, ...] | None:
     if value is None:
         return None
-    patterns = (value,) if isinstance(value, str) else tuple(value)
+    message = f"{argument} must be a pattern string or an iterable of them, got {value!r}"
+    if isinstance(value, str):
+        return (value,)
+    try:
+        patterns = tuple(value)
+    except TypeError:
+        raise TypeError(message) from None
     if not all(isinstance(p, str) for p in patterns):
-        raise TypeError(f"{argument} must be a pattern string or an iterable of them, got {value!r}")
+        raise TypeError(message)
     return patterns
 
 
