@@ -24,6 +24,8 @@ def hand_made_result(tmp_path: Path) -> CompareResult:
         flops=2_000_000,
         latency=TimingStats(0.010, 0.009, 0.012, 15),
         latency_batch_size=32,
+        train_step=TimingStats(0.100, 0.090, 0.110, 15),
+        train_batch_size=64,
         eca_layers=(),
     )
     eca = VariantResult(
@@ -34,6 +36,8 @@ def hand_made_result(tmp_path: Path) -> CompareResult:
         flops=2_000_100,
         latency=TimingStats(0.011, 0.010, 0.013, 15),
         latency_batch_size=32,
+        train_step=TimingStats(0.105, 0.090, 0.110, 15),
+        train_batch_size=64,
         eca_layers=(EcaLayer("layer1.0.eca", 16, 3), EcaLayer("layer2.0.eca", 32, 3), EcaLayer("layer4.0.eca", 128, 5)),
     )
     se = VariantResult(
@@ -44,6 +48,8 @@ def hand_made_result(tmp_path: Path) -> CompareResult:
         flops=2_001_000,
         latency=TimingStats(0.0125, 0.012, 0.013, 15),
         latency_batch_size=32,
+        train_step=TimingStats(0.100, 0.090, 0.110, 15),
+        train_batch_size=64,
         eca_layers=(),
     )
     return CompareResult(

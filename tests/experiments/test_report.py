@@ -26,6 +26,9 @@ def test_summary_rows_by_hand(hand_made_result):
     # latency 10 ms vs 11 ms: +10 %; throughput 32 / 0.011
     assert eca["latency_ms"] == pytest.approx(11.0) and eca["latency_change_pct"] == pytest.approx(10.0)
     assert eca["throughput_images_per_s"] == pytest.approx(32 / 0.011)
+    # training step 100 ms vs 105 ms: +5 %
+    assert eca["train_step_ms"] == pytest.approx(105.0) and eca["train_step_change_pct"] == pytest.approx(5.0)
+    assert eca["train_batch_size"] == 64
     # median epoch time: none {10, 12, 11, 13} -> 11.5 ; eca {11, 13, 12, 14} -> 12.5
     assert none["epoch_seconds"] == pytest.approx(11.5) and eca["epoch_seconds"] == pytest.approx(12.5)
     assert eca["epoch_seconds_change_pct"] == pytest.approx((12.5 / 11.5 - 1) * 100)
@@ -55,6 +58,7 @@ def test_terminal_and_markdown_tables(hand_made_result):
     assert text[0].split()[:2] == ["attention", "params"]
     assert text[1].startswith("none") and "baseline" in text[1]
     assert "+12" in text[2] and "83.50 ± 3.54" in text[2] and "+1.50 [" in text[2] and "(+10.0%)" in text[2]
+    assert "105.00 (+5.0%)" in text[2] and "train ms/step (batch 64)" in text[0]
     markdown = format_table(rows, markdown=True).splitlines()
     assert markdown[0].startswith("| attention |") and set(markdown[1]) <= {"|", " ", "-"}
     assert all(line.count("|") == markdown[0].count("|") for line in markdown)
@@ -87,7 +91,8 @@ def test_markdown_report(hand_made_result, tmp_path):
     path = write_markdown(tmp_path / "report.md", hand_made_result, rows, ["curves.png"], command="ecanet compare")
     text = path.read_text()
     assert text.startswith("# Does ECA help resnet18 on fashion-mnist?")
-    assert "paired t interval" in text and "1 degrees of freedom" in text
+    assert "paired t interval" in text and "t(n - 1 = 1 degree of freedom)" in text
+    assert "(2 seeds: 0, 1; 2 epochs each), input (1, 28, 28), 10 classes." in text
     assert "| eca | 81.00 | 86.00 |" in text
     assert "ECA kernel sizes of `eca` (3 layers): 3, 3, 5." in text
     assert "![curves](curves.png)" in text and "ecanet compare" in text

@@ -7,13 +7,14 @@ so importing ecanet never needs it and no display is ever opened.
 from __future__ import annotations
 
 import io
+import math
 import statistics
 from pathlib import Path
 from typing import Any
 
-from ecanet.experiments.files import write_atomic
 from ecanet.experiments.results import CompareResult, EcaLayer
 from ecanet.experiments.statistics import mean_std
+from ecanet.training.files import write_atomically
 
 __all__ = ["plot_accuracy_curves", "plot_accuracy_vs_latency", "plot_eca_kernel_sizes"]
 
@@ -34,7 +35,8 @@ def _save(figure: Any, path: str | Path) -> Path:
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     figure.clf()
     _pyplot().close(figure)
-    return write_atomic(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue())
+    return Path(path)
 
 
 def plot_accuracy_curves(result: CompareResult, path: str | Path) -> Path:
@@ -151,7 +153,8 @@ def plot_eca_kernel_sizes(layers: tuple[EcaLayer, ...] | list[EcaLayer], path: s
     axes.set(ylabel="kernel size k", title=title or "ECA kernel size per layer")
     axes.set_yticks(range(1, max(layer.kernel_size for layer in layers) + 2, 2))
     channels_axis = axes.twinx()
-    channels_axis.plot(positions, [layer.channels for layer in layers], "k.--", label="channels C")
+    channels = [math.nan if layer.channels is None else layer.channels for layer in layers]
+    channels_axis.plot(positions, channels, "k.--", label="channels C")
     channels_axis.set_ylabel("channels C")
     handles = axes.get_legend_handles_labels()[0] + channels_axis.get_legend_handles_labels()[0]
     axes.legend(handles, [h.get_label() for h in handles], loc="upper left")

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ecanet.experiments.files import write_atomic
 from ecanet.experiments.results import CompareResult
 from ecanet.experiments.statistics import PAIRED_TEST_NAME, mean_std, paired_difference
+from ecanet.training.files import write_atomically
 
 __all__ = ["CSV_COLUMNS", "format_table", "summary_rows", "write_csv", "write_markdown"]
 
@@ -29,6 +29,9 @@ CSV_COLUMNS = (
     "latency_batch_size",
     "latency_change_pct",
     "throughput_images_per_s",
+    "train_step_ms",
+    "train_batch_size",
+    "train_step_change_pct",
     "epoch_seconds",
     "epoch_seconds_change_pct",
     "top1_mean",
@@ -62,7 +65,8 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
         >>> from ecanet.bench.timing import TimingStats
         >>> def variant(name, params, top1s):
         ...     rows = [[{"val_top1": t, "val_top5": 99.0, "epoch_seconds": 3.0}] for t in top1s]
-        ...     return VariantResult(name, (0, 1), tuple(rows), params, 10**6, TimingStats(0.01, 0.01, 0.01, 3), 8, ())
+        ...     timing = TimingStats(0.01, 0.01, 0.01, 3)
+        ...     return VariantResult(name, (0, 1), tuple(rows), params, 10**6, timing, 8, timing, 16, ())
         >>> result = CompareResult(Path("."), "resnet18", "fashion-mnist", 10, (1, 1, 28, 28), 1, 0.95,
         ...                        (variant("none", 1000, [80.0, 82.0]), variant("eca", 1012, [81.0, 84.0])), {})
         >>> row = summary_rows(result)[1]
@@ -71,6 +75,7 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
     """
     baseline = result.baseline
     base_latency = baseline.latency.median_s
+    base_step = baseline.train_step.median_s
     base_epoch = baseline.epoch_seconds
     with_top5 = result.num_classes >= MIN_CLASSES_FOR_TOP5
     rows = []
@@ -97,6 +102,9 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
                 "latency_batch_size": variant.latency_batch_size,
                 "latency_change_pct": (variant.latency.median_s / base_latency - 1.0) * 100.0,
                 "throughput_images_per_s": variant.throughput,
+                "train_step_ms": variant.train_step.median_s * 1e3,
+                "train_batch_size": variant.train_batch_size,
+                "train_step_change_pct": (variant.train_step.median_s / base_step - 1.0) * 100.0,
                 "epoch_seconds": variant.epoch_seconds,
                 "epoch_seconds_change_pct": (variant.epoch_seconds / base_epoch - 1.0) * 100.0,
                 "top1_mean": top1_mean,
@@ -130,6 +138,14 @@ def _mean_std(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _with_change(value: float, change_pct: float, is_baseline: bool, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" + ("" if is_baseline else f" ({change_pct:+.1f}%)")
+
+
 def _delta(row: dict[str, Any], is_baseline: bool) -> str:
     if is_baseline:
         return "baseline"
@@ -145,8 +161,9 @@ def _table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
         "params",
         "Δparams",
         "FLOPs",
-        f"latency ms (batch {rows[0]['latency_batch_size']})",
-        "images/s",
+        f"infer ms (batch {rows[0]['latency_batch_size']})",
+        "infer img/s",
+        f"train ms/step (batch {rows[0]['train_batch_size']})",
         "s/epoch",
         "top-1 %",
         f"Δtop-1 [{confidence}% CI]",
@@ -162,9 +179,10 @@ def _table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
             _count(row["params"]),
             "—" if is_baseline else f"{row['params_delta']:+d}",
             _count(row["flops"]),
-            f"{row['latency_ms']:.2f}" + ("" if is_baseline else f" ({row['latency_change_pct']:+.1f}%)"),
+            _with_change(row["latency_ms"], row["latency_change_pct"], is_baseline),
             f"{row['throughput_images_per_s']:.0f}",
-            f"{row['epoch_seconds']:.1f}" + ("" if is_baseline else f" ({row['epoch_seconds_change_pct']:+.1f}%)"),
+            _with_change(row["train_step_ms"], row["train_step_change_pct"], is_baseline),
+            _with_change(row["epoch_seconds"], row["epoch_seconds_change_pct"], is_baseline, digits=1),
             _mean_std(row["top1_mean"], row["top1_std"]),
             _delta(row, is_baseline),
         ]
@@ -187,12 +205,15 @@ def format_table(rows: Sequence[dict[str, Any]], markdown: bool = False) -> str:
     Example:
         >>> row = dict(attention="none", params=1000, params_delta=0, flops=2e6, flops_delta=0, latency_ms=1.5,
         ...            latency_change_pct=0.0, latency_batch_size=8, throughput_images_per_s=5333.0,
+        ...            train_step_ms=9.0, train_batch_size=16, train_step_change_pct=0.0,
         ...            epoch_seconds=3.0, epoch_seconds_change_pct=0.0, top1_mean=80.0, top1_std=None,
         ...            top5_mean=None, top5_std=None, top1_delta=0.0, top1_delta_low=None, top1_delta_high=None,
         ...            confidence=0.95)
-        >>> print(format_table([row]))
-        attention  params  Δparams  FLOPs  latency ms (batch 8)  images/s  s/epoch  top-1 %  Δtop-1 [95% CI]
-        none       1.00k   —        2.00M  1.50                  5333      3.0      80.00    baseline
+        >>> table = format_table([row]).splitlines()
+        >>> table[0].split("  ")[:4]
+        ['attention', 'params', 'Δparams', 'FLOPs']
+        >>> table[1].split()
+        ['none', '1.00k', '—', '2.00M', '1.50', '5333', '9.00', '3.0', '80.00', 'baseline']
     """
     if not rows:
         raise ValueError("rows must hold at least one variant, got none")
@@ -232,7 +253,8 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({key: "" if value is None else value for key, value in row.items()})
-    return write_atomic(path, buffer.getvalue())
+    write_atomically(path, buffer.getvalue().encode())
+    return Path(path)
 
 
 def write_markdown(
@@ -268,8 +290,9 @@ def write_markdown(
         f"# Does ECA help {result.model} on {result.data}?",
         "",
         f"Attention variants of `{result.model}` trained with identical data, budget and seeds "
-        f"({seeds} seed{'s' if seeds != 1 else ''}: {', '.join(map(str, baseline.seeds))}; "
-        f"{result.epochs} epochs each), input {tuple(result.input_size[1:])}, {result.num_classes} classes.",
+        f"({_plural(seeds, 'seed')}: {', '.join(map(str, baseline.seeds))}; "
+        f"{_plural(result.epochs, 'epoch')} each), input {tuple(result.input_size[1:])}, "
+        f"{result.num_classes} classes.",
         "",
     ]
     if command:
@@ -279,21 +302,24 @@ def write_markdown(
         "- **top-1 / top-5**: validation accuracy (%) after the last epoch (not the best epoch, which would be "
         "picked on the validation set itself), mean ± sample standard deviation over seeds.",
         f"- **Δtop-1**: mean per-seed difference to the baseline `{baseline.attention}` (same seed = same "
-        f"initial data order and augmentation), with a {confidence}% confidence interval from a "
-        f"{PAIRED_TEST_NAME} (Student t with n - 1 = {seeds - 1} degrees of freedom). "
+        f"data order and augmentation), with a {confidence}% confidence interval: {PAIRED_TEST_NAME}, "
+        f"mean ± t(n - 1 = {_plural(seeds - 1, 'degree')} of freedom) × std / √n of the per-seed differences. "
         + (
             "With one seed there is no interval."
             if seeds < 2
             else "An interval that contains 0 means the data cannot tell the variant from the baseline."
         ),
-        f"- **latency**: median wall-clock time of one inference forward pass on a batch of "
-        f"{baseline.latency_batch_size}, all variants timed side by side in one process in alternating, "
-        f"rotating order over {baseline.latency.rounds} rounds (change relative to the baseline in brackets); "
-        "**images/s** follows from it.",
-        "- **s/epoch**: median training time of one epoch over all epochs and seeds (includes evaluation only "
-        "if the trainer counts it; noisy on a shared machine).",
-        "- **params / FLOPs**: decimal units (k = 10^3, M = 10^6, G = 10^9); FLOPs for one image as counted by "
-        "`ecanet.profile_model`.",
+        f"- **infer ms**: median wall-clock time of one inference forward pass on a batch of "
+        f"{baseline.latency_batch_size}; **train ms/step**: the same for one training step (forward, loss, "
+        f"backward, SGD update) on a batch of {baseline.train_batch_size}. All variants are timed side by side "
+        f"in one process, in alternating and rotating order over {baseline.latency.rounds} rounds, so load "
+        "from other processes hits them alike; the change relative to the baseline is in brackets. "
+        "**infer img/s** follows from the inference time.",
+        "- **s/epoch**: median wall-clock time of one epoch of the actual runs (training plus its evaluation "
+        "pass), over all epochs and seeds. The runs trained one after another, so on a shared machine this "
+        "column is noisier than the side-by-side ones.",
+        "- **params / FLOPs**: decimal units (k = 10^3, M = 10^6, G = 10^9). FLOPs of one image as counted by "
+        "`ecanet.profile_model`: 2 per multiply-add (the paper's 'FLOPs' column counts multiply-adds, in 2^30).",
         "",
         "## Per-seed top-1 (%)",
         "",
@@ -311,4 +337,5 @@ def write_markdown(
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(name).stem}]({name})" for name in plots]
-    return write_atomic(path, "\n".join(lines) + "\n")
+    write_atomically(path, ("\n".join(lines) + "\n").encode())
+    return Path(path)

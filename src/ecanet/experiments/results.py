@@ -18,12 +18,12 @@ class EcaLayer:
 
     Attributes:
         name: qualified module name, e.g. ``"layer1.0.eca"``.
-        channels: channel count C of the layer's input.
+        channels: channel count C of the layer's input (``None`` if the layer was built without it).
         kernel_size: the layer's k.
     """
 
     name: str
-    channels: int
+    channels: int | None
     kernel_size: int
 
 
@@ -39,11 +39,14 @@ class VariantResult:
         flops: FLOPs of one forward pass of one image (as :func:`ecanet.profile_model` counts them).
         latency: side-by-side inference timing of one batch of ``latency_batch_size`` images.
         latency_batch_size: batch size of the timed forward pass.
+        train_step: side-by-side timing of one training step on ``train_batch_size`` images.
+        train_batch_size: batch size of the timed training step (the runs' batch size).
         eca_layers: the model's ECA layers (empty without ECA).
 
     Example:
         >>> row = {"epoch": 1, "val_top1": 80.0, "val_top5": 99.0, "epoch_seconds": 2.0}
-        >>> v = VariantResult("eca", (0,), ([row],), 1000, 5000, TimingStats(0.01, 0.009, 0.011, 5), 32, ())
+        >>> timing = TimingStats(0.01, 0.009, 0.011, 5)
+        >>> v = VariantResult("eca", (0,), ([row],), 1000, 5000, timing, 32, timing, 64, ())
         >>> v.final_top1, round(v.throughput, 1), v.epoch_seconds
         ([80.0], 3200.0, 2.0)
     """
@@ -55,6 +58,8 @@ class VariantResult:
     flops: int
     latency: TimingStats
     latency_batch_size: int
+    train_step: TimingStats
+    train_batch_size: int
     eca_layers: tuple[EcaLayer, ...]
 
     @property

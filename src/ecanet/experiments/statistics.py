@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = ["PairedDifference", "mean_std", "paired_difference", "student_t_cdf", "student_t_quantile"]
 
-PAIRED_TEST_NAME = "paired t interval over seeds (two-sided)"
+PAIRED_TEST_NAME = "two-sided paired t interval over seeds"
 
 
 def _check_degrees_of_freedom(df: int) -> None:
