@@ -17,7 +17,7 @@ def test_eca_resnet50_shows_the_papers_numbers(capsys):
     eca = _rows(output)["eca_resnet50"]
     # model, params (M), params (2^20), attention params, GMACs, MACs (2^30), GFLOPs, paper params, paper FLOPs
     assert eca[1:4] == ["25.56", "24.37", "80"]
-    assert eca[7:] == ["24.37", "3.86"]
+    assert eca[7:] == ["24.37", "3.860"]
     assert _rows(output)["resnet50"][3] == "0"
 
 

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             f"{profile.macs_paper_units:.3f}",
             f"{2 * profile.gmacs:.3f}",
             f"{paper[0]:.2f}" if paper else "-",
-            f"{paper[1]:.4g}" if paper else "-",
+            f"{paper[1]:.3f}" if paper else "-",
         )
         print(
             " ".join(
