@@ -9,6 +9,7 @@ Example:
 """
 
 from ecanet import functional
+from ecanet.experiments import CompareConfig, CompareResult, run_compare
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
 from ecanet.models import create_model, list_models, load_official_checkpoint, profile_model
@@ -20,6 +21,8 @@ __all__ = [
     "CBAM",
     "ECA",
     "SE",
+    "CompareConfig",
+    "CompareResult",
     "RetrofitReport",
     "__version__",
     "add_eca",
@@ -31,4 +34,5 @@ __all__ = [
     "load_official_checkpoint",
     "profile_model",
     "remove_eca",
+    "run_compare",
 ]
