@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_model import SPEC
+from torch import nn
+
+from ecanet.training import TrainConfig, train
+from ecanet.training.checkpoint import load_checkpoint
+from ecanet.training.distributed import DistributedContext, resolve_device
+
+# Same global batch (16 = 2 processes x 8) and same data order: a data-parallel run computes what a
+# single process computes; only the order of floating-point sums differs (gradient all-reduce,
+# loss reduction), so losses and weights agree to a relative 1e-5.
+TOLERANCE = 1e-5
+RUN = {"model": SPEC, "epochs": 2, "batch_size": 16, "max_steps_per_epoch": 6, "lr": 0.05, "seed": 1}
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    run_dir = tmp_path / "ddp"
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in RUN.items()]
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "ecanet", "train", *flags, f"--run-dir={run_dir}", "--no-progress",
+    ]  # fmt: skip
+    finished = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count("run directory:") == 1  # rank 0 alone reports
+
+    record = json.loads((run_dir / "distributed.json").read_text())
+    assert record["world_size"] == 2 and record["backend"] == "gloo"
+    assert len(record["parameter_sha256"]) == 2
+    assert record["parameter_sha256"][0] == record["parameter_sha256"][1]  # both ranks hold identical weights
+    assert sorted(path.name for path in run_dir.iterdir()) == [
+        "best.pt", "config.json", "distributed.json", "last.pt", "metrics.csv", "metrics.jsonl",
+    ]  # fmt: skip
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(TrainConfig(**RUN, run_dir=str(tmp_path / "single"), progress=False))
+    finally:
+        torch.set_num_threads(threads)
+    distributed = load_checkpoint(run_dir / "last.pt")
+    assert distributed["world_size"] == 2
+    for ddp_row, single_row in zip(distributed["history"], single.history, strict=True):
+        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
+            assert ddp_row[key] == pytest.approx(single_row[key], rel=TOLERANCE), key
+    for name, value in single.model.state_dict().items():
+        assert torch.allclose(distributed["model"][name], value, rtol=TOLERANCE, atol=1e-7), name
+
+
+def test_single_process_context_is_the_identity() -> None:
+    context = DistributedContext.start("cpu")
+    values = torch.tensor([1.0, 2.0])
+    assert (context.rank, context.world_size, context.is_main, context.distributed) == (0, 1, True, False)
+    assert context.all_reduce_sum(values).tolist() == [1.0, 2.0]
+    assert context.any(True) and not context.any(False)
+    assert context.gather("x") == ["x"]
+    digests = context.parameter_digests(nn.Linear(2, 2))
+    assert len(digests) == 1 and len(digests[0]) == 64
+
+
+def test_parameter_digest_sees_a_one_ulp_change() -> None:
+    context = DistributedContext.start("cpu")
+    layer = nn.Linear(3, 2)
+    before = context.parameter_digests(layer)
+    with torch.no_grad():
+        layer.weight[0, 0] = torch.nextafter(layer.weight[0, 0], torch.tensor(1.0))
+    assert context.parameter_digests(layer) != before
+
+
+@pytest.mark.parametrize(
+    ("requested", "message"),
+    [("gpu", "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"), ("meta", "got 'meta'")],
+)
+def test_resolve_device_rejects_unknown_devices(requested: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        resolve_device(requested)
+
+
+def test_resolve_device_defaults_to_what_exists() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None).type == expected

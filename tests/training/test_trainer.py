@@ -1,0 +1,232 @@
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_model import SPEC, build
+from torch import nn
+
+from ecanet.training import TrainConfig, TrainingInterrupted, train
+from ecanet.training.checkpoint import load_checkpoint
+
+TIMING_FIELDS = {"epoch_seconds", "images_per_second"}
+# A run long enough to be killed mid-way, short enough for the test suite: 5 epochs of 40 steps.
+RESUMABLE = {
+    "model": SPEC,
+    "epochs": 5,
+    "batch_size": 32,
+    "max_steps_per_epoch": 40,
+    "lr": 0.05,
+    "warmup_epochs": 1,
+    "seed": 3,
+    "deterministic": True,
+    "progress": False,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Subprocesses run with one thread; so does this process, so their numbers are comparable."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def numbers(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key not in TIMING_FIELDS} for row in history]
+
+
+def assert_same_curve(actual: list[dict], expected: list[dict]) -> None:
+    assert [row["epoch"] for row in actual] == [row["epoch"] for row in expected]
+    for got, want in zip(numbers(actual), numbers(expected), strict=True):
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(TrainConfig(**RESUMABLE, run_dir=str(tmp_path_factory.mktemp("uninterrupted")))).history
+    finally:
+        torch.set_num_threads(threads)
+
+
+def cli_arguments(config: dict) -> list[str]:
+    arguments = ["train"]
+    for key, value in config.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            arguments.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+@pytest.mark.slow
+def test_short_run_beats_chance_and_writes_its_files(tmp_path: Path) -> None:
+    config = TrainConfig(
+        model=SPEC, epochs=2, batch_size=64, max_steps_per_epoch=60, optimizer="adamw", lr=3e-3,
+        label_smoothing=0.1, grad_clip=5.0, run_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    result = train(config)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    # Chance is 10% top-1 and 50% top-5 on ten classes.
+    assert result.final_top1 > 45.0
+    assert result.history[-1]["val_top5"] > 85.0
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.best_top1 == max(row["val_top1"] for row in result.history)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["val_top1"] for line in lines] == [row["val_top1"] for row in result.history]
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:7] == ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
+    assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "config", "epoch"} <= set(checkpoint)
+    assert checkpoint["epoch"] == 2 and checkpoint["config"] == config.to_dict()
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(checkpoint["model"][name], value)
+
+
+def test_bf16_channels_last_step_schedule_run(tmp_path: Path) -> None:
+    config = TrainConfig(
+        model=SPEC, epochs=2, batch_size=32, max_steps_per_epoch=3, amp="bf16", channels_last=True,
+        schedule="step", run_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    history = train(config).history
+    # Step decay x0.1 at 30/60/90% of 2 epochs = epochs 1, 1 and 2 (rounded): epoch 2 starts at 0.1 * 0.1^2.
+    assert [row["lr"] for row in history] == pytest.approx([0.1, 0.1 * 0.1**2])
+    assert all(torch.isfinite(torch.tensor(row["train_loss"])) for row in history)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path) -> None:
+    runs = {}
+    for name, seed in (("first", 5), ("second", 5), ("other", 6)):
+        config = TrainConfig(
+            model=SPEC, epochs=2, batch_size=32, max_steps_per_epoch=8, seed=seed, deterministic=True,
+            run_dir=str(tmp_path / name), progress=False,
+        )  # fmt: skip
+        runs[name] = train(config)
+    assert numbers(runs["first"].history) == numbers(runs["second"].history)
+    for name, value in runs["first"].model.state_dict().items():
+        assert torch.equal(value, runs["second"].model.state_dict()[name])
+    assert numbers(runs["first"].history) != numbers(runs["other"].history)
+
+
+class SignalAtStep(nn.Module):
+    """The tiny model, sending this process ``signal_number`` during training forward call ``at_call``."""
+
+    def __init__(self, signal_number: int | None = None, at_call: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(0)  # a model passed to train() is initialised by the caller
+        self.net = build(num_classes=10, in_chans=1)
+        self.signal_number, self.at_call, self.calls = signal_number, at_call, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at_call and self.signal_number is not None:
+                os.kill(os.getpid(), self.signal_number)
+        return self.net(x)
+
+
+@pytest.mark.slow
+def test_sigint_mid_epoch_saves_and_resume_continues_exactly(tmp_path: Path) -> None:
+    config = TrainConfig(**{**RESUMABLE, "model": "signal-at-step", "epochs": 3}, run_dir=str(tmp_path))
+    # Call 47 is step 7 of epoch 2 (40 steps per epoch).
+    with pytest.raises(TrainingInterrupted, match="SIGINT") as interruption:
+        train(config, model=SignalAtStep(signal.SIGINT, at_call=47))
+    assert interruption.value.checkpoint == tmp_path / "last.pt"
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert (checkpoint["epoch"], checkpoint["step"]) == (1, 7)
+    assert [row["epoch"] for row in checkpoint["history"]] == [1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    resumed = train(config, model=SignalAtStep())
+    reference = train(dataclasses.replace(config, run_dir=str(tmp_path / "reference")), model=SignalAtStep())
+    assert_same_curve(resumed.history, reference.history)
+    for name, value in reference.model.state_dict().items():
+        assert torch.allclose(resumed.model.state_dict()[name], value, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_continues_the_curve(
+    tmp_path: Path, subprocess_env: dict[str, str], uninterrupted: list[dict]
+) -> None:
+    command = [sys.executable, "-m", "ecanet", *cli_arguments({**RESUMABLE, "run_dir": str(tmp_path)})]
+    process = subprocess.Popen(command, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, stderr.decode()
+    killed_at = load_checkpoint(tmp_path / "last.pt")
+    done = killed_at["epoch"]
+    assert 1 <= done < RESUMABLE["epochs"], "the kill should land before the run finished"
+    assert_same_curve(killed_at["history"], uninterrupted[:done])
+    resumed = train(TrainConfig(**RESUMABLE, run_dir=str(tmp_path)))
+    # Epochs 1..done come from the checkpoint, the rest continue where the killed run stopped.
+    assert_same_curve(resumed.history, uninterrupted)
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_finished_run_returns_without_training_and_can_be_extended(tmp_path: Path, uninterrupted: list[dict]) -> None:
+    config = TrainConfig(**{**RESUMABLE, "epochs": 1}, run_dir=str(tmp_path))
+    first = train(config)
+    stamp = (tmp_path / "last.pt").stat().st_mtime_ns
+    again = train(config)
+    assert (tmp_path / "last.pt").stat().st_mtime_ns == stamp
+    assert numbers(again.history) == numbers(first.history)
+    for name, value in first.model.state_dict().items():
+        assert torch.equal(again.model.state_dict()[name], value)
+    extended = train(dataclasses.replace(config, epochs=2))
+    assert [row["epoch"] for row in extended.history] == [1, 2]
+    assert numbers(extended.history)[0] == numbers(first.history)[0]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
+    config = TrainConfig(
+        model=SPEC, epochs=1, batch_size=32, max_steps_per_epoch=1, run_dir=str(tmp_path), progress=False
+    )
+    train(config)
+    with pytest.raises(ValueError, match=r"different configuration \(lr: None -> 0.5\)"):
+        train(dataclasses.replace(config, lr=0.5))
+    with pytest.raises(FileNotFoundError, match=r"resume='.*nowhere' does not exist"):
+        train(dataclasses.replace(config, run_dir=None, resume=str(tmp_path / "nowhere")))
+    resumed = train(dataclasses.replace(config, run_dir=str(tmp_path / "copy"), resume=str(tmp_path / "last.pt")))
+    assert resumed.run_dir == tmp_path / "copy" and len(resumed.history) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"amp": "fp16"}, ValueError, "amp='fp16' needs a CUDA device"),
+        ({"sync_bn": True}, ValueError, "sync_bn=True needs CUDA"),
+        ({"device": "cuda"}, ValueError, "device='cuda' but CUDA is not available"),
+        ({"device": "tpu"}, ValueError, "device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
+        ({"batch_size": 20000}, ValueError, "batch_size=20000 exceeds the 12000 training images"),
+        ({"model": "no_such_module:build"}, ValueError, "cannot import 'build' from 'no_such_module'"),
+        ({"model": "tiny_model:missing"}, ValueError, "cannot import 'missing' from 'tiny_model'"),
+        ({"model": "eca_resnet17"}, ValueError, "unknown model name 'eca_resnet17'"),
+        ({"data": "mnist"}, ValueError, r"name must be one of \[.*'fashion-mnist'.*\], got 'mnist'"),
+        ({"data": "cifar10", "data_dir": "no/such/dir"}, FileNotFoundError, "cifar10 not found"),
+        ({"data": "fashion-mnist", "data_dir": "x"}, ValueError, "data_dir='x' is not used by 'fashion-mnist'"),
+        ({"epochs": 0}, ValueError, "epochs must be >= 1, got 0"),
+    ],
+)
+def test_bad_arguments_are_named(tmp_path: Path, changes: dict, error: type, message: str) -> None:
+    config = TrainConfig(
+        model=SPEC, epochs=1, batch_size=32, max_steps_per_epoch=1, run_dir=str(tmp_path), progress=False
+    )
+    with pytest.raises(error, match=message):
+        train(dataclasses.replace(config, **changes))
+    assert not (tmp_path / "last.pt").exists()
