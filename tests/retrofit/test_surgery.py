@@ -345,3 +345,18 @@ def test_ddp_single_process(residual_cnn: nn.Module, tmp_path) -> None:
         assert not torch.equal(kernel, start)
     finally:
         dist.destroy_process_group()
+
+
+def test_eca_options_reach_every_new_layer(residual_cnn: nn.Module) -> None:
+    report = add_eca(residual_cnn, kernel_size=3, padding="circular", gate="hard_sigmoid", shared=False)
+    layers = [residual_cnn.block1.bn2.eca, residual_cnn.block2.bn2.eca]
+    assert all(e.padding == "circular" and e.gate == "hard_sigmoid" and not e.shared for e in layers)
+    assert report.params_added == 3 * 16 + 3 * 32 == n_params(layers[0]) + n_params(layers[1])
+
+
+def test_add_eca_argument_errors(residual_cnn: nn.Module) -> None:
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer or None, got list"):
+        add_eca(residual_cnn, optimizer=[])
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        remove_eca("resnet18")
+    assert remove_eca(residual_cnn) == 0
