@@ -355,8 +355,8 @@ def test_eca_options_reach_every_new_layer(residual_cnn: nn.Module) -> None:
 
 
 def test_add_eca_argument_errors(residual_cnn: nn.Module) -> None:
-    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer or None, got list"):
+    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer or None, got list"):
         add_eca(residual_cnn, optimizer=[])
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         remove_eca("resnet18")
     assert remove_eca(residual_cnn) == 0
