@@ -1,0 +1,184 @@
+"""Layer benchmarks: ECA implementations alone and as a residual-block tail, on ResNet-50's stage shapes.
+
+- ``layer``: the attention module on its own, ``out = attention(x)``: timm's ``EcaModule`` (the
+  reference), the blog implementation, SE, ecanet's ``ECA`` out of place and ``ECA(inplace=True)``.
+- ``tail``: what a residual block runs after its last BatchNorm, ``relu(attention(x) + shortcut)``:
+  no attention (the reference, ``out += shortcut; relu_``, as plain blocks do), ecanet's fused
+  ``ECA.residual``, timm's and SE's module followed by the same in-place addition and ReLU.
+
+Every case also times a copy of the input (see :mod:`ecanet.bench.bandwidth`) to put a floor
+under the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ecanet.bench.bandwidth import copy_probe, traffic_floor_ms
+from ecanet.bench.baselines import attention_candidates
+from ecanet.bench.report import BenchRow
+from ecanet.bench.timing import TimingStats, time_side_by_side
+from ecanet.functional import eca_kernel_size
+
+__all__ = ["RESNET50_STAGE_SHAPES", "TENSOR_PASSES", "benchmark_layer", "benchmark_tail"]
+
+RESNET50_STAGE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
+    (32, 256, 56, 56),
+    (32, 512, 28, 28),
+    (32, 1024, 14, 14),
+    (32, 2048, 7, 7),
+)
+"""Input of every ECA in ResNet-50's four stages at batch 32, 224 px."""
+
+TENSOR_PASSES = {
+    ("layer", "inference"): 3,  # pool reads x; rescale reads x, writes out
+    ("layer", "training"): 7,  # + gate gradient reads grad, x; input gradient reads grad, writes dx
+    ("tail", "inference"): 4,  # pool reads x; reads x, shortcut, writes out
+    ("tail", "training"): 10,  # + reads grad, out, x, writes the shortcut's gradient; reads it, writes dx
+}
+"""Full-tensor reads and writes each group cannot avoid: the memory-traffic floor in passes."""
+
+_MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def _inputs(shape: tuple[int, ...], memory_format: str, dtype: str, seed: int) -> Tensor:
+    # Positive values (1 +- 0.5) with the candidates' all-4 kernels keep every gate within 1e-5 of
+    # 1, so layers that overwrite their input neither decay to denormals nor blow up.
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=generator) + 0.5
+    return x.to(dtype=_DTYPES[dtype], memory_format=_MEMORY_FORMATS[memory_format])
+
+
+def _training_step(forward: Callable[[], Tensor], leaves: list[Tensor], grad: Tensor) -> Callable[[], object]:
+    def step() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+        forward().backward(grad)
+
+    return step
+
+
+def _rows(
+    group: str,
+    shape: tuple[int, ...],
+    memory_format: str,
+    dtype: str,
+    mode: str,
+    reference: str,
+    stats: dict[str, TimingStats],
+) -> list[BenchRow]:
+    copy_ms = stats.pop("copy").median_s * 1e3
+    floor_ms = traffic_floor_ms(copy_ms, TENSOR_PASSES[(group, mode)])
+    reference_ms = stats[reference].median_s * 1e3
+    case = "x".join(str(size) for size in shape)
+    return [
+        BenchRow(
+            group,
+            case,
+            memory_format,
+            dtype,
+            mode,
+            name,
+            s.median_s * 1e3,
+            s.p25_s * 1e3,
+            s.p75_s * 1e3,
+            s.rounds,
+            reference,
+            reference_ms,
+            floor_ms,
+        )
+        for name, s in stats.items()
+    ]
+
+
+def _modules(channels: int, dtype: str) -> dict[str, nn.Module]:
+    layers = attention_candidates(channels, eca_kernel_size(channels))
+    return {name: layer.to(_DTYPES[dtype]) for name, layer in layers.items()}
+
+
+def benchmark_layer(
+    shape: tuple[int, int, int, int], memory_format: str, dtype: str, mode: str, *, rounds: int, warmup: int
+) -> list[BenchRow]:
+    """Times the attention layers alone on one input; the reference is timm (else the blog version).
+
+    Args:
+        shape: ``(N, C, H, W)``.
+        memory_format: ``"nchw"`` or ``"channels_last"``.
+        dtype: ``"float32"`` or ``"bfloat16"``.
+        mode: ``"inference"`` (under ``torch.no_grad``) or ``"training"`` (forward and backward).
+        rounds, warmup: as for :func:`ecanet.bench.timing.time_side_by_side`.
+
+    Returns:
+        One :class:`ecanet.bench.report.BenchRow` per candidate (``ecanet-inplace`` at inference only).
+
+    Example:
+        >>> rows = benchmark_layer((2, 16, 4, 4), "nchw", "float32", "inference", rounds=1, warmup=0)
+        >>> "ecanet-inplace" in [r.candidate for r in rows]
+        True
+    """
+    layers = _modules(shape[1], dtype)
+    reference = "timm" if "timm" in layers else "blog"
+    x = _inputs(shape, memory_format, dtype, seed=0)
+    candidates: dict[str, Callable[[], object]] = {"copy": copy_probe(x)}
+    if mode == "inference":
+        own = x.clone()  # the in-place layer overwrites its input: give it its own
+        for name, layer in layers.items():
+            argument = own if name == "ecanet-inplace" else x
+            candidates[name] = lambda layer=layer, argument=argument: layer(argument)
+        with torch.no_grad():
+            stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    else:
+        x.requires_grad_(True)
+        grad = _inputs(shape, memory_format, dtype, seed=1)
+        for name, layer in layers.items():
+            if name != "ecanet-inplace":  # a leaf cannot be overwritten under autograd
+                leaves = [x, *layer.parameters()]
+                candidates[name] = _training_step(lambda layer=layer: layer(x), leaves, grad)
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    return _rows("layer", shape, memory_format, dtype, mode, reference, stats)
+
+
+def benchmark_tail(
+    shape: tuple[int, int, int, int], memory_format: str, dtype: str, mode: str, *, rounds: int, warmup: int
+) -> list[BenchRow]:
+    """Times residual-block tails ``relu(attention(x) + shortcut)`` on one input; the reference has no attention.
+
+    At inference every tail writes into a buffer of its own as blocks do (the branch output is a
+    temporary); in training every tail is out of place (``x`` and the shortcut are leaves).
+    Arguments and result as for :func:`benchmark_layer`.
+
+    Example:
+        >>> rows = benchmark_tail((2, 16, 4, 4), "nchw", "float32", "training", rounds=1, warmup=0)
+        >>> rows[0].candidate, rows[0].reference
+        ('none', 'none')
+    """
+    layers = _modules(shape[1], dtype)
+    attentions = {name: layers[name] for name in ("timm", "se") if name in layers}
+    eca = layers["ecanet"]
+    x = _inputs(shape, memory_format, dtype, seed=0)
+    shortcut = _inputs(shape, memory_format, dtype, seed=2)
+    candidates: dict[str, Callable[[], object]] = {"copy": copy_probe(x)}
+    if mode == "inference":
+        none_buffer, eca_buffer = x.clone(), x.clone()
+        candidates["none"] = lambda: none_buffer.add_(shortcut).relu_()
+        candidates["ecanet"] = lambda: eca.residual(eca_buffer, shortcut)
+        for name, layer in attentions.items():
+            candidates[name] = lambda layer=layer: layer(x).add_(shortcut).relu_()
+        with torch.no_grad():
+            stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    else:
+        x.requires_grad_(True)
+        shortcut.requires_grad_(True)
+        grad = _inputs(shape, memory_format, dtype, seed=1)
+        candidates["none"] = _training_step(lambda: torch.relu(x + shortcut), [x, shortcut], grad)
+        leaves = [x, shortcut, *eca.parameters()]
+        candidates["ecanet"] = _training_step(lambda: eca.residual(x, shortcut), leaves, grad)
+        for name, layer in attentions.items():
+            leaves = [x, shortcut, *layer.parameters()]
+            candidates[name] = _training_step(lambda layer=layer: torch.relu(layer(x) + shortcut), leaves, grad)
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    return _rows("tail", shape, memory_format, dtype, mode, "none", stats)

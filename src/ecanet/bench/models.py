@@ -1,0 +1,131 @@
+"""Model benchmarks: what ECA costs a whole network, against the same network without attention.
+
+Both networks come from ecanet's registry, so they share every line of code except the attention
+(ecanet's blocks call the fused tail ``ECA.residual``); the overhead column is then ECA's cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ecanet.bench.report import BenchRow
+from ecanet.bench.timing import time_side_by_side
+from ecanet.models import create_model
+
+__all__ = ["benchmark_model_inference", "benchmark_model_training"]
+
+_MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def _rows(case: str, memory_format: str, dtype: str, mode: str, names: Sequence[str], stats: dict) -> list[BenchRow]:
+    reference_ms = stats[names[0]].median_s * 1e3
+    nan = float("nan")
+    return [
+        BenchRow(
+            "model",
+            case,
+            memory_format,
+            dtype,
+            mode,
+            name,
+            s.median_s * 1e3,
+            s.p25_s * 1e3,
+            s.p75_s * 1e3,
+            s.rounds,
+            names[0],
+            reference_ms,
+            nan,
+        )
+        for name, s in stats.items()
+    ]
+
+
+def benchmark_model_inference(
+    names: Sequence[str] = ("resnet50", "eca_resnet50"),
+    *,
+    batch: int = 8,
+    image_size: int = 224,
+    memory_format: str = "nchw",
+    dtype: str = "float32",
+    compiled: bool = False,
+    rounds: int = 15,
+    warmup: int = 2,
+) -> list[BenchRow]:
+    """Times ``model(x)`` under ``torch.inference_mode`` for each model; the first name is the reference.
+
+    Args:
+        names: registry names; the first is the reference (no attention).
+        batch, image_size: input ``(batch, 3, image_size, image_size)``.
+        memory_format: ``"nchw"`` or ``"channels_last"`` (model and input).
+        dtype: ``"float32"`` or ``"bfloat16"`` (model and input converted).
+        compiled: wrap each model in ``torch.compile`` (compilation happens in the warm-up rounds).
+        rounds, warmup: as for :func:`ecanet.bench.timing.time_side_by_side` (``warmup >= 1`` when compiled).
+
+    Example:
+        >>> rows = benchmark_model_inference(("resnet18", "eca_resnet18"), batch=1, image_size=32, rounds=1, warmup=0)
+        >>> [r.candidate for r in rows], rows[1].reference
+        (['resnet18', 'eca_resnet18'], 'resnet18')
+    """
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    layout = _MEMORY_FORMATS[memory_format]
+    x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    x = x.to(dtype=torch_dtype, memory_format=layout)
+    candidates: dict[str, Callable[[], object]] = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model(name).eval().to(dtype=torch_dtype, memory_format=layout)
+        runner = torch.compile(model) if compiled else model
+        candidates[name] = lambda runner=runner: runner(x)
+    with torch.inference_mode():
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    mode = "inference-compiled" if compiled else "inference"
+    return _rows(f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, names, stats)
+
+
+def benchmark_model_training(
+    names: Sequence[str] = ("resnet18", "eca_resnet18"),
+    *,
+    batch: int = 64,
+    image_size: int = 32,
+    num_classes: int = 10,
+    memory_format: str = "nchw",
+    dtype: str = "float32",
+    rounds: int = 15,
+    warmup: int = 2,
+) -> list[BenchRow]:
+    """Times one SGD training step (forward, loss, backward, update) of small-input models.
+
+    The models use the small-input stem (3x3 stride 1, no max-pool) for CIFAR-sized images.
+    ``dtype="bfloat16"`` runs the step under CPU autocast. Arguments otherwise as for
+    :func:`benchmark_model_inference`.
+
+    Example:
+        >>> rows = benchmark_model_training(batch=2, image_size=8, rounds=1, warmup=0)
+        >>> rows[1].candidate, rows[1].mode
+        ('eca_resnet18', 'training')
+    """
+    layout = _MEMORY_FORMATS[memory_format]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(memory_format=layout)
+    target = torch.randint(0, num_classes, (batch,), generator=generator)
+    candidates: dict[str, Callable[[], object]] = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=num_classes, small_input=True).train().to(memory_format=layout)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step(model=model, optimizer=optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+            with autocast:
+                loss = F.cross_entropy(model(x), target)
+            loss.backward()
+            optimizer.step()
+
+        candidates[name] = step
+    stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    return _rows(f"{names[1]} b{batch} {image_size}px", memory_format, dtype, "training", names, stats)

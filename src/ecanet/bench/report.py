@@ -1,0 +1,173 @@
+"""Benchmark results: one row per measured candidate, a printed table, CSV and a PNG chart."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ecanet.training.files import write_atomically
+
+__all__ = ["BenchRow", "format_table", "plot_rows", "write_csv"]
+
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One candidate measured in one case.
+
+    Attributes:
+        group: ``"layer"`` (attention alone), ``"tail"`` (block tail: attention, + shortcut,
+            ReLU) or ``"model"``.
+        case: what was measured, e.g. ``"32x256x56x56"`` or ``"resnet50 b8 224px"``.
+        memory_format: ``"nchw"`` or ``"channels_last"``.
+        dtype: ``"float32"`` or ``"bfloat16"``.
+        mode: ``"inference"``, ``"training"`` or ``"inference-compiled"``.
+        candidate: implementation name.
+        median_ms, p25_ms, p75_ms: time per call in milliseconds.
+        rounds: measured rounds.
+        reference: candidate the ratios compare against (``timm`` for layers, ``none`` for tails
+            and models).
+        reference_ms: the reference's median.
+        floor_ms: memory-traffic floor (bytes that must move / copy bandwidth measured in the
+            same rounds), or ``nan`` where none applies.
+    """
+
+    group: str
+    case: str
+    memory_format: str
+    dtype: str
+    mode: str
+    candidate: str
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    rounds: int
+    reference: str
+    reference_ms: float
+    floor_ms: float
+
+    @property
+    def speedup(self) -> float:
+        """``reference / this``: above 1 means faster than the reference."""
+        return self.reference_ms / self.median_ms
+
+    @property
+    def overhead_pct(self) -> float:
+        """Extra time over the reference in percent (negative: faster)."""
+        return 100.0 * (self.median_ms / self.reference_ms - 1.0)
+
+    @property
+    def floor_pct(self) -> float:
+        """Time as a percentage of the memory-traffic floor (100 = at the floor)."""
+        return 100.0 * self.median_ms / self.floor_ms
+
+
+def format_table(rows: Sequence[BenchRow]) -> str:
+    """A fixed-width text table of medians, speedups, overheads and % of the floor.
+
+    Example:
+        >>> row = BenchRow("layer", "2x8x4x4", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5,
+        ...                "timm", 2.0, 0.8)
+        >>> print(format_table([row]))  # doctest: +NORMALIZE_WHITESPACE
+        group case    format dtype   mode      candidate median_ms  p25-p75      vs ref  overhead  % floor
+        layer 2x8x4x4 nchw   float32 inference ecanet        1.000  0.900-1.100  2.00x    -50.0%     125%
+    """
+    header = ("group", "case", "format", "dtype", "mode", "candidate", "median_ms", "p25-p75", "vs ref", "overhead")
+    lines = []
+    for r in rows:
+        floor = "" if r.floor_ms != r.floor_ms else f"{r.floor_pct:.0f}%"
+        lines.append(
+            (
+                r.group,
+                r.case,
+                r.memory_format,
+                r.dtype,
+                r.mode,
+                r.candidate,
+                f"{r.median_ms:.3f}",
+                f"{r.p25_ms:.3f}-{r.p75_ms:.3f}",
+                f"{r.speedup:.2f}x",
+                f"{r.overhead_pct:+.1f}%",
+                floor,
+            )
+        )
+    header = (*header, "% floor")
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    numeric = set(range(6, len(header)))
+
+    def render(cells: Sequence[str]) -> str:
+        return " ".join(
+            c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return "\n".join([render(header)] + [render(line) for line in lines]).rstrip()
+
+
+def write_csv(rows: Sequence[BenchRow], path: str | Path) -> None:
+    """Writes ``rows`` (plus the derived speedup, overhead and floor columns) to ``path`` atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "bench.csv"
+        >>> row = BenchRow("layer", "c", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5, "timm", 2.0, 0.8)
+        >>> write_csv([row], target)
+        >>> target.read_text().splitlines()[1]
+        'layer,c,nchw,float32,inference,ecanet,1.0,0.9,1.1,5,timm,2.0,0.8,2.0,-50.0,125.0'
+    """
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow([f.name for f in fields(BenchRow)] + ["speedup", "overhead_pct", "floor_pct"])
+    for row in rows:
+        derived = [round(row.speedup, 4), round(row.overhead_pct, 2), round(row.floor_pct, 1)]
+        writer.writerow([*asdict(row).values(), *derived])
+    write_atomically(path, text.getvalue().encode())
+
+
+def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
+    """Bar charts of the medians, one panel per (group, mode), cases side by side, as a PNG.
+
+    Each bar is normalised to the panel's reference candidate in the same case (so 1.0 is the
+    reference and lower is faster); the memory-traffic floor is drawn as a black tick.
+
+    Args:
+        rows: benchmark rows.
+        path: PNG file to write (atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r.group, r.mode) for r in rows})
+    figure, axes = plt.subplots(len(panels), 1, figsize=(14, 3.6 * len(panels)), squeeze=False)
+    for axis, (group, mode) in zip(axes[:, 0], panels, strict=True):
+        chosen = [r for r in rows if r.group == group and r.mode == mode]
+        cases = list(dict.fromkeys(_case_label(r) for r in chosen))
+        candidates = list(dict.fromkeys(r.candidate for r in chosen))
+        width = 0.8 / len(candidates)
+        for j, candidate in enumerate(candidates):
+            bars = [
+                (cases.index(_case_label(r)), r.median_ms / r.reference_ms) for r in chosen if r.candidate == candidate
+            ]
+            axis.bar([i + j * width for i, _ in bars], [h for _, h in bars], width, label=candidate)
+        for i, case in enumerate(cases):
+            floor = next(r.floor_ms / r.reference_ms for r in chosen if _case_label(r) == case)
+            if floor == floor:  # not nan
+                axis.hlines(floor, i - width / 2, i + 0.8 - width / 2, colors="black", linewidth=2)
+        axis.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))], cases, fontsize=7)
+        axis.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        reference = chosen[0].reference
+        axis.set_ylabel(f"time / {reference}")
+        axis.set_title(f"{group} ({mode}): median time relative to {reference}; black tick = memory-traffic floor")
+        axis.legend(fontsize=7, ncol=len(candidates), loc="upper right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    write_atomically(path, buffer.getvalue())
+
+
+def _case_label(row: BenchRow) -> str:
+    return f"{row.case}\n{row.memory_format} {row.dtype}"

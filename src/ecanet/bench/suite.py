@@ -1,0 +1,153 @@
+"""The whole ``ecanet bench`` run: which cases, in which order, and the files it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ecanet.bench.layers import RESNET50_STAGE_SHAPES, benchmark_layer, benchmark_tail
+from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
+from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
+from ecanet.training.files import write_atomically
+
+__all__ = ["GROUPS", "bench_cases", "machine_description", "run_bench"]
+
+GROUPS = ("layer", "tail", "model")
+
+Case = tuple[str, Callable[[], list[BenchRow]]]
+
+
+def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: int | None = None) -> list[Case]:
+    """The benchmark cases as ``(label, run)`` pairs, in the order they run.
+
+    Full run: every ResNet-50 stage shape at batch 32, NCHW and channels-last, float32 and
+    bfloat16, inference and training, for the layer and the block tail; ECA-ResNet-50 against
+    ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in float32)
+    and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px). ``quick`` keeps the
+    first and last stage shapes, float32 only, two models and fewer rounds.
+
+    Args:
+        groups: any of ``"layer"``, ``"tail"``, ``"model"``.
+        quick: the short run.
+        rounds: measured rounds per case (default 15, quick 5).
+
+    Example:
+        >>> [label for label, _ in bench_cases(["model"], quick=True)][:2]
+        ['model resnet50 inference nchw float32', 'model resnet50 inference channels_last float32']
+    """
+    unknown = sorted(set(groups) - set(GROUPS))
+    if unknown:
+        raise ValueError(f"unknown benchmark groups {unknown}; valid: {list(GROUPS)}")
+    rounds = rounds if rounds is not None else (5 if quick else 15)
+    warmup = 1 if quick else 2
+    timing = {"rounds": rounds, "warmup": warmup}
+    shapes = (RESNET50_STAGE_SHAPES[0], RESNET50_STAGE_SHAPES[-1]) if quick else RESNET50_STAGE_SHAPES
+    dtypes = ("float32",) if quick else ("float32", "bfloat16")
+    formats = ("nchw", "channels_last")
+    cases: list[Case] = []
+    for group, function in (("layer", benchmark_layer), ("tail", benchmark_tail)):
+        if group not in groups:
+            continue
+        for shape in shapes:
+            for dtype in dtypes:
+                for memory_format in formats:
+                    for mode in ("inference", "training"):
+                        label = f"{group} {'x'.join(map(str, shape))} {mode} {memory_format} {dtype}"
+                        cases.append((label, partial(function, shape, memory_format, dtype, mode, **timing)))
+    if "model" in groups:
+        for dtype in dtypes:
+            for memory_format in formats:
+                label = f"model resnet50 inference {memory_format} {dtype}"
+                run = partial(benchmark_model_inference, memory_format=memory_format, dtype=dtype, **timing)
+                cases.append((label, run))
+        if not quick:
+            for memory_format in formats:
+                label = f"model resnet50 inference-compiled {memory_format} float32"
+                run = partial(benchmark_model_inference, memory_format=memory_format, compiled=True, **timing)
+                cases.append((label, run))
+        for dtype in dtypes:
+            for memory_format in formats:
+                label = f"model resnet18 training {memory_format} {dtype}"
+                run = partial(benchmark_model_training, memory_format=memory_format, dtype=dtype, **timing)
+                cases.append((label, run))
+    return cases
+
+
+def machine_description() -> dict[str, object]:
+    """CPU model, core and thread counts, and library versions, for the record next to the numbers.
+
+    Example:
+        >>> {"cpu", "torch", "torch_threads"} <= set(machine_description())
+        True
+    """
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+    }
+
+
+def run_bench(
+    out_dir: str | Path,
+    cases: Sequence[Case],
+    *,
+    command: str = "",
+    progress: bool = True,
+) -> list[BenchRow]:
+    """Runs ``cases`` (see :func:`bench_cases`) and writes ``results.csv``, ``results.png``,
+    ``results.txt`` (the table) and ``environment.json`` (machine, versions, command, duration).
+
+    Args:
+        out_dir: directory for the files (created).
+        cases: ``(label, run)`` pairs; each ``run()`` returns rows.
+        command: the command line, recorded in ``environment.json``.
+        progress: show a tqdm bar over the cases.
+
+    Returns:
+        All rows, in case order.
+
+    Example:
+        >>> import tempfile
+        >>> from ecanet.bench.layers import benchmark_layer
+        >>> case = ("tiny", lambda: benchmark_layer((2, 8, 4, 4), "nchw", "float32", "inference", rounds=1, warmup=0))
+        >>> out = tempfile.mkdtemp()
+        >>> rows = run_bench(out, [case], progress=False)
+        >>> sorted(p.name for p in Path(out).iterdir())
+        ['environment.json', 'results.csv', 'results.png', 'results.txt']
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[BenchRow] = []
+    started = time.time()
+    bar = tqdm(cases, desc="bench", unit="case", disable=not progress)
+    for label, run in bar:
+        bar.set_postfix_str(label)
+        rows.extend(run())
+    environment = machine_description()
+    environment.update(command=command, cases=[label for label, _ in cases], seconds=round(time.time() - started, 1))
+    environment["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    write_csv(rows, out / "results.csv")
+    plot_rows(rows, out / "results.png")
+    write_atomically(out / "results.txt", (format_table(rows) + "\n").encode())
+    write_atomically(out / "environment.json", (json.dumps(environment, indent=2) + "\n").encode())
+    return rows

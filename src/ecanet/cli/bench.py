@@ -1,0 +1,42 @@
+"""``ecanet bench``: layer and model benchmarks of ECA against timm, the blog version, SE and no attention."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from ecanet.bench.report import format_table
+from ecanet.bench.suite import GROUPS, bench_cases, run_bench
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="time ECA implementations and ECA networks side by side (CSV, PNG, table)",
+        description=(
+            "Times ecanet's ECA against timm's EcaModule, the common blog implementation, SE and no "
+            "attention on ResNet-50's stage shapes (layer alone and residual-block tail), and "
+            "ECA-ResNet-50/18 against ResNet-50/18. Candidates run in alternating order; medians are reported."
+        ),
+    )
+    parser.add_argument("--out", default="bench-results", help="directory for results.csv/.png/.txt")
+    parser.add_argument("--quick", action="store_true", help="short run: 2 shapes, float32, 5 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="measured rounds per case (default 15, quick 5)")
+    parser.add_argument(
+        "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="which benchmark groups to run"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rounds is not None and args.rounds < 1:
+        raise SystemExit(f"ecanet bench: --rounds must be >= 1, got {args.rounds}")
+    command = ["ecanet", "bench", "--out", args.out, "--groups", *args.groups]
+    command += ["--quick"] if args.quick else []
+    command += [] if args.rounds is None else ["--rounds", str(args.rounds)]
+    cases = bench_cases(args.groups, quick=args.quick, rounds=args.rounds)
+    rows = run_bench(args.out, cases, command=shlex.join(command), progress=not args.no_progress)
+    print(format_table(rows))
+    print(f"\nwrote {args.out}/results.csv, results.png, results.txt, environment.json")
+    return 0
