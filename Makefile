@@ -25,6 +25,10 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# Layer and model benchmarks (about 15 minutes on 2 cores); `ecanet bench --quick` is the short run.
+bench: $(VENV)/.installed-dev
+	$(BIN)/ecanet bench --out benchmarks/cpu
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
