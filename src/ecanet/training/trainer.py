@@ -130,9 +130,9 @@ def train(config: TrainConfig, model: nn.Module | None = None) -> TrainResult:
 
     Example:
         >>> import tempfile
-        >>> config = TrainConfig(model="eca_resnet18", model_kwargs={"width": 4}, epochs=1, batch_size=32,
-        ...                      max_steps_per_epoch=2, run_dir=tempfile.mkdtemp(), progress=False)
-        >>> result = train(config)
+        >>> config = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=2, run_dir=tempfile.mkdtemp(),
+        ...                      progress=False)
+        >>> result = train(config, model=nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10)))
         >>> [row["epoch"] for row in result.history], (result.run_dir / "last.pt").is_file()
         ([1], True)
     """
