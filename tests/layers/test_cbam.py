@@ -64,8 +64,8 @@ def test_forward_matches_float64_reference(spatial_dims, channel_dim, kernel_siz
 
 
 def test_gradcheck():
-    layer = CBAM(8, reduction=2, spatial_kernel_size=3, dtype=torch.float64)
-    x = torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+    layer = CBAM(4, reduction=2, spatial_kernel_size=3, dtype=torch.float64)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x,))
 
 

@@ -366,7 +366,9 @@ def build_resnet(
     return ResNet(block, layers, attention=attention, **kwargs)
 
 
-def _eca_resnet(architecture: str, attention: AttentionSpec, kernel_sizes: KernelSizes, kwargs: dict) -> ResNet:
+def _eca_resnet(
+    architecture: str, attention: AttentionSpec, kernel_sizes: KernelSizes, kwargs: dict[str, Any]
+) -> ResNet:
     # The "official" default only means something for ECA; an explicit choice with another attention is an error.
     if attention != "eca" and kernel_sizes == "official":
         return build_resnet(architecture, attention=attention, **kwargs)
