@@ -132,6 +132,8 @@ def test_class_errors():
         ResNet(BasicBlock, (1, 1, 1))
     with pytest.raises(ValueError, match="architecture must be one of"):
         build_resnet("resnet20")
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        eca_stage_attention("official", "resnet26")
 
 
 def test_other_attention_via_override():

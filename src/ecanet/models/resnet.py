@@ -318,6 +318,8 @@ def eca_stage_attention(kernel_sizes: KernelSizes, architecture: str) -> list[At
         >>> [spec.keywords for spec in eca_stage_attention("official", "resnet50")]
         [{'kernel_size': 3}, {'kernel_size': 5}, {'kernel_size': 5}, {'kernel_size': 7}]
     """
+    if architecture not in OFFICIAL_KERNEL_SIZES:
+        raise ValueError(f"architecture must be one of {list(OFFICIAL_KERNEL_SIZES)}, got {architecture!r}")
     if kernel_sizes == "adaptive":
         return ["eca"] * 4
     if kernel_sizes == "official":
