@@ -202,4 +202,5 @@ def plan_eca(
                 removed,
             )
         )
+    skipped.sort(key=lambda s: order.get(s.name, len(order)))
     return RetrofitReport(tuple(places), tuple(skipped), tuple(notes), applied=False)

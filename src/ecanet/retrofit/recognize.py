@@ -149,7 +149,7 @@ def feature_map_norm(module: nn.Module) -> bool:
     if isinstance(module, (*_FEATURE_MAP_NORMS, nn.GroupNorm)):
         return True
     output = norm_output(module)
-    return output is not None and type(module) is not nn.LayerNorm and isinstance(module, nn.LayerNorm)
+    return isinstance(module, nn.LayerNorm) and output is not None and output[1] == 1
 
 
 def conv_output(module: nn.Module) -> tuple[int, int] | None:
