@@ -19,6 +19,7 @@ def _kernel_size(text: str) -> str | int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``retrofit-plan`` parser to ``subparsers``."""
     parser = subparsers.add_parser(
         "retrofit-plan",
         help="show where add_eca would put ECA in a model (nothing is trained or downloaded)",
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Prints the plan; returns 0, or 2 for an unknown model or invalid option."""
     try:
         model = build_named_model(args.model)
         report = plan_eca(
