@@ -360,3 +360,15 @@ def test_add_eca_argument_errors(residual_cnn: nn.Module) -> None:
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         remove_eca("resnet18")
     assert remove_eca(residual_cnn) == 0
+
+
+@pytest.mark.parametrize("fixture", ["plain_cnn", "residual_cnn"])
+def test_second_call_adds_nothing(fixture: str, request: pytest.FixtureRequest) -> None:
+    model = request.getfixturevalue(fixture)
+    first = add_eca(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.warns(UserWarning, match="already has ECA everywhere"):
+        second = add_eca(model)
+    assert len(second) == 0 and {s.name for s in second.skipped} == {p.name for p in first.places}
+    assert model.state_dict().keys() == state.keys()
+    assert all(isinstance(model.get_submodule(p.name).module, nn.BatchNorm2d) for p in first.places)
