@@ -1,10 +1,11 @@
 import os
 import warnings
+from functools import partial
 
 import pytest
 import torch
 
-from ecanet import ECA, load_official_checkpoint
+from ecanet import ECA, SE, load_official_checkpoint
 from ecanet.models import mobilenetv2, resnet
 from ecanet.models.checkpoints import StateDictDiff, infer_model, load_matching_state_dict, read_state_dict
 
@@ -230,3 +231,13 @@ def test_describe_truncates_long_lists():
     assert diff.describe() == "unexpected (not in the model) (20): k0, k1, k2, k3, k4, k5, k6, k7, ... (12 more)"
     assert not diff.loadable
     assert StateDictDiff().describe() == "state dict matches the model"
+
+
+@pytest.mark.parametrize(("channels", "reduction", "min_channels"), [(24, 5, 1), (64, 16, 8), (24, 16, 5), (40, 16, 7)])
+def test_infer_model_reproduces_se_hidden_widths(channels, reduction, min_channels):
+    spec = partial(SE, reduction=reduction, min_channels=min_channels)
+    source = resnet.resnet18(width=channels, attention=spec)
+    inferred = infer_model(source.state_dict())
+    hidden = [m.hidden_channels for m in source.modules() if isinstance(m, SE)]
+    assert [m.hidden_channels for m in inferred.modules() if isinstance(m, SE)] == hidden
+    assert min_channels == 1 or min_channels in hidden  # the min_channels edge case is exercised

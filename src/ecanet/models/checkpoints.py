@@ -153,11 +153,19 @@ def _attention_spec(state_dict: Mapping[str, Tensor], prefix: str) -> AttentionS
     fc1 = state_dict.get(prefix + "fc1.weight")
     if fc1 is None:
         return None
-    channels, hidden = fc1.shape[1], fc1.shape[0]
+    mlp = _mlp_options(channels=fc1.shape[1], hidden=fc1.shape[0])
     if prefix + "spatial.weight" in state_dict:
-        spatial = state_dict[prefix + "spatial.weight"]
-        return partial(CBAM, reduction=channels // hidden, spatial_kernel_size=spatial.shape[-1])
-    return partial(SE, reduction=channels // hidden, bias=prefix + "fc1.bias" in state_dict)
+        return partial(CBAM, spatial_kernel_size=state_dict[prefix + "spatial.weight"].shape[-1], **mlp)
+    return partial(SE, bias=prefix + "fc1.bias" in state_dict, **mlp)
+
+
+def _mlp_options(channels: int, hidden: int) -> dict[str, int]:
+    """``reduction`` (and ``min_channels`` where needed) giving exactly ``hidden`` = max(min_channels, C // r)."""
+    reduction = channels // hidden
+    if channels // reduction == hidden:
+        return {"reduction": reduction}
+    # A width no reduction gives (raised by min_channels): a larger reduction with min_channels = hidden.
+    return {"reduction": reduction + 1, "min_channels": hidden}
 
 
 def _same_spec(a: AttentionSpec, b: AttentionSpec) -> bool:
