@@ -369,6 +369,7 @@ def test_second_call_adds_nothing(fixture: str, request: pytest.FixtureRequest) 
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.warns(UserWarning, match="already has ECA everywhere"):
         second = add_eca(model)
-    assert len(second) == 0 and {s.name for s in second.skipped} == {p.name for p in first.places}
+    already = {s.name for s in second.skipped if s.reason == "already has ECA"}
+    assert len(second) == 0 and already == {p.name for p in first.places}
     assert model.state_dict().keys() == state.keys()
     assert all(isinstance(model.get_submodule(p.name).module, nn.BatchNorm2d) for p in first.places)
