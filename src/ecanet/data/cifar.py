@@ -45,6 +45,8 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(text, "latin1").
+    ("_codecs", "encode"),
 }
 
 
