@@ -9,11 +9,13 @@ Example:
 """
 
 from ecanet import functional
+from ecanet.data import DatasetInfo, load_dataset
 from ecanet.experiments import CompareConfig, CompareResult, run_compare
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
 from ecanet.models import create_model, list_models, load_official_checkpoint, profile_model
 from ecanet.retrofit import RetrofitReport, add_eca, remove_eca
+from ecanet.training import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 
@@ -23,7 +25,10 @@ __all__ = [
     "SE",
     "CompareConfig",
     "CompareResult",
+    "DatasetInfo",
     "RetrofitReport",
+    "TrainConfig",
+    "TrainResult",
     "__version__",
     "add_eca",
     "create_attention",
@@ -31,8 +36,10 @@ __all__ = [
     "eca_kernel_size",
     "functional",
     "list_models",
+    "load_dataset",
     "load_official_checkpoint",
     "profile_model",
     "remove_eca",
     "run_compare",
+    "train",
 ]
