@@ -122,3 +122,17 @@ def test_channels_last_layer_norm_branch() -> None:
 
     search = find_residual_places(TokenBlock())
     assert [(p.name, p.channels, p.channel_dim) for p in search.places] == [("norm", 32, -1)]
+
+
+def test_adding_a_parameter_is_not_a_residual_addition() -> None:
+    class Biased(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16)
+            self.offset = nn.Parameter(torch.zeros(1, 16, 1, 1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x)) + self.offset
+
+    search = find_residual_places(Biased())
+    assert search.error is None and search.additions == 0 and search.skipped == []

@@ -343,6 +343,8 @@ def test_ddp_single_process(residual_cnn: nn.Module, tmp_path) -> None:
             ddp(torch.randn(4, 3, 16, 16)).sum().backward()
             sgd.step()
         assert not torch.equal(kernel, start)
+        with pytest.raises(ValueError, match="before wrapping"):
+            remove_eca(ddp)
     finally:
         dist.destroy_process_group()
 

@@ -1,7 +1,7 @@
 """Placement in any traceable model: find residual additions with torch.fx.
 
 The model is traced symbolically (in eval mode, so that dropout and stochastic depth vanish);
-every ``a + b`` of two computed tensors is a candidate residual addition. The branch is the
+every ``a + b`` of two values computed from the input is a candidate residual addition. The branch is the
 operand computed from the other one or, when both come from a common input (a projection
 shortcut), the one with more module calls of its own. From the branch operand the search walks
 back through shape-preserving steps (identity, dropout, drop-path, scaling by a constant or a
@@ -71,11 +71,20 @@ def _trace(model: nn.Module) -> fx.Graph:
             module.training = training
 
 
-def _is_addition(node: fx.Node) -> bool:
+def _computed_from_inputs(graph: fx.Graph) -> set[fx.Node]:
+    """The nodes whose value depends on the model's inputs (not only on parameters and constants)."""
+    computed: set[fx.Node] = set()
+    for node in graph.nodes:  # topological order
+        if node.op == "placeholder" or any(n in computed for n in node.all_input_nodes):
+            computed.add(node)
+    return computed
+
+
+def _is_addition(node: fx.Node, computed: set[fx.Node]) -> bool:
     is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or (
         node.op == "call_method" and node.target in _ADD_METHODS
     )
-    return is_add and len(node.args) >= 2 and all(isinstance(a, fx.Node) for a in node.args[:2])
+    return is_add and len(node.args) >= 2 and all(isinstance(a, fx.Node) and a in computed for a in node.args[:2])
 
 
 def _ancestors(node: fx.Node) -> set[fx.Node]:
@@ -105,9 +114,9 @@ def _branch_of(addition: fx.Node) -> fx.Node | None:
     return a if work_a > work_b else b
 
 
-def _single_tensor_input(node: fx.Node) -> fx.Node | None:
+def _single_computed_input(node: fx.Node, computed: set[fx.Node]) -> fx.Node | None:
     """The only input of ``node`` computed from the model's inputs (parameters aside), if there is one."""
-    inputs = [n for n in node.all_input_nodes if any(a.op == "placeholder" for a in _ancestors(n))]
+    inputs = [n for n in node.all_input_nodes if n in computed]
     return inputs[0] if len(inputs) == 1 else None
 
 
@@ -130,7 +139,7 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return getattr(node.target, "__name__", str(node.target))
 
 
-def _branch_end(branch: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node | None, str]:
+def _branch_end(branch: fx.Node, modules: dict[str, nn.Module], computed: set[fx.Node]) -> tuple[fx.Node | None, str]:
     """The module call ECA should follow on this branch and ``""``, or the reason it gets none.
 
     A branch that already ends in a retrofit container returns that node with a reason.
@@ -147,7 +156,7 @@ def _branch_end(branch: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node
                 return node, ""
         if not _passes_through(node, modules):
             return None, f"the branch ends in {_describe(node, modules)}, not a normalization or convolution"
-        previous = _single_tensor_input(node)
+        previous = _single_computed_input(node, computed)
         if previous is None:
             return None, f"the branch ends in {_describe(node, modules)} of several tensors"
         node = previous
@@ -188,17 +197,18 @@ def find_residual_places(model: nn.Module) -> ResidualSearch:
     for node in graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
+    computed = _computed_from_inputs(graph)
     search = ResidualSearch()
     seen: set[str] = set()
     for node in graph.nodes:
-        if not _is_addition(node):
+        if not _is_addition(node, computed):
             continue
         search.additions += 1
         branch = _branch_of(node)
         if branch is None:
             search.skipped.append(SkippedPlace(_location(node), "cannot tell the residual branch from the shortcut"))
             continue
-        end, reason = _branch_end(branch, modules)
+        end, reason = _branch_end(branch, modules, computed)
         if reason:
             search.skipped.append(SkippedPlace(_location(node) if end is None else str(end.target), reason))
             continue

@@ -24,6 +24,14 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name), attribute, module)
 
 
+def _check_not_distributed(model: nn.Module) -> None:
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise ValueError(
+            "model is wrapped in DistributedDataParallel, which fixed its parameters when it was built; "
+            "edit the plain model (call add_eca/remove_eca before wrapping it)"
+        )
+
+
 def _factory_kwargs(module: nn.Module, model: nn.Module) -> dict[str, Any]:
     """Device and dtype for a new ECA: those of the module it joins, else of the model."""
     for source in (module, model):
@@ -85,6 +93,7 @@ def add_eca(
         >>> model(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
+    _check_not_distributed(model)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     report = plan_eca(
@@ -150,6 +159,7 @@ def remove_eca(model: nn.Module) -> int:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_not_distributed(model)
     if isinstance(model, (ECAAfter, ECAInsteadOf)):
         raise ValueError("model is itself a retrofit container; remove_eca needs the model that holds it")
     containers = [(name, m) for name, m in model.named_modules() if isinstance(m, (ECAAfter, ECAInsteadOf))]
