@@ -52,17 +52,24 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualCNN(nn.Module):
-    """Stem, two residual blocks (the second with a projection shortcut), classifier."""
+    """Stem, residual blocks ``block1``, ``block2``, ... of the given widths, classifier.
 
-    def __init__(self) -> None:
+    A block that changes the width halves the resolution and has a projection shortcut; the
+    default is one identity block (16) and one projection block (32).
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (16, 32)) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-        self.block1 = ResidualBlock(16, 16)
-        self.block2 = ResidualBlock(16, 32, stride=2)
-        self.fc = nn.Linear(32, 10)
+        self.blocks = len(widths)
+        for index, (before, width) in enumerate(zip((16, *widths), widths, strict=False), 1):
+            setattr(self, f"block{index}", ResidualBlock(before, width, stride=1 if before == width else 2))
+        self.fc = nn.Linear(widths[-1], 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block2(self.block1(self.stem(x)))
+        x = self.stem(x)
+        for index in range(1, self.blocks + 1):
+            x = getattr(self, f"block{index}")(x)
         return self.fc(x.mean(dim=(2, 3)))
 
 
@@ -76,3 +83,8 @@ def plain_cnn() -> PlainCNN:
 def residual_cnn() -> ResidualCNN:
     torch.manual_seed(0)
     return ResidualCNN()
+
+
+@pytest.fixture
+def residual_cnn_type() -> type[ResidualCNN]:
+    return ResidualCNN

@@ -12,6 +12,8 @@ import pytest
 import timm
 import torch
 import torchvision.models as tvm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import ecanet
@@ -375,3 +377,21 @@ def test_second_call_adds_nothing(fixture: str, request: pytest.FixtureRequest) 
     assert len(second) == 0 and already == {p.name for p in first.places}
     assert model.state_dict().keys() == state.keys()
     assert all(isinstance(model.get_submodule(p.name).module, nn.BatchNorm2d) for p in first.places)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(widths=st.lists(st.sampled_from([16, 24, 32]), min_size=1, max_size=4), kernel_size=st.sampled_from([1, 3, 5]))
+def test_any_residual_stack_gets_one_eca_per_block_and_comes_back_exactly(
+    residual_cnn_type: type[nn.Module], widths: list[int], kernel_size: int
+) -> None:
+    torch.manual_seed(0)
+    model = residual_cnn_type(tuple(widths)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    report = add_eca(model, kernel_size=kernel_size)
+    assert retrofit_names(model, ECAAfter) == {f"block{i}.bn2" for i in range(1, len(widths) + 1)}
+    assert report.param_delta == kernel_size * len(widths)
+    remove_eca(model)
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
