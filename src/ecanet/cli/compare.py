@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import sys
 
 from ecanet.experiments import PRESETS, compare_preset, format_table, run_compare, summary_rows, with_model
+from ecanet.training import TrainingInterrupted
 
 # Flags that override a field of the training template, by TrainConfig field name.
 TRAINING_FLAGS = (
@@ -101,7 +103,12 @@ def run(args: argparse.Namespace) -> int:
     if args.attention is not None:
         overrides["attentions"] = tuple(choice.strip() for choice in args.attention.split(",") if choice.strip())
     config = dataclasses.replace(config, training=training, command=_command_line(args), **overrides)
-    result = run_compare(config)
+    try:
+        result = run_compare(config)
+    except TrainingInterrupted as interrupted:
+        print(f"\ncompare interrupted: {interrupted}", file=sys.stderr)
+        print("finished runs are kept; run the same command again to continue", file=sys.stderr)
+        return 128 + interrupted.signal_number
     print()
     print(format_table(summary_rows(result)))
     print(f"\nreport, results.csv and plots in {result.run_dir}")
