@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import json
 import math
 import os
@@ -169,7 +170,8 @@ class _Run:
     def execute(self, model: nn.Module | None) -> TrainResult:
         checkpoint = self._find_checkpoint()
         if checkpoint is not None and checkpoint["epoch"] >= self.config.epochs:
-            model = model or build_model(self.config, DatasetInfo(**checkpoint["dataset"]))
+            if model is None:
+                model = build_model(self.config, DatasetInfo(**checkpoint["dataset"]))
             model.load_state_dict(checkpoint["model"])
             return _result(self.run_dir, checkpoint["history"], model.eval())
         self._seed(self.config.seed)
@@ -181,7 +183,7 @@ class _Run:
             config.data, config.data_dir, train=False, augment=False, seed=config.seed, image_size=config.image_size
         )
         self.info = info
-        self.model = self._prepare_model(model or build_model(config, info))
+        self.model = self._prepare_model(model if model is not None else build_model(config, info))
         self._make_loaders(train_set, val_set)
         self.optimizer = _make_optimizer(config, self.model.parameters())
         self.schedule = LearningRateSchedule(config.schedule, config.epochs, self.steps_per_epoch, config.warmup_epochs)
@@ -191,10 +193,11 @@ class _Run:
         self._seed(config.seed + self.context.rank)
         self.history: list[dict] = []
         self.best_top1 = -math.inf
-        start_epoch, start_step, totals = 0, 0, torch.zeros(4, dtype=torch.float64)
+        position = (0, 0, _no_totals(), 0.0)
         if checkpoint is not None:
-            start_epoch, start_step, totals = self._restore(checkpoint)
-        self.trained = (
+            position = self._restore(checkpoint)
+        # The DDP wrapper in distributed runs (it all-reduces the gradients), else the model itself.
+        self.parallel_model = (
             DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
             if self.context.distributed
             else self.model
@@ -204,7 +207,7 @@ class _Run:
             write_atomically(self.run_dir / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
         self.writer = MetricsWriter(self.run_dir) if self.context.is_main else None
         try:
-            self._loop(start_epoch, start_step, totals)
+            self._loop(*position)
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -274,7 +277,7 @@ class _Run:
         shard = Subset(val_set, range(context.rank, len(val_set), context.world_size))
         self.val_loader = DataLoader(shard, 2 * self.per_process_batch, num_workers=workers, pin_memory=pin)
 
-    def _restore(self, checkpoint: dict) -> tuple[int, int, Tensor]:
+    def _restore(self, checkpoint: dict) -> tuple[int, int, Tensor, float]:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -283,11 +286,9 @@ class _Run:
         restore_rng_state(states[self.context.rank] if len(states) == self.context.world_size else states[0])
         self.history = list(checkpoint["history"])
         self.best_top1 = checkpoint["best_top1"]
-        # The partial sums of an interrupted epoch were reduced before saving: rank 0 carries them.
-        totals = checkpoint["totals"] if self.context.is_main else torch.zeros(4, dtype=torch.float64)
-        return checkpoint["epoch"], checkpoint["step"], totals
+        return checkpoint["epoch"], checkpoint["step"], checkpoint["totals"], checkpoint["seconds"]
 
-    def _loop(self, start_epoch: int, start_step: int, totals: Tensor) -> None:
+    def _loop(self, start_epoch: int, start_step: int, totals: Tensor, seconds: float) -> None:
         from tqdm.auto import tqdm
 
         show = self.config.progress and self.context.is_main
@@ -299,11 +300,11 @@ class _Run:
         ):
             for epoch in range(start_epoch, self.config.epochs):
                 if epoch > start_epoch:
-                    start_step, totals = 0, torch.zeros(4, dtype=torch.float64)
-                totals = self._train_epoch(epoch, start_step, totals, stop, show)
+                    start_step, totals, seconds = 0, _no_totals(), 0.0
+                totals, seconds = self._train_epoch(epoch, start_step, totals, seconds, stop, show)
                 started = time.perf_counter()
                 val_loss, val_top1, val_top5 = self._evaluate()
-                loss_sum, top1, count, train_seconds = totals.tolist()
+                loss_sum, top1, count = totals.tolist()
                 row = {
                     "epoch": epoch + 1,
                     "lr": self.config.learning_rate * self.schedule(epoch * self.steps_per_epoch),
@@ -312,13 +313,13 @@ class _Run:
                     "val_loss": val_loss,
                     "val_top1": val_top1,
                     "val_top5": val_top5,
-                    "epoch_seconds": train_seconds + time.perf_counter() - started,
-                    "images_per_second": count / train_seconds,
+                    "epoch_seconds": seconds + time.perf_counter() - started,
+                    "images_per_second": count / seconds,
                 }
                 self.history.append(row)
                 is_best = val_top1 > self.best_top1
                 self.best_top1 = max(self.best_top1, val_top1)
-                self._save(epoch + 1, 0, totals * 0, best=is_best)
+                self._save(epoch + 1, 0, _no_totals(), 0.0, best=is_best)
                 if self.writer is not None:
                     self.writer.write(self.history)
                 epochs_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_top1=f"{val_top1:.2f}")
@@ -326,57 +327,49 @@ class _Run:
                 if self.context.any(stop.signal_number is not None):
                     raise TrainingInterrupted(stop.signal_number or signal.SIGTERM, self.run_dir / LAST_CHECKPOINT)
 
-    def _train_epoch(self, epoch: int, start_step: int, totals: Tensor, stop: _StopSignals, show: bool) -> Tensor:
+    def _train_epoch(
+        self, epoch: int, start_step: int, totals: Tensor, seconds: float, stop: _StopSignals, show: bool
+    ) -> tuple[Tensor, float]:
+        """Trains ``epoch`` from ``start_step`` on; ``totals`` and ``seconds`` are those of the steps before it.
+
+        Returns the epoch's sums over all ranks (loss x images, top-1 hits, images) and its training seconds.
+        """
         from tqdm.auto import tqdm
 
         self.model.train()
         self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip=start_step * self.per_process_batch)
-        totals = totals.to(self.device)
-        steps = self.steps_per_epoch - start_step
+        local = torch.zeros(3, dtype=torch.float64, device=self.device)
+        session_start = time.perf_counter()
+        batches = itertools.islice(self.train_loader, self.steps_per_epoch - start_step)
         bar = tqdm(
             total=self.steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}", leave=False, disable=not show
         )
-        started = time.perf_counter()
-        seconds_before = float(totals[3])
         with bar:
-            for step, (images, targets) in enumerate(self.train_loader, start=start_step):
-                if step - start_step >= steps:
-                    break
+            for step, (images, targets) in enumerate(batches, start=start_step):
                 loss, logits, targets = self._train_step(images, targets)
                 (top1,) = topk_correct(logits.detach(), targets, ks=(1,))
-                batch = targets.shape[0]
-                totals += torch.stack(
-                    [
-                        loss.detach().double() * batch,
-                        totals.new_tensor(top1),
-                        totals.new_tensor(batch),
-                        totals.new_zeros(()),
-                    ]
+                local += torch.stack(
+                    [loss.detach().double() * len(targets), local.new_tensor(top1), local.new_tensor(len(targets))]
                 )
-                totals[3] = seconds_before + time.perf_counter() - started
                 bar.update()
                 if show and (step % 10 == 0 or step + 1 == self.steps_per_epoch):
-                    loss_sum, correct, count, seconds = totals.tolist()
+                    loss_sum, correct, count = local.tolist()
+                    rate = self.context.world_size * count / (time.perf_counter() - session_start)
                     bar.set_postfix(
-                        loss=f"{loss_sum / count:.3f}",
-                        acc=f"{100 * correct / count:.1f}",
-                        img_s=f"{self.context.world_size * count / seconds:.0f}",
+                        loss=f"{loss_sum / count:.3f}", acc=f"{100 * correct / count:.1f}", img_s=f"{rate:.0f}"
                     )
                 if self.context.any(stop.signal_number is not None):
-                    totals = self.context.all_reduce_sum(totals.clone())
-                    totals[3] /= self.context.world_size
-                    self._save(epoch, step + 1, totals.cpu(), best=False)
+                    elapsed = seconds + time.perf_counter() - session_start
+                    self._save(epoch, step + 1, totals + self.context.all_reduce_sum(local).cpu(), elapsed, best=False)
                     raise TrainingInterrupted(stop.signal_number or signal.SIGTERM, self.run_dir / LAST_CHECKPOINT)
-        totals = self.context.all_reduce_sum(totals)
-        totals[3] /= self.context.world_size
-        return totals.cpu()
+        return totals + self.context.all_reduce_sum(local).cpu(), seconds + time.perf_counter() - session_start
 
     def _train_step(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         targets = targets.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits = self.trained(images)
+            logits = self.parallel_model(images)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -407,8 +400,12 @@ class _Run:
         loss_sum, top1, top5, count = self.context.all_reduce_sum(sums).tolist()
         return loss_sum / count, 100.0 * top1 / count, 100.0 * top5 / count
 
-    def _save(self, epoch: int, step: int, totals: Tensor, *, best: bool) -> None:
-        """Writes ``last.pt`` (and ``best.pt``): a collective call, since every rank's RNG state is gathered."""
+    def _save(self, epoch: int, step: int, totals: Tensor, seconds: float, *, best: bool) -> None:
+        """Writes ``last.pt`` (and ``best.pt``): a collective call, since every rank's RNG state is gathered.
+
+        ``epoch`` counts finished epochs; ``step``, ``totals`` and ``seconds`` describe the part of the
+        next epoch already trained (zero at an epoch boundary).
+        """
         rng = self.context.gather(capture_rng_state())
         if not self.context.is_main:
             return
@@ -418,6 +415,7 @@ class _Run:
             "epoch": epoch,
             "step": step,
             "totals": totals,
+            "seconds": seconds,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -443,6 +441,11 @@ class _Run:
                 "parameter_sha256": digests,
             }
             write_atomically(self.run_dir / "distributed.json", (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _no_totals() -> Tensor:
+    """Sums of an epoch not yet started: loss x images, top-1 hits, images."""
+    return torch.zeros(3, dtype=torch.float64)
 
 
 def _make_optimizer(config: TrainConfig, parameters: object) -> torch.optim.Optimizer:
