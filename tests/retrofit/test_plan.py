@@ -84,6 +84,8 @@ def test_gamma_and_beta_steer_the_adaptive_rule_and_shared_false_counts_k_times_
         ({"include": 3}, TypeError, "include must be a pattern string"),
         ({"replace_se": "yes"}, TypeError, "replace_se must be a bool"),
         ({"channel_dim": -1}, TypeError, r"unexpected keyword argument\(s\) \['channel_dim'\]"),
+        ({"padding": "reflect"}, ValueError, "padding must be one of"),
+        ({"shared": False, "pooling": "max"}, ValueError, "pooling must be one of"),
     ],
 )
 def test_argument_errors(resnet18: nn.Module, kwargs: dict, error: type, match: str) -> None:

@@ -364,6 +364,9 @@ def test_add_eca_argument_errors(residual_cnn: nn.Module) -> None:
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         remove_eca("resnet18")
     assert remove_eca(residual_cnn) == 0
+    with pytest.raises(ValueError, match="padding must be one of"):
+        add_eca(residual_cnn, padding="reflect")
+    assert retrofit_names(residual_cnn, ECAAfter) == set()
 
 
 @pytest.mark.parametrize("fixture", ["plain_cnn", "residual_cnn"])

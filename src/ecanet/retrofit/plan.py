@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from ecanet.functional import eca_kernel_size
+from ecanet.layers.eca import ECA
 from ecanet.retrofit.families import SE_REASON, find_family_places
 from ecanet.retrofit.fx_residuals import find_residual_places
 from ecanet.retrofit.norm_fallback import find_norm_places
@@ -80,7 +81,9 @@ def _kernel_resolver(kernel_size: KernelSize, eca_options: Mapping[str, Any]) ->
 
 
 def check_eca_options(eca_options: Mapping[str, Any]) -> None:
-    """Raises ``TypeError`` for a keyword that is not an ECA option add_eca can pass on.
+    """Raises ``TypeError`` for a keyword that is not an ECA option, ``ValueError`` for a bad value.
+
+    Checked before anything is edited, so that a bad option never leaves a model half retrofitted.
 
     Example:
         >>> check_eca_options({"padding": "circular"})
@@ -88,6 +91,7 @@ def check_eca_options(eca_options: Mapping[str, Any]) -> None:
     unknown = sorted(set(eca_options) - set(ECA_OPTIONS))
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {unknown}; ECA options are {list(ECA_OPTIONS)}")
+    ECA(8, 1, **eca_options, device="meta")
 
 
 def _strategy_places(model: nn.Module, notes: list[str]) -> tuple[list[Candidate], list[SkippedPlace]]:

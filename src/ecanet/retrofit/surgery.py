@@ -105,17 +105,21 @@ def add_eca(
         replace_se=replace_se,
         **eca_options,
     )
-    added: list[tuple[nn.Parameter, nn.Module]] = []
-    removed: list[nn.Parameter] = []
+    # Build every layer before editing anything: a failure leaves the model untouched.
+    layers = []
     for place in report.places:
         target = model.get_submodule(place.name)
-        eca = ECA(
-            place.channels,
-            place.kernel_size,
-            channel_dim=place.channel_dim,
-            **eca_options,
-            **_factory_kwargs(target, model),
+        kwargs = _factory_kwargs(target, model)
+        layers.append(
+            (
+                place,
+                target,
+                ECA(place.channels, place.kernel_size, channel_dim=place.channel_dim, **eca_options, **kwargs),
+            )
         )
+    added: list[tuple[nn.Parameter, nn.Module]] = []
+    removed: list[nn.Parameter] = []
+    for place, target, eca in layers:
         if place.action == "insert":
             _set_submodule(model, place.name, ECAAfter(target, eca))
         else:
