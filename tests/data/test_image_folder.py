@@ -78,6 +78,13 @@ def test_separate_validation_folder(tmp_path: Path) -> None:
     assert val.labels.tolist() == [2] and colours(val) == [(0, 0, 255)]  # labels follow the training folder
 
 
+def test_a_lone_train_folder_is_split_like_a_pool(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", per_class=10)
+    train, info = load_image_folder(tmp_path, train=True, augment=False, image_size=8)
+    val, _ = load_image_folder(tmp_path, train=False, augment=False, image_size=8)
+    assert info.classes == ("apple", "grass", "sky") and (len(train), len(val)) == (27, 3)
+
+
 def test_validation_class_unknown_to_training_is_refused(tmp_path: Path) -> None:
     make_folder(tmp_path / "train", per_class=1)
     (tmp_path / "test" / "moon").mkdir(parents=True)

@@ -95,10 +95,10 @@ def test_short_run_beats_chance_and_writes_its_files(tmp_path: Path) -> None:
         assert torch.equal(checkpoint["model"][name], value)
 
 
-def test_bf16_channels_last_step_schedule_run(tmp_path: Path) -> None:
+def test_bf16_channels_last_step_schedule_with_a_worker_process(tmp_path: Path) -> None:
     config = TrainConfig(
         model=SPEC, epochs=2, batch_size=32, max_steps_per_epoch=3, amp="bf16", channels_last=True,
-        schedule="step", run_dir=str(tmp_path), progress=False,
+        schedule="step", workers=1, run_dir=str(tmp_path), progress=False,
     )  # fmt: skip
     history = train(config).history
     # Step decay x0.1 at 30/60/90% of 2 epochs = epochs 1, 1 and 2 (rounded): epoch 2 starts at 0.1 * 0.1^2.

@@ -3,7 +3,8 @@
 Two layouts are recognised:
 
 - ``data_dir/train/<class>/*`` with ``data_dir/val/<class>/*`` (or ``test``): separate splits;
-- ``data_dir/<class>/*``: one pool, split per class into training and validation with a seed.
+- ``data_dir/<class>/*`` (or ``data_dir/train/<class>/*`` alone): one pool, split per class into
+  training and validation with a seed.
 
 Images are decoded once, converted to RGB, resized on the short side and centre-cropped to a
 square, and kept in memory as uint8. Files that cannot be decoded are skipped and counted in a
@@ -154,9 +155,9 @@ def load_image_folder(
             samples, _ = find_image_files(validation, classes)
         directory = root / "train" if train else validation
     else:
-        samples, classes = find_image_files(root)
+        directory = root / "train" if (root / "train").is_dir() else root
+        samples, classes = find_image_files(directory)
         samples = _seeded_split(samples, train=train, val_fraction=val_fraction, seed=seed)
-        directory = root
     if not classes:
         raise FileNotFoundError(
             f"no class subfolders in data_dir={str(data_dir)!r}: expected <class>/<image> files, or train/ and val/ "
