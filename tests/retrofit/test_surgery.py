@@ -127,6 +127,7 @@ def test_family_placement_training_and_exact_removal(name: str, built: Callable[
 
     report = add_eca(model, replace_se=bool(case.swaps))
 
+    assert not any(m.training for m in model.modules())
     assert retrofit_names(model, ECAAfter) == set(case.inserts)
     assert retrofit_names(model, ECAInsteadOf) == set(case.swaps)
     assert sorted(p.name for p in report.places) == sorted(case.inserts + case.swaps)

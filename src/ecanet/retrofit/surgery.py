@@ -106,25 +106,20 @@ def add_eca(
         **eca_options,
     )
     # Build every layer before editing anything: a failure leaves the model untouched.
-    layers = []
-    for place in report.places:
-        target = model.get_submodule(place.name)
-        kwargs = _factory_kwargs(target, model)
-        layers.append(
-            (
-                place,
-                target,
-                ECA(place.channels, place.kernel_size, channel_dim=place.channel_dim, **eca_options, **kwargs),
-            )
-        )
+    targets = [model.get_submodule(place.name) for place in report.places]
+    layers = [
+        ECA(p.channels, p.kernel_size, channel_dim=p.channel_dim, **eca_options, **_factory_kwargs(t, model))
+        for p, t in zip(report.places, targets, strict=True)
+    ]
     added: list[tuple[nn.Parameter, nn.Module]] = []
     removed: list[nn.Parameter] = []
-    for place, target, eca in layers:
+    for place, target, eca in zip(report.places, targets, layers, strict=True):
         if place.action == "insert":
-            _set_submodule(model, place.name, ECAAfter(target, eca))
+            container: nn.Module = ECAAfter(target, eca)
         else:
-            _set_submodule(model, place.name, ECAInsteadOf(eca, target))
+            container = ECAInsteadOf(eca, target)
             removed.extend(target.parameters())
+        _set_submodule(model, place.name, container.train(target.training))
         added.append((eca.conv.weight, target))
     if optimizer is not None:
         update_optimizer(optimizer, added, removed)
