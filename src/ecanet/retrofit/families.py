@@ -105,7 +105,7 @@ _POLICY_TABLE = (
 
 @functools.cache
 def block_policies() -> tuple[BlockPolicy, ...]:
-    """The policies whose package (torchvision, timm) is installed, most specific class first.
+    """The policies whose package (torchvision, timm) is installed; the first matching class wins.
 
     Example:
         >>> any(p.family == "torchvision ResNet" for p in block_policies())
