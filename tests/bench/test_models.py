@@ -1,0 +1,20 @@
+import math
+
+from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
+
+
+def test_inference_rows_compare_against_the_first_model():
+    rows = benchmark_model_inference(
+        ("resnet18", "eca_resnet18"), batch=1, image_size=32, memory_format="channels_last", rounds=2, warmup=0
+    )
+    assert [r.candidate for r in rows] == ["resnet18", "eca_resnet18"]
+    assert rows[0].overhead_pct == 0.0 and math.isnan(rows[1].floor_ms)
+    assert rows[1].case == "eca_resnet18 b1 32px" and rows[1].memory_format == "channels_last"
+
+
+def test_training_step_rows_in_bfloat16_autocast():
+    rows = benchmark_model_training(batch=2, image_size=8, dtype="bfloat16", rounds=1, warmup=0)
+    assert [(r.candidate, r.mode, r.dtype) for r in rows] == [
+        ("resnet18", "training", "bfloat16"),
+        ("eca_resnet18", "training", "bfloat16"),
+    ]

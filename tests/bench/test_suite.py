@@ -1,0 +1,34 @@
+import json
+
+import pytest
+
+from ecanet.bench.layers import benchmark_layer
+from ecanet.bench.suite import bench_cases, run_bench
+
+
+def test_full_plan_covers_formats_dtypes_modes_and_models():
+    labels = [label for label, _ in bench_cases()]
+    assert len([label for label in labels if label.startswith("layer ")]) == 4 * 2 * 2 * 2
+    assert "layer 32x2048x7x7 training channels_last bfloat16" in labels
+    assert "model resnet50 inference-compiled nchw float32" in labels
+    assert "model resnet18 training channels_last float32" in labels
+
+
+def test_quick_plan_is_a_subset():
+    quick = {label for label, _ in bench_cases(quick=True)}
+    full = {label for label, _ in bench_cases()}
+    assert quick < full and not any("bfloat16" in label or "compiled" in label for label in quick)
+
+
+def test_unknown_group_is_rejected():
+    with pytest.raises(ValueError, match="unknown benchmark groups"):
+        bench_cases(["layers"])
+
+
+def test_run_writes_all_files_with_the_command(tmp_path):
+    case = ("tiny", lambda: benchmark_layer((2, 8, 3, 3), "nchw", "float32", "inference", rounds=1, warmup=0))
+    rows = run_bench(tmp_path, [case], command="ecanet bench --quick", progress=False)
+    environment = json.loads((tmp_path / "environment.json").read_text())
+    assert environment["command"] == "ecanet bench --quick" and environment["cases"] == ["tiny"]
+    assert (tmp_path / "results.txt").read_text().count("\n") == len(rows) + 1
+    assert (tmp_path / "results.csv").read_text().count("\n") == len(rows) + 1
