@@ -14,14 +14,13 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ecanet.data.fashion_mnist import DEFAULT_DIRECTORY, SUBSET_FILE, find_fashion_mnist_files
 from ecanet.data.idx import read_idx
+from ecanet.training.files import write_atomically
 
 TRAIN_PER_CLASS = 1200
 TEST_PER_CLASS = 200
@@ -36,14 +35,6 @@ def stratified_indices(labels: np.ndarray, per_class: int, rng: np.random.Genera
     """``per_class`` indices of every class, drawn without replacement, returned in ascending order."""
     chosen = [rng.choice(np.flatnonzero(labels == label), size=per_class, replace=False) for label in range(10)]
     return np.sort(np.concatenate(chosen))
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(file.name, path)
 
 
 def main() -> None:
