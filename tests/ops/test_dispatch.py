@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ecanet import ECA
+from ecanet.functional import eca as ECA_FUNCTION
 from ecanet.functional import eca_channel_conv
 from ecanet.ops.dispatch import fast_eca, kernels_for, use_plain_operators
 from reference import eca_reference
@@ -129,3 +130,13 @@ def test_torchscript_script_and_trace_of_the_tail(inplace):
     for module in (scripted, traced):
         torch.testing.assert_close(module(x, identity).double(), expected, rtol=1e-5, atol=1e-5)
     assert "aten::sigmoid" in str(traced.graph)
+
+
+def test_torch_func_transforms_see_plain_operators():
+    x = torch.randn(3, 4, 3, 3, dtype=torch.float64)
+    weight = torch.randn(1, 1, 3, dtype=torch.float64)
+    gradient = torch.func.grad(lambda w: ECA_FUNCTION(x, w).sum())(weight)
+    expected = torch.func.grad(lambda w: eca_reference(x, w).sum())(weight)
+    torch.testing.assert_close(gradient, expected, rtol=1e-10, atol=1e-12)
+    batched = torch.vmap(lambda t: ECA_FUNCTION(t, weight))(x.unsqueeze(1))
+    torch.testing.assert_close(batched.squeeze(1), eca_reference(x, weight), rtol=1e-12, atol=1e-12)

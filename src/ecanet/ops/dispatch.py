@@ -19,12 +19,13 @@ _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
 def use_plain_operators() -> bool:
-    """Whether the caller is being scripted, traced, compiled or exported: then only plain ops will do.
+    """Whether the caller is being scripted, traced, compiled, exported or transformed: then only plain ops will do.
 
     TorchScript, ``torch.jit.trace`` (and the ONNX exporter built on it), ``torch.compile`` and
     ``torch.export`` (and the ONNX exporter built on it) all record the operators a function runs;
     the fast path's buffers and ``out=`` calls would either not be recordable or hide the arithmetic
-    from the compiler, which fuses the plain operators by itself.
+    from the compiler, which fuses the plain operators by itself. ``torch.func`` transforms
+    (``vmap``, ``grad``, ...) have no batching rules for ``out=`` calls.
 
     Example:
         >>> use_plain_operators()
@@ -35,6 +36,7 @@ def use_plain_operators() -> bool:
         or torch.jit.is_tracing()
         or torch.compiler.is_compiling()
         or torch.onnx.is_in_onnx_export()
+        or torch._C._are_functorch_transforms_active()
     )
 
 

@@ -154,7 +154,7 @@ def channel_sum(x3: Tensor) -> Tensor:
 
 def scale_shift(x3: Tensor, gate: Tensor, identity3: Tensor | None, relu: bool, out3: Tensor) -> None:
     """Writes ``act(x3 * gate + identity3)`` into ``out3``; see :func:`ecanet.ops.aten_kernels.scale_shift`."""
-    n, c, s = x3.shape
+    _, c, s = x3.shape
     strides = _check_same_layout(x3, identity3, out3)
     gate = gate.to(_accumulate_dtype(x3.dtype)).contiguous()
     block_c, block_s = _blocks(x3)
@@ -199,7 +199,7 @@ def gated_channel_dot(grad3: Tensor, x3: Tensor, out3: Tensor | None, masked3: T
 
 def input_grad(grad3: Tensor, gate: Tensor, shift: Tensor, dx3: Tensor) -> None:
     """Writes ``grad3 * gate + shift`` into ``dx3``; see :func:`ecanet.ops.aten_kernels.input_grad`."""
-    n, c, s = grad3.shape
+    _, c, s = grad3.shape
     strides = _check_same_layout(grad3, dx3)
     accumulate = _accumulate_dtype(grad3.dtype)
     block_c, block_s = _blocks(grad3)
