@@ -74,6 +74,13 @@ def test_parameter_digest_sees_a_one_ulp_change() -> None:
     assert context.parameter_digests(layer) != before
 
 
+def test_parameter_digest_ignores_the_memory_format() -> None:
+    context = DistributedContext.start("cpu")
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 4, 3), nn.Linear(4, 2))
+    before = context.parameter_digests(model)
+    assert context.parameter_digests(model.to(memory_format=torch.channels_last)) == before
+
+
 @pytest.mark.parametrize(
     ("requested", "message"),
     [("gpu", "device must be 'cpu', 'cuda' or 'cuda:N', got 'gpu'"), ("meta", "got 'meta'")],

@@ -130,7 +130,8 @@ class DistributedContext:
         digest = hashlib.sha256()
         for name, parameter in module.named_parameters():
             digest.update(name.encode())
-            digest.update(parameter.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            # reshape(-1) yields the values in logical order with unit stride whatever the memory format.
+            digest.update(parameter.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
         return self.gather(digest.hexdigest())
 
     def close(self) -> None:
