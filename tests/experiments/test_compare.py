@@ -146,3 +146,29 @@ def test_attention_in_model_kwargs_is_refused(tmp_path):
     config.training.model_kwargs["attention"] = "se"
     with pytest.raises(ValueError, match="must not hold 'attention'"):
         run_compare(config)
+
+
+@pytest.mark.slow
+def test_foreign_model_gets_eca_from_add_eca_and_reruns_without_training(tmp_path):
+    config = dataclasses.replace(
+        _tiny_config(tmp_path / "compare", ("none", "eca")),
+        model="timm:resnet10t",
+        # A narrow timm ResNet-10: one basic block per stage of 16, 32, 64, 128 channels.
+        training=dataclasses.replace(
+            _tiny_config(tmp_path, ()).training, model_kwargs={"channels": [16, 32, 64, 128], "stem_width": 16}
+        ),
+    )
+    first = run_compare(config)
+    files = _run_files(tmp_path / "compare")
+    again = run_compare(config)
+    none, eca = first.variants
+    # add_eca puts one ECA after every residual block's last BatchNorm, k from the paper's rule.
+    assert none.eca_layers == () and [layer.kernel_size for layer in eca.eca_layers] == [3, 3, 3, 5]
+    assert eca.params - none.params == sum(layer.kernel_size for layer in eca.eca_layers)
+    assert [v.histories for v in again.variants] == [v.histories for v in first.variants]
+    changed = {path for path, mtime in _run_files(tmp_path / "compare").items() if files.get(path) != mtime}
+    assert {path.name for path in changed} <= {
+        "results.csv",
+        "report.md",
+        *(p.name for p in (tmp_path / "compare").glob("*.png")),
+    }

@@ -19,16 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from ecanet.data import DatasetInfo, load_dataset
 from ecanet.experiments.cost import measure_costs
 from ecanet.experiments.plots import plot_accuracy_curves, plot_accuracy_vs_latency, plot_eca_kernel_sizes
 from ecanet.experiments.report import summary_rows, write_csv, write_markdown
 from ecanet.experiments.results import CompareResult, VariantResult
 from ecanet.experiments.variants import build_foreign_model, eca_layers, foreign_source, validate_variants
-from ecanet.training import TrainConfig, train
+from ecanet.training import TrainConfig, TrainResult, train
 from ecanet.training.config import RESUMABLE_CHANGES
 from ecanet.training.files import write_atomically
 
-__all__ = ["CompareConfig", "run_compare"]
+__all__ = ["CompareConfig", "run_compare", "write_outputs"]
 
 SETTINGS_FILE = "compare.json"
 # Fields set per run, and those the trainer lets a resumed run change: they may differ between invocations.
@@ -108,7 +109,7 @@ def _check_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
     write_atomically(path, (json.dumps(settings, indent=2) + "\n").encode())
 
 
-def _train_variant(config: CompareConfig, attention: str, seed: int, info: Any) -> Any:
+def _train_variant(config: CompareConfig, attention: str, seed: int, info: DatasetInfo) -> TrainResult:
     run_config = dataclasses.replace(
         config.training,
         model=config.model,
@@ -149,8 +150,6 @@ def run_compare(config: CompareConfig) -> CompareResult:
         result = run_compare(CompareConfig(attentions=("none", "eca"), training=TrainConfig(epochs=2)))
         print(format_table(summary_rows(result)))
     """
-    from ecanet.data import load_dataset
-
     _check_config(config)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
