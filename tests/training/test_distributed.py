@@ -1,6 +1,8 @@
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,11 @@ from ecanet.training.distributed import DistributedContext, resolve_device
 
 # Same global batch (16 = 2 processes x 8) and same data order: a data-parallel run computes what a
 # single process computes; only the order of floating-point sums differs (gradient all-reduce,
-# loss reduction), so losses and weights agree to a relative 1e-5.
+# loss reduction), so losses and weights agree to a relative 1e-5, and accuracies to 0.2 percentage
+# points (those last-bit differences may flip the prediction for an image on a decision boundary).
 TOLERANCE = 1e-5
-RUN = {"model": SPEC, "epochs": 2, "batch_size": 16, "max_steps_per_epoch": 6, "lr": 0.05, "seed": 1}
+ACCURACY_TOLERANCE = 0.2
+RUN = {"model": SPEC, "epochs": 3, "batch_size": 16, "max_steps_per_epoch": 40, "lr": 0.02, "seed": 1}
 
 
 @pytest.mark.slow
@@ -27,6 +31,17 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subp
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "ecanet", "train", *flags, f"--run-dir={run_dir}", "--no-progress",
     ]  # fmt: skip
+    # First launch: stopped by SIGTERM (as a cluster pre-empts a job) once an epoch is done.
+    launcher = subprocess.Popen(command, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    metrics = run_dir / "metrics.jsonl"
+    while not (metrics.is_file() and metrics.read_text()) and launcher.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    launcher.send_signal(signal.SIGTERM)
+    _, stderr = launcher.communicate(timeout=300)
+    interrupted = load_checkpoint(run_dir / "last.pt")
+    assert 1 <= interrupted["epoch"] < RUN["epochs"], stderr.decode()[-3000:]
+    # Second launch: the same command resumes and finishes.
     finished = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert finished.stdout.count("run directory:") == 1  # rank 0 alone reports
@@ -46,10 +61,12 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subp
     finally:
         torch.set_num_threads(threads)
     distributed = load_checkpoint(run_dir / "last.pt")
-    assert distributed["world_size"] == 2
+    assert distributed["world_size"] == 2 and len(distributed["history"]) == RUN["epochs"]
     for ddp_row, single_row in zip(distributed["history"], single.history, strict=True):
-        for key in ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr"):
+        for key in ("train_loss", "val_loss", "lr"):
             assert ddp_row[key] == pytest.approx(single_row[key], rel=TOLERANCE), key
+        for key in ("train_top1", "val_top1", "val_top5"):
+            assert ddp_row[key] == pytest.approx(single_row[key], abs=ACCURACY_TOLERANCE), key
     for name, value in single.model.state_dict().items():
         assert torch.allclose(distributed["model"][name], value, rtol=TOLERANCE, atol=1e-7), name
 
