@@ -20,7 +20,7 @@ def test_items_are_normalised_images_and_int_labels() -> None:
     )
     image, label = dataset[0]
     assert image.shape == (1, 4, 4) and label == 2 and isinstance(label, int)
-    assert torch.equal(image, torch.full((1, 4, 4), 2.0))  # (1 - 0.5) / 0.25
+    assert torch.allclose(image, torch.full((1, 4, 4), 2.0), rtol=0, atol=1e-6)  # (1 - 0.5) / 0.25
 
 
 def test_set_epoch_changes_the_augmentation() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -66,10 +67,15 @@ class ImageTransform:
     def __call__(self, image: Tensor, *, index: int, epoch: int) -> Tensor:
         if self.augment:
             image = self._augment(image, random.Random((self.seed << 64) | (epoch << 32) | index))
-        out = image.float().div_(255.0)
-        mean = torch.tensor(self.mean).view(-1, 1, 1)
-        std = torch.tensor(self.std).view(-1, 1, 1)
-        return out.sub_(mean).div_(std)
+        scale, shift = self._affine
+        return torch.addcmul(shift, image.float(), scale)
+
+    @cached_property
+    def _affine(self) -> tuple[Tensor, Tensor]:
+        """``(x / 255 - mean) / std`` as ``x * scale + shift``, per channel, computed once."""
+        mean = torch.tensor(self.mean, dtype=torch.float64).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float64).view(-1, 1, 1)
+        return (1.0 / (255.0 * std)).float(), (-mean / std).float()
 
     def _augment(self, image: Tensor, rng: random.Random) -> Tensor:
         pad = self.padding
