@@ -51,7 +51,7 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subp
     assert len(record["parameter_sha256"]) == 2
     assert record["parameter_sha256"][0] == record["parameter_sha256"][1]  # both ranks hold identical weights
     assert sorted(path.name for path in run_dir.iterdir()) == [
-        "best.pt", "config.json", "distributed.json", "last.pt", "metrics.csv", "metrics.jsonl",
+        "best.pt", "config.json", "curves.png", "distributed.json", "last.pt", "metrics.csv", "metrics.jsonl",
     ]  # fmt: skip
 
     threads = torch.get_num_threads()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from tiny_model import SPEC, build
 from torch import nn
 
@@ -88,6 +89,8 @@ def test_short_run_beats_chance_and_writes_its_files(tmp_path: Path) -> None:
     header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[:7] == ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
     assert TrainConfig.from_dict(json.loads((tmp_path / "config.json").read_text())) == config
+    with Image.open(tmp_path / "curves.png") as curves:
+        assert curves.format == "PNG" and curves.width > curves.height > 200
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "config", "epoch"} <= set(checkpoint)
     assert checkpoint["epoch"] == 2 and checkpoint["config"] == config.to_dict()

@@ -34,6 +34,7 @@ from ecanet.training.config import RESUMABLE_CHANGES, TrainConfig
 from ecanet.training.distributed import DistributedContext
 from ecanet.training.files import write_atomically
 from ecanet.training.metrics import MetricsWriter, topk_correct
+from ecanet.training.plots import plot_history
 from ecanet.training.sampler import EpochSampler
 from ecanet.training.schedule import LearningRateSchedule
 
@@ -212,6 +213,8 @@ class _Run:
             if self.writer is not None:
                 self.writer.close()
         self._record_parameter_digests()
+        if self.context.is_main:
+            plot_history(self.history, self.run_dir / "curves.png", title=f"{config.model} on {config.data}")
         return _result(self.run_dir, self.history, self.model.eval())
 
     def _find_checkpoint(self) -> dict | None:
