@@ -107,6 +107,13 @@ def test_resolve_device_rejects_unknown_devices(requested: str, message: str) ->
         resolve_device(requested)
 
 
+def test_one_gpu_index_for_all_torchrun_processes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match="device='cuda:0' under torchrun would put every process on one GPU"):
+        DistributedContext.start("cuda:0")
+
+
 def test_resolve_device_defaults_to_what_exists() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device(None).type == expected

@@ -76,6 +76,11 @@ class DistributedContext:
             return cls(dist.get_rank(), dist.get_world_size(), device, owns_group=False)
         world_size = int(os.environ.get("WORLD_SIZE", 1))
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if world_size > 1 and requested_device is not None and ":" in requested_device:
+            raise ValueError(
+                f"device={requested_device!r} under torchrun would put every process on one GPU; "
+                "use device='cuda' (each process takes the GPU of its local rank) or None"
+            )
         device = resolve_device(requested_device, local_rank)
         if world_size == 1:
             return cls(0, 1, device, owns_group=False)
