@@ -2,6 +2,7 @@
 
 Each works on ``(N, C, S)`` views (see :mod:`ecanet.ops.views`) that share one memory layout, and
 writes into buffers the caller owns, so the only large allocations are the ones the caller makes.
+Every function is one or two large ATen operations (no Python loops over chunks).
 :mod:`ecanet.ops.triton_kernels` implements the same functions for CUDA.
 """
 
@@ -11,10 +12,6 @@ import torch
 from torch import Tensor
 
 __all__ = ["channel_sum", "gated_channel_dot", "input_grad", "scale_shift"]
-
-# Elements per chunk of the temporary in gated_channel_dot: 4 MiB of float32 stays in cache, where
-# a full-size product would page-fault a fresh buffer on every call.
-_CHUNK_ELEMENTS = 1 << 20
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -73,23 +70,29 @@ def scale_shift(x3: Tensor, gate: Tensor, identity3: Tensor | None, relu: bool, 
         out3.relu_()
 
 
-def gated_channel_dot(grad3: Tensor, x3: Tensor, out3: Tensor | None, masked3: Tensor | None) -> Tensor:
+def gated_channel_dot(
+    grad3: Tensor, x3: Tensor, out3: Tensor | None, masked3: Tensor | None, scratch3: Tensor
+) -> Tensor:
     """Per-channel ``sum_s g * x`` with ``g = grad3`` masked by ``out3 > 0`` when ReLU was applied.
 
-    Computed chunk by chunk through a small temporary, so no full-size product is allocated.
+    The product goes through ``scratch3``, a full-size buffer the caller is about to overwrite
+    anyway (the input gradient's), so no temporary is allocated and the whole reduction is two
+    large operations: few large operations stay fast when the machine's cores are shared, where
+    chunk-by-chunk loops of medium ones wait on thread wake-ups for every chunk.
 
     Args:
         grad3: ``(N, C, S)`` gradient of the output.
         x3: ``(N, C, S)`` tensor the gate multiplied.
         out3: ``(N, C, S)`` output after ReLU (its zeros mask the gradient), or ``None`` without ReLU.
         masked3: ``(N, C, S)`` buffer receiving the masked gradient (needed when ``out3`` is given).
+        scratch3: ``(N, C, S)`` buffer laid out like ``x3`` whose contents may be destroyed.
 
     Returns:
         ``(N, C)`` sums, float32 for half types.
 
     Example:
         >>> grad, x = torch.ones(1, 2, 3), torch.arange(6.0).view(1, 2, 3)
-        >>> gated_channel_dot(grad, x, None, None)
+        >>> gated_channel_dot(grad, x, None, None, torch.empty(1, 2, 3))
         tensor([[ 3., 12.]])
     """
     if out3 is not None:
@@ -97,17 +100,7 @@ def gated_channel_dot(grad3: Tensor, x3: Tensor, out3: Tensor | None, masked3: T
             raise ValueError("gated_channel_dot needs masked3 (a buffer for the masked gradient) when out3 is given")
         torch.ops.aten.threshold_backward.grad_input(grad3, out3, 0, grad_input=masked3)
         grad3 = masked3
-    n, c, s = x3.shape
-    accumulate = _accumulate_dtype(x3.dtype)
-    per_chunk = max(1, _CHUNK_ELEMENTS // max(1, c * s))
-    temporary = torch.empty_like(x3[:per_chunk], dtype=accumulate)
-    sums = torch.empty(n, c, dtype=accumulate, device=x3.device)
-    for start in range(0, n, per_chunk):
-        stop = min(n, start + per_chunk)
-        product = temporary[: stop - start]
-        torch.mul(grad3[start:stop], x3[start:stop], out=product)
-        torch.sum(product, 2, out=sums[start:stop])
-    return sums
+    return channel_sum(torch.mul(grad3, x3, out=scratch3))
 
 
 def input_grad(grad3: Tensor, gate: Tensor, shift: Tensor, dx3: Tensor) -> None:

@@ -1,8 +1,9 @@
 """The fused ECA computation and its autograd Function, over one kernel backend.
 
 Forward: one read of ``x`` for the pooled mean, a gate on the tiny ``(N, C)`` descriptor, one pass
-writing ``act(x * gate + identity)``. Backward: one fused reduction ``sum_s(grad * x)`` for the gate
-gradient, the tiny gate graph re-run under autograd for the descriptor and kernel gradients, and
+writing ``act(x * gate + identity)``. Backward: one reduction ``sum_s(grad * x)`` for the gate
+gradient (fused in Triton; on CPU a product written into the input gradient's buffer, then
+summed), the tiny gate graph re-run under autograd for the descriptor and kernel gradients, and
 one pass writing the input gradient ``grad * gate + d_mean / S``. Saved for backward: the input (or,
 in place, the output), the ReLU output when there is one, and two ``(N, C)`` tensors.
 """
@@ -97,11 +98,14 @@ class _FusedEca(torch.autograd.Function):
             grad = torch.empty_like(like).copy_(grad)
         grad3 = _view(grad, channel_dim)
         masked = torch.empty_like(like) if relu else grad
+        # The input gradient's buffer serves as scratch for the gate-gradient product first.
+        d_x = torch.empty_like(like)
         sums = kernels.gated_channel_dot(
             grad3,
             _view(like, channel_dim),
             _view(out, channel_dim) if relu else None,
             _view(masked, channel_dim) if relu else None,
+            _view(d_x, channel_dim),
         )
         if inplace:
             # sum(grad * out) = gate * sum(grad * x); where the gate is exactly 0 both gates
@@ -113,12 +117,11 @@ class _FusedEca(torch.autograd.Function):
             inputs = (descriptor, kernel) if ctx.needs_input_grad[1] else (descriptor,)
             grads = torch.autograd.grad(gate_fn(descriptor, kernel), inputs, sums.to(gate.dtype))
         d_weight = grads[1] if ctx.needs_input_grad[1] else None
-        d_x = None
         if ctx.needs_input_grad[0]:
-            # The masked gradient is ours to overwrite unless it is returned for the identity.
-            d_x = masked if (relu and not has_identity) else torch.empty_like(like)
             shift = grads[0] / grad3.shape[2]
             kernels.input_grad(_view(masked, channel_dim), gate, shift, _view(d_x, channel_dim))
+        else:
+            d_x = None
         d_identity = masked if (has_identity and ctx.needs_input_grad[2]) else None
         return d_x, d_weight, d_identity, None, None, None, None, None
 

@@ -173,8 +173,13 @@ def scale_shift(x3: Tensor, gate: Tensor, identity3: Tensor | None, relu: bool, 
     )
 
 
-def gated_channel_dot(grad3: Tensor, x3: Tensor, out3: Tensor | None, masked3: Tensor | None) -> Tensor:
-    """Per-channel ``sum_s g * x``, ReLU-masked by ``out3``; see :func:`ecanet.ops.aten_kernels.gated_channel_dot`."""
+def gated_channel_dot(
+    grad3: Tensor, x3: Tensor, out3: Tensor | None, masked3: Tensor | None, scratch3: Tensor
+) -> Tensor:
+    """Per-channel ``sum_s g * x``, ReLU-masked by ``out3``, in one fused pass (``scratch3`` is not needed).
+
+    See :func:`ecanet.ops.aten_kernels.gated_channel_dot`.
+    """
     if out3 is not None and masked3 is None:
         raise ValueError("gated_channel_dot needs masked3 (a buffer for the masked gradient) when out3 is given")
     n, c, s = x3.shape
