@@ -18,14 +18,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-train
 
 demo: $(VENV)/.installed-train
-	$(BIN)/ecanet showcase
+	$(BIN)/ecanet compare --preset demo
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Layer and model benchmarks (about 15 minutes on 2 cores); `ecanet bench --quick` is the short run.
+# Layer and model benchmarks (about 30 minutes on 2 cores); `ecanet bench --quick` is the short run.
 bench: $(VENV)/.installed-dev
 	$(BIN)/ecanet bench --out benchmarks/cpu
 
