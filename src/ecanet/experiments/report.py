@@ -318,8 +318,11 @@ def write_markdown(
         "- **s/epoch**: median wall-clock time of one epoch of the actual runs (training plus its evaluation "
         "pass), over all epochs and seeds. The runs trained one after another, so on a shared machine this "
         "column is noisier than the side-by-side ones.",
-        "- **params / FLOPs**: decimal units (k = 10^3, M = 10^6, G = 10^9). FLOPs of one image as counted by "
-        "`ecanet.profile_model`: 2 per multiply-add (the paper's 'FLOPs' column counts multiply-adds, in 2^30).",
+        "- **params / FLOPs**: decimal units (k = 10^3, M = 10^6, G = 10^9). FLOPs of one image as "
+        "`ecanet.profile_model` counts them with PyTorch's FlopCounterMode: convolutions and matrix products, "
+        "2 per multiply-add (the paper's 'FLOPs' count multiply-adds, in units of 2^30). Pooling, gates and "
+        "other elementwise work are not counted for any variant, so ECA's k multiply-adds per channel can "
+        "show as +0.",
         "",
         "## Per-seed top-1 (%)",
         "",
