@@ -214,3 +214,13 @@ def test_plain_in_place_path_under_autograd_raises_instead_of_wrong_gradients():
     out = eca(source * 1.0, torch.randn(1, 1, 3, requires_grad=True), pooling="avgmax", inplace=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
+
+
+def test_float32_input_under_autocast_keeps_float32_pooling():
+    # Autocast must not turn the pooling product into a bfloat16 one: the result stays float32-accurate.
+    x = torch.randn(2, 6, 4, 4) * 100 + 1000
+    weight = _weight(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = eca(x, weight)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.double(), eca_reference(x, weight), rtol=1e-5, atol=1e-4)
