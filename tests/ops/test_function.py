@@ -217,7 +217,7 @@ def test_plain_in_place_path_under_autograd_raises_instead_of_wrong_gradients():
 
 
 def test_float32_input_under_autocast_keeps_float32_pooling():
-    # Autocast must not turn the pooling product into a bfloat16 one: the result stays float32-accurate.
+    # The pooling product must stay a float32 one under autocast (no bfloat16-rounded sums).
     x = torch.randn(2, 6, 4, 4) * 100 + 1000
     weight = _weight(dtype=torch.float32)
     with torch.autocast("cpu", dtype=torch.bfloat16):

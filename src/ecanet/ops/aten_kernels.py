@@ -41,10 +41,7 @@ def channel_sum(x3: Tensor) -> Tensor:
         # A float16 result would overflow past 65504; no fast float32-output kernel takes float16.
         return x3.sum(2, dtype=torch.float32)
     ones = x3.new_ones(x3.shape[2])
-    # Autocast would run a float32 product in bfloat16 (a cast copy of x3 and a rounded sum).
-    with torch.autocast(x3.device.type, enabled=False):
-        sums = torch.matmul(ones, x3.transpose(1, 2))
-    return sums.to(_accumulate_dtype(x3.dtype))
+    return torch.matmul(ones, x3.transpose(1, 2)).to(_accumulate_dtype(x3.dtype))
 
 
 def scale_shift(x3: Tensor, gate: Tensor, identity3: Tensor | None, relu: bool, out3: Tensor) -> None:
