@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
+import torch
+
 from ecanet.bench.report import format_table
 from ecanet.bench.suite import GROUPS, bench_cases, run_bench
 
@@ -25,6 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="which benchmark groups to run"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's); 1 avoids waiting on descheduled threads on shared cores",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
 
@@ -32,7 +40,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise SystemExit(f"ecanet bench: --rounds must be >= 1, got {args.rounds}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"ecanet bench: --threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     command = ["ecanet", "bench", "--out", args.out, "--groups", *args.groups]
+    command += [] if args.threads is None else ["--threads", str(args.threads)]
     command += ["--quick"] if args.quick else []
     command += [] if args.rounds is None else ["--rounds", str(args.rounds)]
     cases = bench_cases(args.groups, quick=args.quick, rounds=args.rounds)
