@@ -11,6 +11,16 @@ from typing import BinaryIO
 __all__ = ["write_atomically"]
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once at import: changing the umask briefly is not safe once other threads create files.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], object] | bytes) -> None:
     """Writes ``path`` through a temporary file in the same directory, fsync and rename.
 
@@ -46,6 +56,8 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object] | byt
                 write(file)
             file.flush()
             os.fsync(file.fileno())
+        # mkstemp creates owner-only files; results are meant to be shared like any other file.
+        os.chmod(temporary, _FILE_MODE)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
