@@ -45,7 +45,7 @@ def time_side_by_side(
     In round ``r`` the candidates run in their given order rotated left by ``r``, so each one is
     first equally often. Within a round a candidate is called repeatedly until at least
     ``min_round_seconds`` have passed (at least once); the round's sample is the mean time per
-    call. The first ``warmup`` rounds run but are not recorded. Callables must do their own device
+    call. The first ``warmup`` rounds run but are not recorded. Callables must do their own GPU
     synchronisation (e.g. ``torch.cuda.synchronize()``) if they launch asynchronous work.
 
     Args:

@@ -4,7 +4,7 @@
 operators must run instead (TorchScript, tracing, torch.compile/export, ONNX export, layouts or
 options the fast path does not cover), so callers always have a correct fallback. The kernels come
 in two interchangeable backends with the same four functions (:mod:`ecanet.ops.aten_kernels` for
-any device, :mod:`ecanet.ops.triton_kernels` for CUDA tensors when Triton is installed), driven by
+CPU and CUDA, :mod:`ecanet.ops.triton_kernels` for CUDA tensors when Triton is installed), driven by
 :mod:`ecanet.ops.function`.
 """
 

@@ -1,4 +1,4 @@
-"""The fast path's four kernels written with ATen operators: correct on every device, fast on CPU.
+"""The fast path's four kernels written with ATen operators: correct on CPU and CUDA, fast on CPU.
 
 Each works on ``(N, C, S)`` views (see :mod:`ecanet.ops.views`) that share one memory layout, and
 writes into buffers the caller owns, so the only large allocations are the ones the caller makes.
