@@ -184,7 +184,7 @@ def eca_channel_conv(descriptor: Tensor, weight: Tensor, padding: str = "zeros")
         padded = torch.cat([descriptor[:, channels - half :], descriptor, descriptor[:, :half]], dim=1)
     out = padded[:, 0:channels] * taps[:, 0]
     for j in range(1, k):
-        out = out + padded[:, j : j + channels] * taps[:, j]
+        out = torch.addcmul(out, padded[:, j : j + channels], taps[:, j])
     return out
 
 
