@@ -1,42 +1,20 @@
 """PNG plots of a compare: accuracy curves with seed bands, accuracy vs latency, ECA kernel sizes.
 
-matplotlib (the ``train`` extra) is imported inside the functions with the headless Agg backend,
-so importing ecanet never needs it and no display is ever opened.
+matplotlib (the ``train`` extra) comes from :func:`ecanet.training.plots.pyplot`: imported inside the
+functions with the headless Agg backend, so importing ecanet never needs it.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 from pathlib import Path
-from typing import Any
 
 from ecanet.experiments.results import CompareResult, EcaLayer
 from ecanet.experiments.statistics import mean_std
-from ecanet.training.files import write_atomically
+from ecanet.training.plots import pyplot, save_figure
 
 __all__ = ["plot_accuracy_curves", "plot_accuracy_vs_latency", "plot_eca_kernel_sizes"]
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("plots need matplotlib: pip install 'ecanet[train]'") from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure: Any, path: str | Path) -> Path:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    figure.clf()
-    _pyplot().close(figure)
-    write_atomically(path, buffer.getvalue())
-    return Path(path)
 
 
 def plot_accuracy_curves(result: CompareResult, path: str | Path) -> Path:
@@ -54,7 +32,7 @@ def plot_accuracy_curves(result: CompareResult, path: str | Path) -> Path:
         result = compare(CompareConfig(attentions=("none", "eca")))
         plot_accuracy_curves(result, result.run_dir / "accuracy_curves.png")
     """
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for variant in result.variants:
         epochs = [int(row["epoch"]) for row in variant.histories[0]]
@@ -82,7 +60,7 @@ def plot_accuracy_curves(result: CompareResult, path: str | Path) -> Path:
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.grid(alpha=0.3)
     axes.legend(title="attention")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_accuracy_vs_latency(result: CompareResult, path: str | Path) -> Path:
@@ -100,7 +78,7 @@ def plot_accuracy_vs_latency(result: CompareResult, path: str | Path) -> Path:
         result = compare(CompareConfig(attentions=("none", "eca", "se")))
         plot_accuracy_vs_latency(result, result.run_dir / "accuracy_vs_latency.png")
     """
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(6, 4.5))
     for variant in result.variants:
         mean, std = mean_std(variant.final_top1)
@@ -122,7 +100,7 @@ def plot_accuracy_vs_latency(result: CompareResult, path: str | Path) -> Path:
     )
     axes.grid(alpha=0.3)
     axes.legend(title="attention")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_eca_kernel_sizes(layers: tuple[EcaLayer, ...] | list[EcaLayer], path: str | Path, title: str = "") -> Path:
@@ -145,7 +123,7 @@ def plot_eca_kernel_sizes(layers: tuple[EcaLayer, ...] | list[EcaLayer], path: s
     """
     if not layers:
         raise ValueError("layers must hold at least one ECA layer, got none")
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(max(5.0, 0.35 * len(layers) + 2.0), 4.0))
     positions = list(range(len(layers)))
     axes.bar(positions, [layer.kernel_size for layer in layers], color="tab:blue", label="kernel size k")
@@ -158,4 +136,4 @@ def plot_eca_kernel_sizes(layers: tuple[EcaLayer, ...] | list[EcaLayer], path: s
     channels_axis.set_ylabel("channels C")
     handles = axes.get_legend_handles_labels()[0] + channels_axis.get_legend_handles_labels()[0]
     axes.legend(handles, [h.get_label() for h in handles], loc="upper left")
-    return _save(figure, path)
+    return save_figure(figure, path)
