@@ -52,7 +52,10 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subp
     assert record["parameter_sha256"][0] == record["parameter_sha256"][1]  # both ranks hold identical weights
     assert sorted(path.name for path in run_dir.iterdir()) == [
         "best.pt", "config.json", "curves.png", "distributed.json", "last.pt", "metrics.csv", "metrics.jsonl",
+        "tensorboard",
     ]  # fmt: skip
+    # One writer per launch (rank 0 alone): the interrupted launch and the resumed one.
+    assert len(list((run_dir / "tensorboard").iterdir())) == 2
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -39,3 +39,21 @@ def test_writer_rewrites_csv_and_jsonl_from_the_history(tmp_path) -> None:
     assert [{key: float(value) for key, value in row.items()} for row in rows] == history
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == history
+
+
+def test_tensorboard_receives_every_metric_of_the_last_epoch(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ecanet.training.metrics import MetricsWriter
+
+    writer = MetricsWriter(tmp_path)
+    history = [{"epoch": 1, "train_loss": 0.9, "val_top1": 61.5}]
+    writer.write(history)
+    history.append({"epoch": 2, "train_loss": 0.4, "val_top1": 80.25})
+    writer.write(history)
+    writer.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == ["train_loss", "val_top1"]
+    logged = [(e.step, e.value) for e in events.Scalars("val_top1")]
+    assert logged == [(1, 61.5), (2, 80.25)]

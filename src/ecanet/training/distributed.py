@@ -139,6 +139,11 @@ class DistributedContext:
             digest.update(parameter.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
         return self.gather(digest.hexdigest())
 
+    def barrier(self) -> None:
+        """Waits until every rank gets here (no-op in a single process)."""
+        if self.distributed:
+            dist.barrier()
+
     def close(self) -> None:
         """Leaves the process group if :meth:`start` created it."""
         if self.owns_group and dist.is_initialized():

@@ -215,6 +215,9 @@ class _Run:
         self._record_parameter_digests()
         if self.context.is_main:
             plot_history(self.history, self.run_dir / "curves.png", title=f"{config.model} on {config.data}")
+        # Every rank leaves together: a rank tearing down the group while rank 0 still writes
+        # can abort inside gloo at exit.
+        self.context.barrier()
         return _result(self.run_dir, self.history, self.model.eval())
 
     def _find_checkpoint(self) -> dict | None:
