@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ecanet.bench.bandwidth import copy_probe, traffic_floor_ms
 from ecanet.bench.baselines import attention_candidates
-from ecanet.bench.report import BenchRow
+from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import TimingStats, time_side_by_side
 from ecanet.functional import eca_kernel_size
 
@@ -73,26 +73,8 @@ def _rows(
 ) -> list[BenchRow]:
     copy_ms = stats.pop("copy").median_s * 1e3
     floor_ms = traffic_floor_ms(copy_ms, TENSOR_PASSES[(group, mode)])
-    reference_ms = stats[reference].median_s * 1e3
     case = "x".join(str(size) for size in shape)
-    return [
-        BenchRow(
-            group,
-            case,
-            memory_format,
-            dtype,
-            mode,
-            name,
-            s.median_s * 1e3,
-            s.p25_s * 1e3,
-            s.p75_s * 1e3,
-            s.rounds,
-            reference,
-            reference_ms,
-            floor_ms,
-        )
-        for name, s in stats.items()
-    ]
+    return rows_from_stats(group, case, memory_format, dtype, mode, stats, reference, floor_ms)
 
 
 def _modules(channels: int, dtype: str) -> dict[str, nn.Module]:

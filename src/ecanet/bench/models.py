@@ -12,36 +12,13 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ecanet.bench.report import BenchRow
+from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import time_side_by_side
 from ecanet.models import create_model
 
 __all__ = ["benchmark_model_inference", "benchmark_model_training"]
 
 _MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
-
-
-def _rows(case: str, memory_format: str, dtype: str, mode: str, names: Sequence[str], stats: dict) -> list[BenchRow]:
-    reference_ms = stats[names[0]].median_s * 1e3
-    nan = float("nan")
-    return [
-        BenchRow(
-            "model",
-            case,
-            memory_format,
-            dtype,
-            mode,
-            name,
-            s.median_s * 1e3,
-            s.p25_s * 1e3,
-            s.p75_s * 1e3,
-            s.rounds,
-            names[0],
-            reference_ms,
-            nan,
-        )
-        for name, s in stats.items()
-    ]
 
 
 def benchmark_model_inference(
@@ -83,7 +60,7 @@ def benchmark_model_inference(
     with torch.inference_mode():
         stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
     mode = "inference-compiled" if compiled else "inference"
-    return _rows(f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, names, stats)
+    return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])
 
 
 def benchmark_model_training(
@@ -128,4 +105,6 @@ def benchmark_model_training(
 
         candidates[name] = step
     stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
-    return _rows(f"{names[1]} b{batch} {image_size}px", memory_format, dtype, "training", names, stats)
+    return rows_from_stats(
+        "model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, "training", stats, names[0]
+    )

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ecanet.bench.timing import TimingStats
 from ecanet.training.files import write_atomically
 
-__all__ = ["BenchRow", "format_table", "plot_rows", "write_csv"]
+__all__ = ["BenchRow", "format_table", "plot_rows", "rows_from_stats", "write_csv"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,45 @@ class BenchRow:
     def floor_pct(self) -> float:
         """Time as a percentage of the memory-traffic floor (100 = at the floor)."""
         return 100.0 * self.median_ms / self.floor_ms
+
+
+def rows_from_stats(
+    group: str,
+    case: str,
+    memory_format: str,
+    dtype: str,
+    mode: str,
+    stats: dict[str, TimingStats],
+    reference: str,
+    floor_ms: float = float("nan"),
+) -> list[BenchRow]:
+    """One :class:`BenchRow` per timed candidate of one case, in milliseconds, against ``reference``.
+
+    Example:
+        >>> stats = {"none": TimingStats(0.002, 0.0019, 0.0021, 5), "eca": TimingStats(0.003, 0.0029, 0.0031, 5)}
+        >>> [round(row.overhead_pct) for row in rows_from_stats("tail", "c", "nchw", "float32", "inference",
+        ...                                                       stats, "none")]
+        [0, 50]
+    """
+    reference_ms = stats[reference].median_s * 1e3
+    return [
+        BenchRow(
+            group,
+            case,
+            memory_format,
+            dtype,
+            mode,
+            name,
+            timing.median_s * 1e3,
+            timing.p25_s * 1e3,
+            timing.p75_s * 1e3,
+            timing.rounds,
+            reference,
+            reference_ms,
+            floor_ms,
+        )
+        for name, timing in stats.items()
+    ]
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
