@@ -9,12 +9,16 @@ BIN := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The compiled CPU kernels are built once here (cached per machine); without a compiler ecanet
+# warns and runs its ATen kernels instead, so a failed build does not stop the install.
 $(VENV)/.installed-train: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train]'
+	-$(BIN)/python -m ecanet.ops.cpu_kernels
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	-$(BIN)/python -m ecanet.ops.cpu_kernels
 	touch $@ $(VENV)/.installed-train
 
 demo: $(VENV)/.installed-train

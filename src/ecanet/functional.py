@@ -8,13 +8,12 @@ spatial dimensions and channels either first (``channel_dim=1``, ``(N, C, *spati
 """
 
 import math
-from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ecanet.ops import fast_eca
+from ecanet.ops.channel_gate import channel_conv, channel_gate
 
 __all__ = [
     "check_eca_options",
@@ -114,6 +113,14 @@ def _check_weight(weight: Tensor, channels: int) -> int:
     return k
 
 
+def _check_kernel(weight: Tensor, channels: int, padding: str) -> int:
+    """:func:`_check_weight`, and that circular padding has enough channels to wrap; returns k."""
+    k = _check_weight(weight, channels)
+    if padding == "circular" and k // 2 > channels:
+        raise ValueError(f"circular padding needs k // 2 <= C, got k={k} for C={channels}")
+    return k
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half types (accumulate the pooled mean in float32), else the dtype itself."""
     return torch.promote_types(dtype, torch.float32)
@@ -170,22 +177,9 @@ def eca_channel_conv(descriptor: Tensor, weight: Tensor, padding: str = "zeros")
     if descriptor.dim() != 2:
         raise ValueError(f"descriptor must have shape (N, C), got {list(descriptor.shape)}")
     channels = descriptor.shape[1]
-    k = _check_weight(weight, channels)
     _check_choice("padding", padding, ["zeros", "circular"])
-    if padding == "circular" and k // 2 > channels:
-        raise ValueError(f"circular padding needs k // 2 <= C, got k={k} for C={channels}")
-    half = k // 2
-    taps = weight.to(descriptor.dtype).reshape(weight.shape[0], k)
-    if half == 0:
-        return descriptor * taps[:, 0]
-    if padding == "zeros":
-        padded = F.pad(descriptor, [half, half])
-    else:
-        padded = torch.cat([descriptor[:, channels - half :], descriptor, descriptor[:, :half]], dim=1)
-    out = padded[:, 0:channels] * taps[:, 0]
-    for j in range(1, k):
-        out = torch.addcmul(out, padded[:, j : j + channels], taps[:, j])
-    return out
+    _check_kernel(weight, channels, padding)
+    return channel_conv(descriptor, weight, padding)
 
 
 def eca_gate(
@@ -208,16 +202,8 @@ def eca_gate(
     """
     check_eca_options(padding, pooling, gate)
     cdim = _check_input(x, channel_dim)
-    _check_weight(weight, x.shape[cdim])
-    return _gate_of_descriptor(eca_descriptor(x, pooling, channel_dim), weight, padding, gate)
-
-
-def _gate_of_descriptor(descriptor: Tensor, weight: Tensor, padding: str, gate: str) -> Tensor:
-    """Channel convolution and gate non-linearity on a ``(N, C)`` descriptor."""
-    logits = eca_channel_conv(descriptor, weight, padding)
-    if gate == "sigmoid":
-        return torch.sigmoid(logits)
-    return F.hardsigmoid(logits)
+    _check_kernel(weight, x.shape[cdim], padding)
+    return channel_gate(eca_descriptor(x, pooling, channel_dim), weight, padding, gate)
 
 
 def eca(
@@ -258,7 +244,7 @@ def eca(
     """
     if not torch.jit.is_scripting():
         check_eca_options(padding, pooling, gate)
-        _check_weight(weight, x.shape[_check_input(x, channel_dim)])
+        _check_kernel(weight, x.shape[_check_input(x, channel_dim)], padding)
         fast = _fast_path(x, weight, None, False, inplace, padding, pooling, gate, channel_dim)
         if fast is not None:
             return fast
@@ -307,7 +293,7 @@ def eca_residual(
         raise ValueError(f"identity shape {list(identity.shape)} does not match x shape {list(x.shape)}")
     if not torch.jit.is_scripting():
         check_eca_options(padding, pooling, gate)
-        _check_weight(weight, x.shape[_check_input(x, channel_dim)])
+        _check_kernel(weight, x.shape[_check_input(x, channel_dim)], padding)
         relu = activation == "relu"
         fast = _fast_path(x, weight, identity, relu, inplace, padding, pooling, gate, channel_dim)
         if fast is not None:
@@ -337,9 +323,7 @@ def _fast_path(
     """:func:`ecanet.ops.fast_eca` for validated arguments, or ``None`` where the plain operators must run."""
     if pooling != "avg":
         return None
-    return fast_eca(
-        x, weight, identity, relu, inplace, partial(_gate_of_descriptor, padding=padding, gate=gate), channel_dim
-    )
+    return fast_eca(x, weight, identity, relu, inplace, padding, gate, channel_dim)
 
 
 def _broadcastable(weights: Tensor, ndim: int, channel_dim: int) -> Tensor:

@@ -11,15 +11,10 @@ os.environ["TRITON_INTERPRET"] = "1"
 import pytest
 import torch
 
-from ecanet.functional import eca_channel_conv
 from ecanet.ops import triton_kernels
+from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.function import fused_eca_function
 from reference import eca_reference
-
-
-def _gate(descriptor, weight):
-    return torch.sigmoid(eca_channel_conv(descriptor, weight))
-
 
 LAYOUTS = {
     "channels-first": ((2, 6, 3, 5), torch.contiguous_format, 1),
@@ -51,7 +46,17 @@ def test_forward_and_backward_match_reference(layout, residual, inplace, dtype):
     source = x.clone().requires_grad_()
     kernel = weight.to(dtype).requires_grad_()
     shortcut = identity.clone().requires_grad_() if residual else None
-    out = fused_eca_function(source * 1.0, kernel, shortcut, residual, inplace, _gate, channel_dim, triton_kernels)
+    out = fused_eca_function(
+        source * 1.0,
+        kernel,
+        shortcut,
+        residual,
+        inplace,
+        "zeros",
+        "sigmoid",
+        channel_dim,
+        ComposedKernels(triton_kernels),
+    )
     out.backward(grad.to(dtype))
     torch.testing.assert_close(out.double(), expected, **tolerance)
     torch.testing.assert_close(source.grad.double(), x_ref.grad, **tolerance)

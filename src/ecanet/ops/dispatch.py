@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from types import ModuleType
 
 import torch
 from torch import Tensor
 
-from ecanet.ops import aten_kernels
-from ecanet.ops.function import GateFunction, fused_eca_forward, fused_eca_function
+from ecanet.ops import cpu_kernels
+from ecanet.ops.composed import ComposedKernels
+from ecanet.ops.function import EcaKernels, fused_eca_function, same_layout
 from ecanet.ops.views import channel_view
 
 __all__ = ["fast_eca", "kernels_for", "use_plain_operators"]
@@ -45,21 +45,27 @@ def _triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def kernels_for(x: Tensor) -> ModuleType | None:
-    """The kernel backend for ``x``'s device: Triton on CUDA when installed, ATen ops on CPU/CUDA.
+@functools.cache
+def _composed(module_name: str) -> ComposedKernels:
+    return ComposedKernels(importlib.import_module(module_name))
 
-    Returns ``None`` for other devices (the plain operators run there).
+
+def kernels_for(x: Tensor) -> EcaKernels | None:
+    """The kernel backend for ``x``'s device, or ``None`` for devices the fast path does not cover.
+
+    CPU: the compiled kernels (:mod:`ecanet.ops.cpu_kernels`) when they build, else ATen
+    operators. CUDA: Triton kernels when Triton is installed, else ATen operators.
 
     Example:
-        >>> kernels_for(torch.zeros(1)).__name__
-        'ecanet.ops.aten_kernels'
+        >>> kernels_for(torch.zeros(1)) in (cpu_kernels, _composed("ecanet.ops.aten_kernels"))
+        True
+        >>> kernels_for(torch.zeros(1, device="meta")) is None
+        True
     """
-    if x.device.type == "cuda" and _triton_available():
-        from ecanet.ops import triton_kernels
-
-        return triton_kernels
-    if x.device.type in ("cpu", "cuda"):
-        return aten_kernels
+    if x.device.type == "cpu":
+        return cpu_kernels if cpu_kernels.available() else _composed("ecanet.ops.aten_kernels")
+    if x.device.type == "cuda":
+        return _composed("ecanet.ops.triton_kernels" if _triton_available() else "ecanet.ops.aten_kernels")
     return None
 
 
@@ -69,35 +75,36 @@ def fast_eca(
     identity: Tensor | None,
     relu: bool,
     inplace: bool,
-    gate_fn: GateFunction,
+    padding: str,
+    gate: str,
     channel_dim: int,
 ) -> Tensor | None:
-    """``act(x * gate_fn(mean(x), weight) + identity)`` on the fast path, or ``None`` to fall back.
+    """``act(x * gate(mean(x), weight) + identity)`` on the fast path, or ``None`` to fall back.
 
     Inputs must already be validated (as :func:`ecanet.functional.eca` does). The fast path runs
     when nothing is recording operators (:func:`use_plain_operators`), ``x`` is a plain
     floating-point CPU or CUDA tensor whose memory is channels-first or channels-last dense, and
-    ``identity`` (if any) has ``x``'s dtype and strides. Without an autograd graph to build the
+    ``identity`` (if any) has ``x``'s dtype and layout. Without an autograd graph to build the
     kernels run directly; otherwise through the fused autograd Function.
 
     Args:
         x: input ``(N, C, *)`` or ``(N, *, C)``.
-        weight: ECA kernel.
+        weight: ECA kernel ``[1 or C, 1, k]``.
         identity: shortcut to add, or ``None``.
         relu: apply ReLU at the end.
         inplace: write the result into ``x``. With an autograd graph to build and an ``identity``,
             the result goes to a new tensor instead (the backward needs ``x``).
-        gate_fn: ``(descriptor, weight) -> gate`` on ``(N, C)``.
+        padding: ``"zeros"`` or ``"circular"`` channel padding of the gate's convolution.
+        gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
         channel_dim: ``1`` or ``-1``.
 
     Returns:
         The result, or ``None`` when the plain operators must run.
 
     Example:
-        >>> gate_fn = lambda d, w: torch.sigmoid(d * w.flatten()[0])
         >>> x = torch.randn(2, 4, 3, 3)
-        >>> out = fast_eca(x, torch.ones(1, 1, 1), None, False, False, gate_fn, 1)
-        >>> torch.allclose(out, x * torch.sigmoid(x.mean((2, 3), keepdim=True)))
+        >>> out = fast_eca(x, torch.zeros(1, 1, 3), None, False, False, "zeros", "sigmoid", 1)
+        >>> torch.allclose(out, x * 0.5)
         True
     """
     if use_plain_operators() or torch.overrides.has_torch_function((x, weight)):
@@ -107,7 +114,7 @@ def fast_eca(
     if identity is not None and (
         identity.dtype != x.dtype
         or identity.device != x.device
-        or identity.stride() != x.stride()
+        or not same_layout(identity, x)
         or torch.overrides.has_torch_function((identity,))
     ):
         return None
@@ -119,9 +126,12 @@ def fast_eca(
     )
     if needs_graph:
         return fused_eca_function(
-            x, weight, identity, relu, inplace and identity is None, gate_fn, channel_dim, kernels
+            x, weight, identity, relu, inplace and identity is None, padding, gate, channel_dim, kernels
         )
     out = x if inplace else torch.empty_like(x)
+    identity3 = None if identity is None else channel_view(identity, channel_dim)
     with torch.no_grad():
-        fused_eca_forward(x, weight, identity, relu, gate_fn, channel_dim, out, kernels)
+        kernels.forward(
+            channel_view(x, channel_dim), weight, identity3, relu, padding, gate, channel_view(out, channel_dim)
+        )
     return out

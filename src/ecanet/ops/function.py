@@ -1,17 +1,16 @@
-"""The fused ECA computation and its autograd Function, over one kernel backend.
+"""The fused ECA autograd Function, over a kernel backend that does the forward and the backward.
 
-Forward: one read of ``x`` for the pooled mean, a gate on the tiny ``(N, C)`` descriptor, one pass
-writing ``act(x * gate + identity)``. Backward: one reduction ``sum_s(grad * x)`` for the gate
-gradient (fused in Triton; on CPU a product written into the input gradient's buffer, then
-summed), the tiny gate graph re-run under autograd for the descriptor and kernel gradients, and
-one pass writing the input gradient ``grad * gate + d_mean / S``. Saved for backward: the input (or,
-in place, the output), the ReLU output when there is one, and two ``(N, C)`` tensors.
+A backend (:class:`EcaKernels`) works on ``(N, C, S)`` views and writes into buffers the Function
+owns. Forward: one read of ``x`` for the pooled mean, the gate on the tiny ``(N, C)`` descriptor,
+one pass writing ``act(x * gate + identity)``. Backward: one reduction ``sum_s(grad * x)`` for the
+gate gradient, the gate's gradient on ``(N, C)``, and one pass writing the input gradient
+``grad * gate + d_mean / S``. Saved for backward: the input (or, in place, the output), the ReLU
+output when there is one, and two ``(N, C)`` tensors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import ModuleType
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -19,10 +18,52 @@ from torch.autograd.function import once_differentiable
 
 from ecanet.ops.views import channel_view
 
-__all__ = ["GateFunction", "fused_eca_forward", "fused_eca_function"]
+__all__ = ["EcaKernels", "fused_eca_function", "same_layout"]
 
-GateFunction = Callable[[Tensor, Tensor], Tensor]
-"""Maps a ``(N, C)`` descriptor and the ECA kernel to the ``(N, C)`` gate; differentiable."""
+
+class EcaKernels(Protocol):
+    """What a backend provides: the fused forward and backward on ``(N, C, S)`` views.
+
+    All ``...3`` arguments are ``(N, C, S)`` views sharing one memory layout (see
+    :mod:`ecanet.ops.views`); ``mean`` and ``gate`` are ``(N, C)`` in float32 (float64 for float64
+    input). Implemented by :mod:`ecanet.ops.cpu_kernels` (compiled, CPU) and
+    :class:`ecanet.ops.composed.ComposedKernels` (ATen or Triton kernels plus the gate in torch).
+    """
+
+    def forward(
+        self, x3: Tensor, weight: Tensor, identity3: Tensor | None, relu: bool, padding: str, gate: str, out3: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Writes ``act(x3 * gate + identity3)`` into ``out3`` (may be ``x3``); returns ``(mean, gate)``."""
+        ...
+
+    def backward(
+        self,
+        grad3: Tensor,
+        saved3: Tensor,
+        relu_out3: Tensor | None,
+        mean: Tensor,
+        gate: Tensor,
+        weight: Tensor,
+        padding: str,
+        gate_kind: str,
+        inplace: bool,
+        masked3: Tensor | None,
+        dx3: Tensor | None,
+    ) -> Tensor:
+        """Returns the kernel's gradient; writes the masked output gradient and the input gradient.
+
+        Args:
+            grad3: gradient of the output.
+            saved3: the tensor the gate multiplied, or with ``inplace`` the output itself.
+            relu_out3: output after ReLU (its zeros mask ``grad3``), or ``None`` without ReLU.
+            mean, gate: as returned by :meth:`forward`.
+            weight: ECA kernel.
+            padding, gate_kind: the gate's options.
+            inplace: ``saved3`` is the output ``x * gate`` rather than ``x``.
+            masked3: buffer for the ReLU-masked gradient (the shortcut's gradient), or ``None``.
+            dx3: buffer for the input gradient, or ``None`` when it is not needed.
+        """
+        ...
 
 
 def _view(x: Tensor, channel_dim: int) -> Tensor:
@@ -32,37 +73,26 @@ def _view(x: Tensor, channel_dim: int) -> Tensor:
     return view
 
 
-def fused_eca_forward(
-    x: Tensor,
-    weight: Tensor,
-    identity: Tensor | None,
-    relu: bool,
-    gate_fn: GateFunction,
-    channel_dim: int,
-    out: Tensor,
-    kernels: ModuleType,
-) -> tuple[Tensor, Tensor]:
-    """Writes ``act(x * gate_fn(mean(x), weight) + identity)`` into ``out`` (may be ``x``).
+def _optional_view(x: Tensor | None, channel_dim: int) -> Tensor | None:
+    return None if x is None else _view(x, channel_dim)
 
-    Args:
-        x: input with a ``(N, C, S)`` view.
-        weight: ECA kernel passed to ``gate_fn``.
-        identity: shortcut laid out like ``x``, or ``None``.
-        relu: apply ReLU after the addition.
-        gate_fn: descriptor and kernel -> gate.
-        channel_dim: ``1`` or ``-1``.
-        out: destination laid out like ``x``.
-        kernels: backend module (:mod:`ecanet.ops.aten_kernels` or :mod:`ecanet.ops.triton_kernels`).
 
-    Returns:
-        ``(descriptor, gate)``, both ``(N, C)`` in float32 (float64 for float64 input).
+def same_layout(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` have the same shape and put every element at the same offset.
+
+    Strides of size-1 dims do not count (they address nothing).
+
+    Example:
+        >>> pixel, image = torch.zeros(2, 3, 1, 1), torch.zeros(2, 3, 4, 4)
+        >>> channels_last = torch.channels_last
+        >>> same_layout(pixel, pixel.contiguous(memory_format=channels_last))
+        True
+        >>> same_layout(image, image.contiguous(memory_format=channels_last))
+        False
     """
-    x3 = _view(x, channel_dim)
-    descriptor = kernels.channel_sum(x3) / x3.shape[2]
-    gate = gate_fn(descriptor, weight)
-    identity3 = None if identity is None else _view(identity, channel_dim)
-    kernels.scale_shift(x3, gate, identity3, relu, _view(out, channel_dim))
-    return descriptor, gate
+    if a.shape != b.shape:
+        return False
+    return all(size == 1 or sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride(), strict=True))
 
 
 class _FusedEca(torch.autograd.Function):
@@ -74,56 +104,57 @@ class _FusedEca(torch.autograd.Function):
         identity: Tensor | None,
         relu: bool,
         inplace: bool,
-        gate_fn: GateFunction,
+        padding: str,
+        gate: str,
         channel_dim: int,
-        kernels: ModuleType,
+        kernels: EcaKernels,
     ) -> Tensor:
         out = x if inplace else torch.empty_like(x)
-        descriptor, gate = fused_eca_forward(x, weight, identity, relu, gate_fn, channel_dim, out, kernels)
+        mean, gates = kernels.forward(
+            _view(x, channel_dim),
+            weight,
+            _optional_view(identity, channel_dim),
+            relu,
+            padding,
+            gate,
+            _view(out, channel_dim),
+        )
         if inplace:
             ctx.mark_dirty(x)
-        # In place, x itself is gone; the output x * gate stands in for it (see backward).
-        multiplied = None if inplace else x
-        ctx.save_for_backward(multiplied, out if (relu or inplace) else None, descriptor, gate, weight)
-        ctx.options = (relu, inplace, gate_fn, channel_dim, kernels, identity is not None)
+        # In place, x itself is gone; the output x * gate stands in for it (see EcaKernels.backward).
+        ctx.save_for_backward(None if inplace else x, out if (relu or inplace) else None, mean, gates, weight)
+        ctx.options = (relu, inplace, padding, gate, channel_dim, kernels, identity is not None)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, out, descriptor, gate, weight = ctx.saved_tensors
-        relu, inplace, gate_fn, channel_dim, kernels, has_identity = ctx.options
+        x, out, mean, gates, weight = ctx.saved_tensors
+        relu, inplace, padding, gate, channel_dim, kernels, has_identity = ctx.options
+        needs_x, needs_weight, needs_identity = ctx.needs_input_grad[:3]
         like = out if x is None else x
-        if grad.stride() != like.stride():
+        if not same_layout(grad, like):
             grad = torch.empty_like(like).copy_(grad)
-        grad3 = _view(grad, channel_dim)
-        masked = torch.empty_like(like) if relu else grad
-        # The input gradient's buffer serves as scratch for the gate-gradient product first.
-        d_x = torch.empty_like(like)
-        sums = kernels.gated_channel_dot(
-            grad3,
+        # The shortcut's gradient is the ReLU-masked output gradient: stored only when wanted.
+        masked = torch.empty_like(like) if (relu and has_identity and needs_identity) else None
+        d_x = torch.empty_like(like) if needs_x else None
+        d_weight = kernels.backward(
+            _view(grad, channel_dim),
             _view(like, channel_dim),
             _view(out, channel_dim) if relu else None,
-            _view(masked, channel_dim) if relu else None,
-            _view(d_x, channel_dim),
+            mean,
+            gates,
+            weight,
+            padding,
+            gate,
+            inplace,
+            _optional_view(masked, channel_dim),
+            _optional_view(d_x, channel_dim),
         )
-        if inplace:
-            # sum(grad * out) = gate * sum(grad * x); where the gate is exactly 0 both gates
-            # (sigmoid, hard sigmoid) have zero derivative, so that channel's gradient is 0.
-            sums = torch.where(gate == 0, torch.zeros_like(sums), sums / gate)
-        with torch.enable_grad():
-            descriptor = descriptor.detach().requires_grad_(True)
-            kernel = weight.detach().requires_grad_(ctx.needs_input_grad[1])
-            inputs = (descriptor, kernel) if ctx.needs_input_grad[1] else (descriptor,)
-            grads = torch.autograd.grad(gate_fn(descriptor, kernel), inputs, sums.to(gate.dtype))
-        d_weight = grads[1] if ctx.needs_input_grad[1] else None
-        if ctx.needs_input_grad[0]:
-            shift = grads[0] / grad3.shape[2]
-            kernels.input_grad(_view(masked, channel_dim), gate, shift, _view(d_x, channel_dim))
-        else:
-            d_x = None
-        d_identity = masked if (has_identity and ctx.needs_input_grad[2]) else None
-        return d_x, d_weight, d_identity, None, None, None, None, None
+        d_identity = None
+        if has_identity and needs_identity:
+            d_identity = masked if relu else grad
+        return d_x, d_weight if needs_weight else None, d_identity, None, None, None, None, None, None
 
 
 def fused_eca_function(
@@ -132,16 +163,35 @@ def fused_eca_function(
     identity: Tensor | None,
     relu: bool,
     inplace: bool,
-    gate_fn: GateFunction,
+    padding: str,
+    gate: str,
     channel_dim: int,
-    kernels: ModuleType,
+    kernels: EcaKernels,
 ) -> Tensor:
     """Differentiable ``act(x * gate + identity)`` with the fused backward; see the module docstring.
 
     With ``inplace=True`` the result is written into ``x`` (marked dirty, so autograd rejects
     uses that would need the old values); in-place is not offered together with ``identity``.
-    Arguments as in :func:`fused_eca_forward`.
+
+    Args:
+        x: input with a ``(N, C, S)`` view (:func:`ecanet.ops.views.channel_view`).
+        weight: ECA kernel ``[1 or C, 1, k]``.
+        identity: shortcut laid out like ``x``, or ``None``.
+        relu: apply ReLU after the addition.
+        inplace: write the result into ``x``.
+        padding, gate: the gate's options (see :func:`ecanet.functional.eca`).
+        channel_dim: ``1`` or ``-1``.
+        kernels: the backend.
+
+    Example:
+        >>> from ecanet.ops.composed import ComposedKernels
+        >>> from ecanet.ops import aten_kernels
+        >>> x = torch.randn(2, 4, 3, 3, requires_grad=True)
+        >>> out = fused_eca_function(x, torch.ones(1, 1, 3), None, False, False, "zeros", "sigmoid", 1,
+        ...                          ComposedKernels(aten_kernels))
+        >>> type(out.grad_fn).__name__
+        '_FusedEcaBackward'
     """
     if inplace and identity is not None:
         raise ValueError("the differentiable in-place path does not take an identity; use inplace=False")
-    return _FusedEca.apply(x, weight, identity, relu, inplace, gate_fn, channel_dim, kernels)
+    return _FusedEca.apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)

@@ -1,0 +1,82 @@
+"""A backend composed of four large-pass kernels and the gate in plain torch operators.
+
+Wraps :mod:`ecanet.ops.aten_kernels` (CPU when the compiled kernels are unavailable, CUDA without
+Triton) or :mod:`ecanet.ops.triton_kernels` (CUDA) into the :class:`ecanet.ops.function.EcaKernels`
+contract. The gate's gradient comes from re-running the tiny ``(N, C)`` gate graph under autograd.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from ecanet.ops.channel_gate import channel_gate
+
+__all__ = ["ComposedKernels"]
+
+
+class ComposedKernels:
+    """:class:`ecanet.ops.function.EcaKernels` from a module with ``channel_sum``, ``scale_shift``,
+    ``gated_channel_dot`` and ``input_grad`` (the contract of :mod:`ecanet.ops.aten_kernels`).
+
+    Args:
+        kernels: the kernel module.
+
+    Example:
+        >>> from ecanet.ops import aten_kernels
+        >>> x3 = torch.ones(1, 3, 4)
+        >>> mean, gate = ComposedKernels(aten_kernels).forward(x3, torch.zeros(1, 1, 3), None, False,
+        ...                                                    "zeros", "sigmoid", x3)
+        >>> x3[0, :, 0]
+        tensor([0.5000, 0.5000, 0.5000])
+    """
+
+    def __init__(self, kernels: ModuleType) -> None:
+        self.kernels = kernels
+
+    def __repr__(self) -> str:
+        return f"ComposedKernels({self.kernels.__name__})"
+
+    def forward(
+        self, x3: Tensor, weight: Tensor, identity3: Tensor | None, relu: bool, padding: str, gate: str, out3: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        mean = self.kernels.channel_sum(x3) / x3.shape[2]
+        gates = channel_gate(mean, weight, padding, gate)
+        self.kernels.scale_shift(x3, gates, identity3, relu, out3)
+        return mean, gates
+
+    def backward(
+        self,
+        grad3: Tensor,
+        saved3: Tensor,
+        relu_out3: Tensor | None,
+        mean: Tensor,
+        gate: Tensor,
+        weight: Tensor,
+        padding: str,
+        gate_kind: str,
+        inplace: bool,
+        masked3: Tensor | None,
+        dx3: Tensor | None,
+    ) -> Tensor:
+        if relu_out3 is not None and masked3 is None:
+            masked3 = torch.empty_like(grad3)  # the input-gradient kernel reads the masked gradient
+        # The input gradient's buffer serves as scratch for the gate-gradient product first.
+        scratch3 = dx3 if dx3 is not None else torch.empty_like(grad3)
+        sums = self.kernels.gated_channel_dot(grad3, saved3, relu_out3, masked3, scratch3)
+        if inplace:
+            # sum(grad * out) = gate * sum(grad * x); where the gate is exactly 0 both gates
+            # (sigmoid, hard sigmoid) have zero derivative, so that channel's gradient is 0.
+            sums = torch.where(gate == 0, torch.zeros_like(sums), sums / gate)
+        with torch.enable_grad():
+            mean = mean.detach().requires_grad_(True)
+            kernel = weight.detach().requires_grad_(True)
+            d_mean, d_weight = torch.autograd.grad(
+                channel_gate(mean, kernel, padding, gate_kind), (mean, kernel), sums.to(gate.dtype)
+            )
+        if dx3 is not None:
+            masked_grad3 = masked3 if relu_out3 is not None else grad3
+            self.kernels.input_grad(masked_grad3, gate, d_mean / grad3.shape[2], dx3)
+        return d_weight

@@ -1,0 +1,131 @@
+"""The compiled CPU backend: ``csrc/eca_cpu.cpp``, built on first use, as :class:`~ecanet.ops.function.EcaKernels`.
+
+The whole forward (pool, gate, rescale) and the whole backward (fused gate-gradient reduction,
+gate gradient, input gradient) are one C++ call each, so a small activation costs little more
+than its two memory passes, and training reads every large tensor the minimum number of times
+(see the C++ file's header). The source is compiled with ``torch.utils.cpp_extension`` the
+first time a CPU tensor takes the fast path (about 10-20 s, needs a C++ compiler and ninja) and
+cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
+``~/.cache/torch_extensions``) under a name tied to the source, torch's version and the CPU
+(it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
+be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten_kernels`) runs.
+Prebuild with ``python -m ecanet.ops.cpu_kernels``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import sys
+import sysconfig
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["available", "backward", "forward"]
+
+SOURCE = Path(__file__).with_name("csrc") / "eca_cpu.cpp"
+DISABLE_VARIABLE = "ECANET_CPU_KERNELS"
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+
+
+def _cpu_signature() -> str:
+    """The CPU's feature flags (the build uses ``-march=native``), or the platform's name for it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def build_name() -> str:
+    """Extension name: changes with the source, the flags, torch's version and the CPU.
+
+    Example:
+        >>> build_name().startswith("ecanet_cpu_")
+        True
+    """
+    digest = hashlib.sha256(SOURCE.read_bytes())
+    for part in (*_CFLAGS, torch.__version__, platform.machine(), _cpu_signature()):
+        digest.update(part.encode())
+    return f"ecanet_cpu_{digest.hexdigest()[:16]}"
+
+
+def _put_ninja_on_path() -> None:
+    """torch runs ``ninja`` from ``PATH``; the ``ninja`` package installs it next to this interpreter."""
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("ninja") is None and scripts and (Path(scripts) / "ninja").exists():
+        os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
+
+
+@functools.cache
+def available() -> bool:
+    """Builds (once per machine) and loads the kernels; ``False`` when disabled or impossible.
+
+    Example:
+        >>> isinstance(available(), bool)
+        True
+    """
+    if os.environ.get(DISABLE_VARIABLE, "1") == "0":
+        return False
+    _put_ninja_on_path()
+    # Importing cpp_extension logs a warning about CUDA on machines without it; not ours to show.
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+
+        cpp_extension.load(
+            name=build_name(), sources=[str(SOURCE)], extra_cflags=_CFLAGS, is_python_module=False, verbose=False
+        )
+    except Exception as error:  # a missing compiler or ninja, a failed build: fall back, say why
+        warnings.warn(
+            f"ecanet: could not build the compiled CPU kernels ({type(error).__name__}: {error}); "
+            f"using the slower ATen kernels. Set {DISABLE_VARIABLE}=0 to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    finally:
+        logger.setLevel(level)
+    return hasattr(torch.ops.ecanet, "eca_forward")
+
+
+def forward(
+    x3: Tensor, weight: Tensor, identity3: Tensor | None, relu: bool, padding: str, gate: str, out3: Tensor
+) -> tuple[Tensor, Tensor]:
+    """See :meth:`ecanet.ops.function.EcaKernels.forward`; requires :func:`available`."""
+    return torch.ops.ecanet.eca_forward(x3, weight, identity3, relu, padding, gate, out3)
+
+
+def backward(
+    grad3: Tensor,
+    saved3: Tensor,
+    relu_out3: Tensor | None,
+    mean: Tensor,
+    gate: Tensor,
+    weight: Tensor,
+    padding: str,
+    gate_kind: str,
+    inplace: bool,
+    masked3: Tensor | None,
+    dx3: Tensor | None,
+) -> Tensor:
+    """See :meth:`ecanet.ops.function.EcaKernels.backward`; requires :func:`available`."""
+    return torch.ops.ecanet.eca_backward(
+        grad3, saved3, relu_out3, mean, gate, weight, padding, gate_kind, inplace, masked3, dx3
+    )
+
+
+if __name__ == "__main__":
+    print(f"ecanet compiled CPU kernels ({build_name()}): {'ready' if available() else 'unavailable'}")
+    sys.exit(0 if available() else 1)

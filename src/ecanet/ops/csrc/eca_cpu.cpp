@@ -1,0 +1,447 @@
+// Fused ECA kernels for CPU tensors: the whole forward and the whole backward, each one call.
+//
+// Registered as torch.ops.ecanet.eca_forward / eca_backward and driven by ecanet/ops/cpu_kernels.py,
+// which builds this file on first use. Every large tensor is an (N, C, S) view with the same
+// strides for all arguments, either channels-first (S contiguous) or channels-last (C contiguous).
+// Sums accumulate in float32 (float64 for float64 input); the (N, C) descriptor and gate are
+// float32 (float64). Memory traffic is the minimum the math allows:
+//   forward:  one read of x for the pooled mean; one pass act(x * gate + identity) -> out.
+//   backward: one pass reading grad (and the ReLU output) and the tensor the gate multiplied,
+//             summing their product per channel (and writing the masked gradient when the
+//             shortcut needs it); one pass writing the input gradient grad * gate + d_mean / S.
+// The k-tap channel convolution, the gate non-linearity and their gradients run on the tiny
+// (N, C) tensors in between, inside the same call.
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <string>
+#include <tuple>
+
+namespace ecanet {
+namespace {
+
+// Elements per parallel task below which threads cost more than they save (ATen uses the same).
+constexpr int64_t kGrain = 32768;
+// Channels per task of a channels-last reduction: a row segment of at most 1-2 KiB.
+constexpr int64_t kChannelBlock = 256;
+
+// The shared geometry of the (N, C, S) views in one call.
+struct Layout {
+  int64_t n, c, s, batch_stride;
+  bool channels_last;
+
+  // Offset of element (n, c, 0) (channels-first) or (n, 0, 0) (channels-last).
+  int64_t row(int64_t sample, int64_t channel) const {
+    return sample * batch_stride + (channels_last ? channel : channel * s);
+  }
+};
+
+Layout layout_of(const at::Tensor& x3) {
+  TORCH_CHECK(x3.dim() == 3, "ecanet: expected an (N, C, S) view, got ", x3.dim(), " dims");
+  const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
+  const bool first = x3.stride(2) == 1 && (c == 1 || x3.stride(1) == s);
+  const bool last = x3.stride(1) == 1 && (s == 1 || x3.stride(2) == c);
+  TORCH_CHECK(first || last, "ecanet: the (N, C, S) view must be channels-first or channels-last dense, got strides ",
+              x3.strides());
+  return Layout{n, c, s, x3.stride(0), !first};
+}
+
+// Same elements at the same offsets (strides of size-1 dims do not matter).
+bool same_geometry(const at::Tensor& a, const at::Tensor& b) {
+  if (a.sizes() != b.sizes()) return false;
+  for (int64_t d = 0; d < a.dim(); ++d) {
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  }
+  return true;
+}
+
+void check_like(const at::Tensor& t, const at::Tensor& x3, const char* name) {
+  TORCH_CHECK(same_geometry(t, x3), "ecanet: ", name,
+              " must have the input's shape and strides; got ", t.sizes(), " / ", t.strides(), " for ", x3.sizes(),
+              " / ", x3.strides());
+  TORCH_CHECK(t.scalar_type() == x3.scalar_type() && t.device().is_cpu(), "ecanet: ", name,
+              " must be a CPU tensor of the input's dtype");
+}
+
+enum class Padding { zeros, circular };
+enum class Gate { sigmoid, hard_sigmoid };
+
+Padding padding_of(const std::string& name) {
+  if (name == "zeros") return Padding::zeros;
+  TORCH_CHECK(name == "circular", "ecanet: padding must be 'zeros' or 'circular', got '", name, "'");
+  return Padding::circular;
+}
+
+Gate gate_of(const std::string& name) {
+  if (name == "sigmoid") return Gate::sigmoid;
+  TORCH_CHECK(name == "hard_sigmoid", "ecanet: gate must be 'sigmoid' or 'hard_sigmoid', got '", name, "'");
+  return Gate::hard_sigmoid;
+}
+
+int64_t tasks_grain(int64_t elements_per_task) {
+  return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, elements_per_task));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Large passes.
+
+// One element of a channel reduction: `a` (masked to 0 where mask <= 0, and then stored to
+// `masked` when kStore) times `other` (or 1), in the accumulation type.
+template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore>
+inline acc_t reduction_term(const scalar_t* a, const scalar_t* other, const scalar_t* mask, scalar_t* masked,
+                            int64_t i) {
+  acc_t value = static_cast<acc_t>(a[i]);
+  if constexpr (kMask) value = static_cast<acc_t>(mask[i]) > acc_t(0) ? value : acc_t(0);
+  if constexpr (kStore) masked[i] = static_cast<scalar_t>(value);
+  if constexpr (kOther) value *= static_cast<acc_t>(other[i]);
+  return value;
+}
+
+// sums[n, c] = sum_s term(n, c, s), see reduction_term. Channels-first: one task per row of S
+// contiguous elements. Channels-last: one task per sample and block of channels, accumulating
+// rows of contiguous channels.
+template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore>
+void channel_reduce(const Layout& L, const scalar_t* a, const scalar_t* other, const scalar_t* mask, scalar_t* masked,
+                    acc_t* sums) {
+  // Every loop indexes pointers offset to its row, so the compiler sees contiguous accesses.
+  auto at_offset = [](auto* pointer, int64_t offset) { return pointer == nullptr ? pointer : pointer + offset; };
+  if (!L.channels_last) {
+    at::parallel_for(0, L.n * L.c, tasks_grain(L.s), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t base = L.row(r / L.c, r % L.c), length = L.s;
+        const scalar_t* pa = a + base;
+        const scalar_t* po = at_offset(other, base);
+        const scalar_t* pm = at_offset(mask, base);
+        scalar_t* ps = at_offset(masked, base);
+        acc_t total = 0;
+#pragma omp simd reduction(+ : total)
+        for (int64_t i = 0; i < length; ++i) {
+          total += reduction_term<scalar_t, acc_t, kOther, kMask, kStore>(pa, po, pm, ps, i);
+        }
+        sums[r] = total;
+      }
+    });
+    return;
+  }
+  const int64_t blocks = (L.c + kChannelBlock - 1) / kChannelBlock;
+  at::parallel_for(0, L.n * blocks, tasks_grain(L.s * std::min(L.c, kChannelBlock)), [&](int64_t begin, int64_t end) {
+    acc_t partial[kChannelBlock];
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t sample = t / blocks, c0 = (t % blocks) * kChannelBlock;
+      const int64_t width = std::min(kChannelBlock, L.c - c0);
+      std::fill(partial, partial + width, acc_t(0));
+      for (int64_t s = 0; s < L.s; ++s) {
+        const int64_t base = L.row(sample, c0) + s * L.c;
+        const scalar_t* pa = a + base;
+        const scalar_t* po = at_offset(other, base);
+        const scalar_t* pm = at_offset(mask, base);
+        scalar_t* ps = at_offset(masked, base);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          partial[j] += reduction_term<scalar_t, acc_t, kOther, kMask, kStore>(pa, po, pm, ps, j);
+        }
+      }
+      std::copy(partial, partial + width, sums + sample * L.c + c0);
+    }
+  });
+}
+
+// One element of a rescale pass: act(x' * scale + shift + identity) with x' = x masked by
+// relu_of > 0 when kMask (the backward's masked gradient, recomputed instead of stored).
+template <typename scalar_t, typename acc_t, bool kIdentity, bool kRelu, bool kShift, bool kMask>
+inline scalar_t rescaled(scalar_t x, acc_t scale, acc_t shift, const scalar_t* identity, const scalar_t* relu_of,
+                         int64_t i) {
+  acc_t v = static_cast<acc_t>(x);
+  if constexpr (kMask) v = static_cast<acc_t>(relu_of[i]) > acc_t(0) ? v : acc_t(0);
+  v *= scale;
+  if constexpr (kShift) v += shift;
+  if constexpr (kIdentity) v += static_cast<acc_t>(identity[i]);
+  if constexpr (kRelu) v = v > acc_t(0) ? v : acc_t(0);
+  return static_cast<scalar_t>(v);
+}
+
+// out = rescaled(x) with scale and shift per (n, c), one pass; out may be x itself.
+template <typename scalar_t, typename acc_t, bool kIdentity, bool kRelu, bool kShift, bool kMask>
+void rescale_pass(const Layout& L, const scalar_t* x, const acc_t* scale, const acc_t* shift, const scalar_t* identity,
+                  const scalar_t* relu_of, scalar_t* out) {
+  // Every loop indexes pointers offset to its row, so the compiler sees contiguous accesses.
+  auto at_offset = [](auto* pointer, int64_t offset) { return pointer == nullptr ? pointer : pointer + offset; };
+  if (!L.channels_last) {
+    at::parallel_for(0, L.n * L.c, tasks_grain(L.s), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t base = L.row(r / L.c, r % L.c), length = L.s;
+        const scalar_t* px = x + base;
+        const scalar_t* pi = at_offset(identity, base);
+        const scalar_t* pm = at_offset(relu_of, base);
+        scalar_t* po = out + base;
+        const acc_t g = scale[r], b = kShift ? shift[r] : acc_t(0);
+#pragma omp simd
+        for (int64_t i = 0; i < length; ++i) {
+          po[i] = rescaled<scalar_t, acc_t, kIdentity, kRelu, kShift, kMask>(px[i], g, b, pi, pm, i);
+        }
+      }
+    });
+    return;
+  }
+  at::parallel_for(0, L.n * L.s, tasks_grain(L.c), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t sample = r / L.s, length = L.c;
+      const int64_t base = L.row(sample, 0) + (r % L.s) * L.c;
+      const scalar_t* px = x + base;
+      const scalar_t* pi = at_offset(identity, base);
+      const scalar_t* pm = at_offset(relu_of, base);
+      scalar_t* po = out + base;
+      const acc_t* g = scale + sample * L.c;
+      const acc_t* b = kShift ? shift + sample * L.c : g;
+#pragma omp simd
+      for (int64_t j = 0; j < length; ++j) {
+        po[j] = rescaled<scalar_t, acc_t, kIdentity, kRelu, kShift, kMask>(px[j], g[j], b[j], pi, pm, j);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gate on (N, C): k-tap convolution across channels, then the non-linearity.
+
+// Index of channel c + offset after padding, or -1 for a zero pad.
+inline int64_t padded_channel(int64_t c, int64_t offset, int64_t channels, Padding padding) {
+  const int64_t j = c + offset;
+  if (j >= 0 && j < channels) return j;
+  if (padding == Padding::zeros) return -1;
+  return (j % channels + channels) % channels;
+}
+
+// Calls f(c) for the channels outside [lo, hi): the at most k/2 at each end that meet the padding.
+template <typename F>
+inline void for_each_edge_channel(int64_t lo, int64_t hi, int64_t channels, const F& f) {
+  for (int64_t c = 0; c < std::min(lo, channels); ++c) f(c);
+  for (int64_t c = std::max(hi, lo); c < channels; ++c) f(c);
+}
+
+// logits[n, c] = sum_j taps[c or 0][j] * mean[n, c + j - k/2], padded with zeros or wrapped.
+template <typename acc_t>
+void channel_conv(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k, int64_t n, int64_t channels,
+                  Padding padding, acc_t* logits) {
+  const int64_t half = k / 2;
+  at::parallel_for(0, n, tasks_grain(channels * k), [&](int64_t begin, int64_t end) {
+    for (int64_t sample = begin; sample < end; ++sample) {
+      const acc_t* m = mean + sample * channels;
+      acc_t* o = logits + sample * channels;
+      std::fill(o, o + channels, acc_t(0));
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t offset = j - half;
+        // The interior, where no padding is involved, as a plain vectorisable loop.
+        const int64_t lo = std::max<int64_t>(0, -offset), hi = std::min(channels, channels - offset);
+        if (rows == 1) {
+          const acc_t w = taps[j];
+#pragma omp simd
+          for (int64_t c = lo; c < hi; ++c) o[c] += w * m[c + offset];
+        } else {
+          for (int64_t c = lo; c < hi; ++c) o[c] += taps[c * k + j] * m[c + offset];
+        }
+        for_each_edge_channel(lo, hi, channels, [&](int64_t c) {
+          const int64_t src = padded_channel(c, offset, channels, padding);
+          if (src >= 0) o[c] += taps[(rows == 1 ? 0 : c) * k + j] * m[src];
+        });
+      }
+    }
+  });
+}
+
+// The gate's derivative from its value: sigmoid' = g (1 - g); hard sigmoid' = 1/6 inside (-3, 3).
+template <typename acc_t>
+inline acc_t gate_slope(acc_t g, Gate gate) {
+  if (gate == Gate::sigmoid) return g * (acc_t(1) - g);
+  return g > acc_t(0) && g < acc_t(1) ? acc_t(1) / acc_t(6) : acc_t(0);
+}
+
+// d_logits -> d_mean (the transposed channel convolution) and d_taps (accumulated).
+template <typename acc_t>
+void channel_conv_backward(const acc_t* mean, const acc_t* d_logits, const acc_t* taps, int64_t rows, int64_t k,
+                           int64_t n, int64_t channels, Padding padding, acc_t* d_mean, acc_t* d_taps) {
+  const int64_t half = k / 2;
+  std::fill(d_mean, d_mean + n * channels, acc_t(0));
+  for (int64_t sample = 0; sample < n; ++sample) {
+    const acc_t* m = mean + sample * channels;
+    const acc_t* dl = d_logits + sample * channels;
+    acc_t* dm = d_mean + sample * channels;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t offset = j - half;
+      const int64_t lo = std::max<int64_t>(0, -offset), hi = std::min(channels, channels - offset);
+      if (rows == 1) {
+        const acc_t w = taps[j];
+        acc_t tap_total = 0;
+#pragma omp simd reduction(+ : tap_total)
+        for (int64_t c = lo; c < hi; ++c) {
+          dm[c + offset] += w * dl[c];
+          tap_total += dl[c] * m[c + offset];
+        }
+        d_taps[j] += tap_total;
+      } else {
+        for (int64_t c = lo; c < hi; ++c) {
+          dm[c + offset] += taps[c * k + j] * dl[c];
+          d_taps[c * k + j] += dl[c] * m[c + offset];
+        }
+      }
+      for_each_edge_channel(lo, hi, channels, [&](int64_t c) {
+        const int64_t src = padded_channel(c, offset, channels, padding);
+        if (src < 0) return;
+        const int64_t row = rows == 1 ? 0 : c;
+        dm[src] += taps[row * k + j] * dl[c];
+        d_taps[row * k + j] += dl[c] * m[src];
+      });
+    }
+  }
+}
+
+struct GateArgs {
+  at::Tensor taps;  // (rows, k), contiguous, in the accumulation dtype
+  int64_t rows, k;
+  Padding padding;
+  Gate gate;
+};
+
+GateArgs gate_args(const at::Tensor& weight, int64_t channels, at::ScalarType acc, const std::string& padding,
+                   const std::string& gate) {
+  TORCH_CHECK(weight.dim() == 3 && weight.size(1) == 1 && weight.size(2) % 2 == 1,
+              "ecanet: weight must have shape [1 or C, 1, k] with k odd, got ", weight.sizes());
+  TORCH_CHECK(weight.size(0) == 1 || weight.size(0) == channels, "ecanet: weight has ", weight.size(0),
+              " rows for ", channels, " channels");
+  const Padding pad = padding_of(padding);
+  TORCH_CHECK(pad == Padding::zeros || weight.size(2) / 2 <= channels, "ecanet: circular padding needs k // 2 <= C");
+  return GateArgs{weight.to(acc).contiguous().view({weight.size(0), weight.size(2)}), weight.size(0), weight.size(2),
+                  pad, gate_of(gate)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two operators.
+
+std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& identity3, bool relu,
+                                               const std::string& padding, const std::string& gate,
+                                               const at::Tensor& out3) {
+  TORCH_CHECK(x3.device().is_cpu(), "ecanet::eca_forward is the CPU kernel, got a ", x3.device(), " tensor");
+  const Layout L = layout_of(x3);
+  check_like(out3, x3, "out");
+  if (identity3) check_like(*identity3, x3, "identity");
+  const at::ScalarType acc = at::toOpMathType(x3.scalar_type());
+  const GateArgs args = gate_args(weight, L.c, acc, padding, gate);
+  at::Tensor mean = at::empty({L.n, L.c}, x3.options().dtype(acc));
+  at::Tensor gates = at::empty({L.n, L.c}, x3.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_eca_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* x = x3.const_data_ptr<scalar_t>();
+    acc_t* m = mean.data_ptr<acc_t>();
+    channel_reduce<scalar_t, acc_t, false, false, false>(L, x, nullptr, nullptr, nullptr, m);
+    const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
+    for (int64_t i = 0; i < L.n * L.c; ++i) m[i] *= inverse;
+    acc_t* g = gates.data_ptr<acc_t>();
+    channel_conv<acc_t>(m, args.taps.const_data_ptr<acc_t>(), args.rows, args.k, L.n, L.c, args.padding, g);
+    if (args.gate == Gate::sigmoid) {
+      gates.sigmoid_();  // ATen's vectorised sigmoid on the tiny (N, C) logits
+    } else {
+      for (int64_t i = 0; i < L.n * L.c; ++i) g[i] = std::min(acc_t(1), std::max(acc_t(0), g[i] / acc_t(6) + acc_t(0.5)));
+    }
+    scalar_t* out = out3.data_ptr<scalar_t>();
+    const scalar_t* identity = identity3 ? identity3->const_data_ptr<scalar_t>() : nullptr;
+    if (identity != nullptr && relu) {
+      rescale_pass<scalar_t, acc_t, true, true, false, false>(L, x, g, nullptr, identity, nullptr, out);
+    } else if (identity != nullptr) {
+      rescale_pass<scalar_t, acc_t, true, false, false, false>(L, x, g, nullptr, identity, nullptr, out);
+    } else if (relu) {
+      rescale_pass<scalar_t, acc_t, false, true, false, false>(L, x, g, nullptr, nullptr, nullptr, out);
+    } else {
+      rescale_pass<scalar_t, acc_t, false, false, false, false>(L, x, g, nullptr, nullptr, nullptr, out);
+    }
+  });
+  return {mean, gates};
+}
+
+at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const std::optional<at::Tensor>& relu_out3,
+                        const at::Tensor& mean, const at::Tensor& gates, const at::Tensor& weight,
+                        const std::string& padding, const std::string& gate, bool inplace,
+                        const std::optional<at::Tensor>& masked3, const std::optional<at::Tensor>& dx3) {
+  TORCH_CHECK(grad3.device().is_cpu(), "ecanet::eca_backward is the CPU kernel, got a ", grad3.device(), " tensor");
+  const Layout L = layout_of(grad3);
+  check_like(saved3, grad3, "saved input");
+  if (relu_out3) check_like(*relu_out3, grad3, "ReLU output");
+  if (masked3) check_like(*masked3, grad3, "masked gradient buffer");
+  if (dx3) check_like(*dx3, grad3, "input gradient buffer");
+  TORCH_CHECK(!masked3 || relu_out3, "ecanet: a masked gradient buffer needs the ReLU output");
+  const at::ScalarType acc = at::toOpMathType(grad3.scalar_type());
+  TORCH_CHECK(mean.scalar_type() == acc && gates.scalar_type() == acc && mean.is_contiguous() &&
+                  gates.is_contiguous() && mean.numel() == L.n * L.c && gates.numel() == L.n * L.c,
+              "ecanet: mean and gate must be contiguous (N, C) tensors in ", acc);
+  const GateArgs args = gate_args(weight, L.c, acc, padding, gate);
+  at::Tensor d_logits = at::empty({L.n, L.c}, mean.options());
+  at::Tensor d_mean = at::empty({L.n, L.c}, mean.options());
+  at::Tensor d_taps = at::zeros({args.rows, args.k}, mean.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad3.scalar_type(), "ecanet_eca_backward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* grad = grad3.const_data_ptr<scalar_t>();
+    const scalar_t* saved = saved3.const_data_ptr<scalar_t>();
+    const scalar_t* relu_out = relu_out3 ? relu_out3->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* masked = masked3 ? masked3->data_ptr<scalar_t>() : nullptr;
+    acc_t* dl = d_logits.data_ptr<acc_t>();
+    if (masked != nullptr) {
+      channel_reduce<scalar_t, acc_t, true, true, true>(L, grad, saved, relu_out, masked, dl);
+    } else if (relu_out != nullptr) {
+      channel_reduce<scalar_t, acc_t, true, true, false>(L, grad, saved, relu_out, nullptr, dl);
+    } else {
+      channel_reduce<scalar_t, acc_t, true, false, false>(L, grad, saved, nullptr, nullptr, dl);
+    }
+    const acc_t* g = gates.const_data_ptr<acc_t>();
+    for (int64_t i = 0; i < L.n * L.c; ++i) {
+      acc_t d_gate = dl[i];
+      // In place, saved3 is the output x * gate: sum(grad * out) = gate * sum(grad * x). Where the
+      // gate is exactly 0 its derivative is 0 too (sigmoid, hard sigmoid), so the channel gets 0.
+      if (inplace) d_gate = g[i] == acc_t(0) ? acc_t(0) : d_gate / g[i];
+      dl[i] = d_gate * gate_slope(g[i], args.gate);
+    }
+    acc_t* dm = d_mean.data_ptr<acc_t>();
+    channel_conv_backward<acc_t>(mean.const_data_ptr<acc_t>(), dl, args.taps.const_data_ptr<acc_t>(), args.rows,
+                                 args.k, L.n, L.c, args.padding, dm, d_taps.data_ptr<acc_t>());
+    if (dx3) {
+      const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
+      for (int64_t i = 0; i < L.n * L.c; ++i) dm[i] *= inverse;
+      scalar_t* dx = dx3->data_ptr<scalar_t>();
+      // From the stored masked gradient when there is one, else masking grad again on the fly.
+      if (masked != nullptr) {
+        rescale_pass<scalar_t, acc_t, false, false, true, false>(L, masked, g, dm, nullptr, nullptr, dx);
+      } else if (relu_out != nullptr) {
+        rescale_pass<scalar_t, acc_t, false, false, true, true>(L, grad, g, dm, nullptr, relu_out, dx);
+      } else {
+        rescale_pass<scalar_t, acc_t, false, false, true, false>(L, grad, g, dm, nullptr, nullptr, dx);
+      }
+    }
+  });
+  return d_taps.view(weight.sizes()).to(weight.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY(ecanet, m) {
+  m.def(
+      "eca_forward(Tensor x3, Tensor weight, Tensor? identity3, bool relu, str padding, str gate, Tensor(a!) out3)"
+      " -> (Tensor, Tensor)");
+  m.def(
+      "eca_backward(Tensor grad3, Tensor saved3, Tensor? relu_out3, Tensor mean, Tensor gate, Tensor weight,"
+      " str padding, str gate_kind, bool inplace, Tensor(a!)? masked3, Tensor(b!)? dx3) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(ecanet, CPU, m) {
+  m.impl("eca_forward", &eca_forward);
+  m.impl("eca_backward", &eca_backward);
+}
+
+}  // namespace ecanet
