@@ -13,12 +13,12 @@ $(BIN)/python:
 # warns and runs its ATen kernels instead, so a failed build does not stop the install.
 $(VENV)/.installed-train: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train]'
-	-$(BIN)/python -m ecanet.ops.cpu_kernels
+	-$(BIN)/python -m ecanet.ops
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	-$(BIN)/python -m ecanet.ops.cpu_kernels
+	-$(BIN)/python -m ecanet.ops
 	touch $@ $(VENV)/.installed-train
 
 demo: $(VENV)/.installed-train

@@ -9,7 +9,7 @@ cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``) under a name tied to the source, torch's version and the CPU
 (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
 be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten_kernels`) runs.
-Prebuild with ``python -m ecanet.ops.cpu_kernels``.
+Prebuild with ``python -m ecanet.ops``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import sysconfig
 import warnings
 from pathlib import Path
@@ -124,8 +123,3 @@ def backward(
     return torch.ops.ecanet.eca_backward(
         grad3, saved3, relu_out3, mean, gate, weight, padding, gate_kind, inplace, masked3, dx3
     )
-
-
-if __name__ == "__main__":
-    print(f"ecanet compiled CPU kernels ({build_name()}): {'ready' if available() else 'unavailable'}")
-    sys.exit(0 if available() else 1)
