@@ -21,8 +21,9 @@ _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def use_plain_operators() -> bool:
     """Whether the caller is being scripted, traced, compiled, exported or transformed: then only plain ops will do.
 
-    TorchScript, ``torch.jit.trace`` (and the ONNX exporter built on it), ``torch.compile`` and
-    ``torch.export`` (and the ONNX exporter built on it) all record the operators a function runs;
+    TorchScript, ``torch.jit.trace`` (and the ONNX exporter built on it, which is tracing while it
+    runs the model), ``torch.compile`` and ``torch.export`` (and the ONNX exporter built on it,
+    which is compiling while it runs the model) all record the operators a function runs;
     the fast path's buffers and ``out=`` calls would either not be recordable or hide the arithmetic
     from the compiler, which fuses the plain operators by itself. ``torch.func`` transforms
     (``vmap``, ``grad``, ...) have no batching rules for ``out=`` calls.
@@ -35,7 +36,6 @@ def use_plain_operators() -> bool:
         torch.jit.is_scripting()
         or torch.jit.is_tracing()
         or torch.compiler.is_compiling()
-        or torch.onnx.is_in_onnx_export()
         or torch._C._are_functorch_transforms_active()
     )
 
@@ -109,7 +109,8 @@ def fast_eca(
     """
     if use_plain_operators() or torch.overrides.has_torch_function((x, weight)):
         return None
-    if x.dtype not in _FLOATING or channel_view(x, channel_dim) is None:
+    x3 = channel_view(x, channel_dim) if x.dtype in _FLOATING else None
+    if x3 is None:
         return None
     if identity is not None and (
         identity.dtype != x.dtype
@@ -128,10 +129,9 @@ def fast_eca(
         return fused_eca_function(
             x, weight, identity, relu, inplace and identity is None, padding, gate, channel_dim, kernels
         )
+    # No graph to record: the kernels run directly (they have no autograd formula of their own).
     out = x if inplace else torch.empty_like(x)
+    out3 = x3 if inplace else channel_view(out, channel_dim)
     identity3 = None if identity is None else channel_view(identity, channel_dim)
-    with torch.no_grad():
-        kernels.forward(
-            channel_view(x, channel_dim), weight, identity3, relu, padding, gate, channel_view(out, channel_dim)
-        )
+    kernels.forward(x3, weight, identity3, relu, padding, gate, out3)
     return out
