@@ -276,8 +276,11 @@ def eca_residual(
         identity: the shortcut, same shape as ``x``.
         activation: ``"relu"`` (ResNet blocks) or ``"none"`` (linear bottlenecks, MobileNetV2).
         padding, pooling, gate, channel_dim: as for :func:`eca`.
-        inplace: write the result into ``x`` when no autograd graph needs ``x`` (inference);
-            with one, the result goes to a new tensor, so gradients stay exact.
+        inplace: write the result into ``x`` when no autograd graph needs ``x`` (inference),
+            and on the fast path also while recording one when ``x`` is an intermediate result
+            (not a leaf that requires grad, not a view) and ``identity`` has memory of its own:
+            the backward then recovers ``x * gate`` as output minus ``identity``. Otherwise the
+            result goes to a new tensor.
 
     Shape:
         - Input: ``x`` and ``identity`` of the same shape ``(N, C, *)`` or ``(N, *, C)``.

@@ -169,8 +169,10 @@ class ECA(nn.Module):
         :func:`ecanet.functional.eca_residual`).
 
         ``x`` is the branch's temporary output, so by default the result is written into ``x``'s
-        memory whenever no autograd graph needs ``x`` (inference, ``torch.no_grad()``); while
-        training the result is a new tensor. Pass ``inplace=False`` to keep ``x`` intact.
+        memory, as a plain block's ``out += identity`` does: at inference always, while training
+        on the fast path when ``x`` is an intermediate result (the fused backward then recovers
+        ``x * gate`` from the output and the shortcut, which a block keeps alive anyway); else the
+        result is a new tensor. Pass ``inplace=False`` to keep ``x`` intact.
 
         Args:
             x: the residual branch's output.

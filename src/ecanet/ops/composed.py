@@ -58,6 +58,7 @@ class ComposedKernels:
         padding: str,
         gate_kind: str,
         inplace: bool,
+        identity3: Tensor | None,
         masked3: Tensor | None,
         dx3: Tensor | None,
     ) -> Tensor:
@@ -65,6 +66,8 @@ class ComposedKernels:
             masked3 = torch.empty_like(grad3)  # the input-gradient kernel reads the masked gradient
         # The input gradient's buffer serves as scratch for the gate-gradient product first.
         scratch3 = dx3 if dx3 is not None else torch.empty_like(grad3)
+        if identity3 is not None:  # in place: x * gate = output - identity
+            saved3 = torch.sub(saved3, identity3, out=scratch3)
         sums = self.kernels.gated_channel_dot(grad3, saved3, relu_out3, masked3, scratch3)
         if inplace:
             # sum(grad * out) = gate * sum(grad * x); where the gate is exactly 0 both gates

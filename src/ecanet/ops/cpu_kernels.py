@@ -116,10 +116,11 @@ def backward(
     padding: str,
     gate_kind: str,
     inplace: bool,
+    identity3: Tensor | None,
     masked3: Tensor | None,
     dx3: Tensor | None,
 ) -> Tensor:
     """See :meth:`ecanet.ops.function.EcaKernels.backward`; requires :func:`available`."""
     return torch.ops.ecanet.eca_backward(
-        grad3, saved3, relu_out3, mean, gate, weight, padding, gate_kind, inplace, masked3, dx3
+        grad3, saved3, relu_out3, mean, gate, weight, padding, gate_kind, inplace, identity3, masked3, dx3
     )

@@ -69,6 +69,15 @@ def kernels_for(x: Tensor) -> EcaKernels | None:
     return None
 
 
+def _overwritable_with_shortcut(x: Tensor, identity: Tensor) -> bool:
+    """Whether a block tail may overwrite ``x`` while recording a graph (its backward then reads
+    the output and the shortcut instead of ``x``): ``x`` is an intermediate result (not a leaf that
+    requires grad, not a view) and the shortcut does not share its memory."""
+    if x.requires_grad and x.grad_fn is None:
+        return False
+    return x._base is None and identity.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+
+
 def fast_eca(
     x: Tensor,
     weight: Tensor,
@@ -93,7 +102,9 @@ def fast_eca(
         identity: shortcut to add, or ``None``.
         relu: apply ReLU at the end.
         inplace: write the result into ``x``. With an autograd graph to build and an ``identity``,
-            the result goes to a new tensor instead (the backward needs ``x``).
+            only when ``x`` is an intermediate result that is not a view and the shortcut has
+            memory of its own (the backward recovers ``x * gate`` as output minus shortcut);
+            otherwise the result goes to a new tensor.
         padding: ``"zeros"`` or ``"circular"`` channel padding of the gate's convolution.
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
         channel_dim: ``1`` or ``-1``.
@@ -126,9 +137,9 @@ def fast_eca(
         x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad)
     )
     if needs_graph:
-        return fused_eca_function(
-            x, weight, identity, relu, inplace and identity is None, padding, gate, channel_dim, kernels
-        )
+        if identity is not None:
+            inplace = inplace and _overwritable_with_shortcut(x, identity)
+        return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
     # No graph to record: the kernels run directly (they have no autograd formula of their own).
     out = x if inplace else torch.empty_like(x)
     out3 = x3 if inplace else channel_view(out, channel_dim)

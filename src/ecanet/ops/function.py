@@ -47,6 +47,7 @@ class EcaKernels(Protocol):
         padding: str,
         gate_kind: str,
         inplace: bool,
+        identity3: Tensor | None,
         masked3: Tensor | None,
         dx3: Tensor | None,
     ) -> Tensor:
@@ -59,7 +60,9 @@ class EcaKernels(Protocol):
             mean, gate: as returned by :meth:`forward`.
             weight: ECA kernel.
             padding, gate_kind: the gate's options.
-            inplace: ``saved3`` is the output ``x * gate`` rather than ``x``.
+            inplace: ``saved3`` is the output ``act(x * gate + identity)`` rather than ``x``.
+            identity3: with ``inplace``, the shortcut that was added (``x * gate`` is recovered as
+                ``saved3 - identity3`` where the ReLU passed), or ``None`` when there was none.
             masked3: buffer for the ReLU-masked gradient (the shortcut's gradient), or ``None``.
             dx3: buffer for the input gradient, or ``None`` when it is not needed.
         """
@@ -121,15 +124,17 @@ class _FusedEca(torch.autograd.Function):
         )
         if inplace:
             ctx.mark_dirty(x)
-        # In place, x itself is gone; the output x * gate stands in for it (see EcaKernels.backward).
-        ctx.save_for_backward(None if inplace else x, out if (relu or inplace) else None, mean, gates, weight)
+        # In place, x itself is gone; the output stands in for it (see EcaKernels.backward).
+        saved_identity = identity if inplace else None
+        saved_out = out if (relu or inplace) else None
+        ctx.save_for_backward(None if inplace else x, saved_out, mean, gates, weight, saved_identity)
         ctx.options = (relu, inplace, padding, gate, channel_dim, kernels, identity is not None)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
-        x, out, mean, gates, weight = ctx.saved_tensors
+        x, out, mean, gates, weight, saved_identity = ctx.saved_tensors
         relu, inplace, padding, gate, channel_dim, kernels, has_identity = ctx.options
         needs_x, needs_weight, needs_identity = ctx.needs_input_grad[:3]
         like = out if x is None else x
@@ -148,6 +153,7 @@ class _FusedEca(torch.autograd.Function):
             padding,
             gate,
             inplace,
+            _optional_view(saved_identity, channel_dim),
             _optional_view(masked, channel_dim),
             _optional_view(d_x, channel_dim),
         )
@@ -171,7 +177,9 @@ def fused_eca_function(
     """Differentiable ``act(x * gate + identity)`` with the fused backward; see the module docstring.
 
     With ``inplace=True`` the result is written into ``x`` (marked dirty, so autograd rejects
-    uses that would need the old values); in-place is not offered together with ``identity``.
+    uses that would need the old values); the backward then recovers ``x * gate`` from the output
+    and ``identity`` (saved instead of ``x``), which costs no extra memory when the shortcut is
+    kept alive anyway, as a block's input is. ``identity`` must not share memory with ``x``.
 
     Args:
         x: input with a ``(N, C, S)`` view (:func:`ecanet.ops.views.channel_view`).
@@ -192,6 +200,6 @@ def fused_eca_function(
         >>> type(out.grad_fn).__name__
         '_FusedEcaBackward'
     """
-    if inplace and identity is not None:
-        raise ValueError("the differentiable in-place path does not take an identity; use inplace=False")
+    if inplace and identity is not None and identity.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        raise ValueError("in place, identity must not share memory with x (x is overwritten); use inplace=False")
     return _FusedEca.apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)

@@ -9,6 +9,7 @@
 //   backward: one pass reading grad (and the ReLU output) and the tensor the gate multiplied,
 //             summing their product per channel (and writing the masked gradient when the
 //             shortcut needs it); one pass writing the input gradient grad * gate + d_mean / S.
+//             In place the input is gone: x * gate is recovered as output - identity.
 // The k-tap channel convolution, the gate non-linearity and their gradients run on the tiny
 // (N, C) tensors in between, inside the same call.
 
@@ -25,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 namespace ecanet {
 namespace {
@@ -105,24 +107,27 @@ int64_t tasks_grain(int64_t elements_per_task) {
 // Large passes.
 
 // One element of a channel reduction: `a` (masked to 0 where mask <= 0, and then stored to
-// `masked` when kStore) times `other` (or 1), in the accumulation type.
-template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore>
-inline acc_t reduction_term(const scalar_t* a, const scalar_t* other, const scalar_t* mask, scalar_t* masked,
-                            int64_t i) {
+// `masked` when kStore) times `other` (or 1; minus `offset` when kOffset), in the accumulation type.
+template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
+inline acc_t reduction_term(const scalar_t* a, const scalar_t* other, const scalar_t* offset, const scalar_t* mask,
+                            scalar_t* masked, int64_t i) {
   acc_t value = static_cast<acc_t>(a[i]);
   if constexpr (kMask) value = static_cast<acc_t>(mask[i]) > acc_t(0) ? value : acc_t(0);
   if constexpr (kStore) masked[i] = static_cast<scalar_t>(value);
-  if constexpr (kOther) value *= static_cast<acc_t>(other[i]);
+  if constexpr (kOther && kOffset) value *= static_cast<acc_t>(other[i]) - static_cast<acc_t>(offset[i]);
+  if constexpr (kOther && !kOffset) value *= static_cast<acc_t>(other[i]);
   return value;
 }
 
 // The sum of reduction_term over one contiguous row. The compiler finishes every vectorised
 // reduction by adding up its lanes one by one, so short rows use narrow vectors (few lanes to
 // add up) and long rows four independent accumulators (adds that do not wait on each other).
-template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore>
-inline acc_t row_reduce(int64_t length, const scalar_t* a, const scalar_t* other, const scalar_t* mask,
-                        scalar_t* masked) {
-  auto term = [&](int64_t i) { return reduction_term<scalar_t, acc_t, kOther, kMask, kStore>(a, other, mask, masked, i); };
+template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
+inline acc_t row_reduce(int64_t length, const scalar_t* a, const scalar_t* other, const scalar_t* offset,
+                        const scalar_t* mask, scalar_t* masked) {
+  auto term = [&](int64_t i) {
+    return reduction_term<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(a, other, offset, mask, masked, i);
+  };
   acc_t total = 0;
   int64_t done = 0;
   if (length >= kLongRow) {
@@ -146,9 +151,9 @@ inline acc_t row_reduce(int64_t length, const scalar_t* a, const scalar_t* other
 // sums[n, c] = sum_s term(n, c, s), see reduction_term. Channels-first: one task per row of S
 // contiguous elements. Channels-last: one task per sample and block of channels, accumulating
 // rows of contiguous channels.
-template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore>
-void channel_reduce(const Layout& L, const scalar_t* a, const scalar_t* other, const scalar_t* mask, scalar_t* masked,
-                    acc_t* sums) {
+template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
+void channel_reduce(const Layout& L, const scalar_t* a, const scalar_t* other, const scalar_t* offset,
+                    const scalar_t* mask, scalar_t* masked, acc_t* sums) {
   // Every loop indexes pointers offset to its row, so the compiler sees contiguous accesses.
   auto at_offset = [](auto* pointer, int64_t offset) { return pointer == nullptr ? pointer : pointer + offset; };
   if (!L.channels_last) {
@@ -157,9 +162,10 @@ void channel_reduce(const Layout& L, const scalar_t* a, const scalar_t* other, c
         const int64_t base = L.channels_first_row(r), length = L.s;
         const scalar_t* pa = a + base;
         const scalar_t* po = at_offset(other, base);
+        const scalar_t* pf = at_offset(offset, base);
         const scalar_t* pm = at_offset(mask, base);
         scalar_t* ps = at_offset(masked, base);
-        sums[r] = row_reduce<scalar_t, acc_t, kOther, kMask, kStore>(length, pa, po, pm, ps);
+        sums[r] = row_reduce<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(length, pa, po, pf, pm, ps);
       }
     });
     return;
@@ -175,11 +181,12 @@ void channel_reduce(const Layout& L, const scalar_t* a, const scalar_t* other, c
         const int64_t base = L.row(sample, c0) + s * L.c;
         const scalar_t* pa = a + base;
         const scalar_t* po = at_offset(other, base);
+        const scalar_t* pf = at_offset(offset, base);
         const scalar_t* pm = at_offset(mask, base);
         scalar_t* ps = at_offset(masked, base);
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
-          partial[j] += reduction_term<scalar_t, acc_t, kOther, kMask, kStore>(pa, po, pm, ps, j);
+          partial[j] += reduction_term<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(pa, po, pf, pm, ps, j);
         }
       }
       std::copy(partial, partial + width, sums + sample * L.c + c0);
@@ -374,7 +381,7 @@ std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::T
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x = x3.const_data_ptr<scalar_t>();
     acc_t* m = mean.data_ptr<acc_t>();
-    channel_reduce<scalar_t, acc_t, false, false, false>(L, x, nullptr, nullptr, nullptr, m);
+    channel_reduce<scalar_t, acc_t, false, false, false, false>(L, x, nullptr, nullptr, nullptr, nullptr, m);
     const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
     for (int64_t i = 0; i < L.n * L.c; ++i) m[i] *= inverse;
     acc_t* g = gates.data_ptr<acc_t>();
@@ -402,7 +409,8 @@ std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::T
 at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const std::optional<at::Tensor>& relu_out3,
                         const at::Tensor& mean, const at::Tensor& gates, const at::Tensor& weight,
                         const std::string& padding, const std::string& gate, bool inplace,
-                        const std::optional<at::Tensor>& masked3, const std::optional<at::Tensor>& dx3) {
+                        const std::optional<at::Tensor>& identity3, const std::optional<at::Tensor>& masked3,
+                        const std::optional<at::Tensor>& dx3) {
   TORCH_CHECK(grad3.device().is_cpu(), "ecanet::eca_backward is the CPU kernel, got a ", grad3.device(), " tensor");
   const Layout L = layout_of(grad3);
   check_like(saved3, grad3, "saved input");
@@ -410,6 +418,8 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
   if (masked3) check_like(*masked3, grad3, "masked gradient buffer");
   if (dx3) check_like(*dx3, grad3, "input gradient buffer");
   TORCH_CHECK(!masked3 || relu_out3, "ecanet: a masked gradient buffer needs the ReLU output");
+  TORCH_CHECK(!identity3 || inplace, "ecanet: the identity is only needed in place (the saved tensor is the output)");
+  if (identity3) check_like(*identity3, grad3, "identity");
   const at::ScalarType acc = at::toOpMathType(grad3.scalar_type());
   TORCH_CHECK(mean.scalar_type() == acc && gates.scalar_type() == acc && mean.is_contiguous() &&
                   gates.is_contiguous() && mean.numel() == L.n * L.c && gates.numel() == L.n * L.c,
@@ -425,18 +435,24 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
     const scalar_t* relu_out = relu_out3 ? relu_out3->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* masked = masked3 ? masked3->data_ptr<scalar_t>() : nullptr;
     acc_t* dl = d_logits.data_ptr<acc_t>();
-    if (masked != nullptr) {
-      channel_reduce<scalar_t, acc_t, true, true, true>(L, grad, saved, relu_out, masked, dl);
-    } else if (relu_out != nullptr) {
-      channel_reduce<scalar_t, acc_t, true, true, false>(L, grad, saved, relu_out, nullptr, dl);
+    const scalar_t* identity = identity3 ? identity3->const_data_ptr<scalar_t>() : nullptr;
+    // sum_s(masked grad * x); in place x is not kept: x * gate = out - identity (or out alone).
+    auto sums = [&](auto mask, auto store, auto offset) {
+      channel_reduce<scalar_t, acc_t, true, decltype(mask)::value, decltype(store)::value, decltype(offset)::value>(
+          L, grad, saved, identity, relu_out, masked, dl);
+    };
+    const std::true_type yes;
+    const std::false_type no;
+    if (identity != nullptr) {
+      masked != nullptr ? sums(yes, yes, yes) : relu_out != nullptr ? sums(yes, no, yes) : sums(no, no, yes);
     } else {
-      channel_reduce<scalar_t, acc_t, true, false, false>(L, grad, saved, nullptr, nullptr, dl);
+      masked != nullptr ? sums(yes, yes, no) : relu_out != nullptr ? sums(yes, no, no) : sums(no, no, no);
     }
     const acc_t* g = gates.const_data_ptr<acc_t>();
     for (int64_t i = 0; i < L.n * L.c; ++i) {
       acc_t d_gate = dl[i];
-      // In place, saved3 is the output x * gate: sum(grad * out) = gate * sum(grad * x). Where the
-      // gate is exactly 0 its derivative is 0 too (sigmoid, hard sigmoid), so the channel gets 0.
+      // In place, saved3 is the output and the sums are gate * sum(grad * x). Where the gate is
+      // exactly 0 its derivative is 0 too (sigmoid, hard sigmoid), so the channel gets 0.
       if (inplace) d_gate = g[i] == acc_t(0) ? acc_t(0) : d_gate / g[i];
       dl[i] = d_gate * gate_slope(g[i], args.gate);
     }
@@ -468,7 +484,8 @@ TORCH_LIBRARY(ecanet, m) {
       " -> (Tensor, Tensor)");
   m.def(
       "eca_backward(Tensor grad3, Tensor saved3, Tensor? relu_out3, Tensor mean, Tensor gate, Tensor weight,"
-      " str padding, str gate_kind, bool inplace, Tensor(a!)? masked3, Tensor(b!)? dx3) -> Tensor");
+      " str padding, str gate_kind, bool inplace, Tensor? identity3, Tensor(a!)? masked3, Tensor(b!)? dx3)"
+      " -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ecanet, CPU, m) {
