@@ -1,4 +1,8 @@
-"""The fast path (ATen kernels, fused autograd Function) against the plain float64 reference."""
+"""The public API's fast path against the plain float64 reference.
+
+On CPU this runs the backend ``kernels_for`` picks (the compiled kernels where they build) under the
+fused autograd Function; ``test_cpu_kernels.py`` runs both CPU backends side by side.
+"""
 
 import itertools
 
