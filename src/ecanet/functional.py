@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ecanet.ops import fast_eca
+from ecanet.ops import fast_eca, fast_mean
 from ecanet.ops.channel_gate import channel_conv, channel_gate
 
 __all__ = [
@@ -150,7 +150,10 @@ def eca_descriptor(x: Tensor, pooling: str = "avg", channel_dim: int = 1) -> Ten
     for d in range(1, x.dim()):
         if d != cdim:
             dims.append(d)
-    descriptor = x.mean(dim=dims, dtype=_compute_dtype(x.dtype))
+    fast: Tensor | None = None
+    if not torch.jit.is_scripting():
+        fast = _fast_mean(x, channel_dim)
+    descriptor = x.mean(dim=dims, dtype=_compute_dtype(x.dtype)) if fast is None else fast
     if pooling == "avgmax":
         descriptor = descriptor + x.amax(dim=dims).to(descriptor.dtype)
     return descriptor
@@ -264,6 +267,7 @@ def eca_residual(
     gate: str = "sigmoid",
     channel_dim: int = 1,
     inplace: bool = False,
+    descriptor: Tensor | None = None,
 ) -> Tensor:
     """The tail of a residual block with ECA: ``activation(eca(x) + identity)``.
 
@@ -281,6 +285,10 @@ def eca_residual(
             (not a leaf that requires grad, not a view) and ``identity`` has memory of its own:
             the backward then recovers ``x * gate`` as output minus ``identity``. Otherwise the
             result goes to a new tensor.
+        descriptor: ``x``'s pooled mean ``(N, C)`` (``eca_descriptor(x)``) if the caller can
+            compute it more cheaply than by reading ``x`` (ecanet's bottlenecks take it through
+            their last 1x1 convolution, see :func:`ecanet.models.pooling.pooled_through_projection`).
+            Used with ``pooling="avg"`` where no autograd graph is recorded; ignored otherwise.
 
     Shape:
         - Input: ``x`` and ``identity`` of the same shape ``(N, C, *)`` or ``(N, *, C)``.
@@ -294,18 +302,30 @@ def eca_residual(
     _check_choice("activation", activation, ["relu", "none"])
     if identity.shape != x.shape:
         raise ValueError(f"identity shape {list(identity.shape)} does not match x shape {list(x.shape)}")
+    cdim = _check_input(x, channel_dim)
+    if descriptor is not None and (descriptor.dim() != 2 or descriptor.shape[1] != x.shape[cdim]):
+        raise ValueError(
+            f"descriptor must have shape (N, C) = ({x.shape[0]}, {x.shape[cdim]}), got {list(descriptor.shape)}"
+        )
     if not torch.jit.is_scripting():
         check_eca_options(padding, pooling, gate)
-        _check_kernel(weight, x.shape[_check_input(x, channel_dim)], padding)
+        _check_kernel(weight, x.shape[cdim], padding)
         relu = activation == "relu"
-        fast = _fast_path(x, weight, identity, relu, inplace, padding, pooling, gate, channel_dim)
+        fast = _fast_path(x, weight, identity, relu, inplace, padding, pooling, gate, channel_dim, descriptor)
         if fast is not None:
             return fast
     needs_graph = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or identity.requires_grad)
-    if inplace and not needs_graph:
-        out = eca(x, weight, padding, pooling, gate, channel_dim, True).add_(identity)
+    in_place = inplace and not needs_graph
+    if descriptor is not None and pooling == "avg" and not needs_graph:
+        weights = _broadcastable(channel_gate(descriptor, weight, padding, gate).to(x.dtype), x.dim(), channel_dim)
+        out = x.mul_(weights) if in_place else x * weights
+        in_place = True  # out is a buffer of this function's own either way
+    else:
+        out = eca(x, weight, padding, pooling, gate, channel_dim, in_place)
+    if in_place:
+        out = out.add_(identity)
         return out.relu_() if activation == "relu" else out
-    out = eca(x, weight, padding, pooling, gate, channel_dim) + identity
+    out = out + identity
     if activation == "relu":
         return torch.relu(out)
     return out
@@ -322,11 +342,18 @@ def _fast_path(
     pooling: str,
     gate: str,
     channel_dim: int,
+    descriptor: Tensor | None = None,
 ) -> Tensor | None:
     """:func:`ecanet.ops.fast_eca` for validated arguments, or ``None`` where the plain operators must run."""
     if pooling != "avg":
         return None
-    return fast_eca(x, weight, identity, relu, inplace, padding, gate, channel_dim)
+    return fast_eca(x, weight, identity, relu, inplace, padding, gate, channel_dim, descriptor)
+
+
+@torch.jit.unused
+def _fast_mean(x: Tensor, channel_dim: int) -> Tensor | None:
+    """:func:`ecanet.ops.fast_mean`: the descriptor in one reading pass, or ``None``."""
+    return fast_mean(x, channel_dim)
 
 
 def _broadcastable(weights: Tensor, ndim: int, channel_dim: int) -> Tensor:

@@ -198,18 +198,24 @@ def test_layer_inplace_option_and_repr():
 
 
 @pytest.mark.parametrize("pooling", ["avg", "avgmax"])
-def test_block_tail_overwrites_the_branch_output_only_at_inference(pooling):
+def test_block_tail_writes_into_the_branch_output_where_it_may(pooling):
     layer = ECA(6, kernel_size=3, pooling=pooling)
     x, identity = torch.randn(2, 6, 4, 4), torch.randn(2, 6, 4, 4)
     keep = x.clone()
-    out = layer.residual(x, identity)  # training: x is needed by backward and stays intact
-    assert out.data_ptr() != x.data_ptr() and torch.equal(x, keep)
+    kept = layer.residual(keep.clone(), identity, inplace=False)
+    (expected_grad,) = torch.autograd.grad(kept.sum(), layer.conv.weight)
+    # Training: the fast path (avg) overwrites x and recovers x * gate in backward; the plain
+    # operators (avgmax) leave x intact.
+    out = layer.residual(x, identity)
+    assert (out.data_ptr() == x.data_ptr()) == (pooling == "avg")
+    assert torch.equal(x, keep) == (pooling == "avgmax")
+    (grad,) = torch.autograd.grad(out.sum(), layer.conv.weight)
+    torch.testing.assert_close(out.detach(), kept.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
-        inference = layer.residual(x, identity)
-        kept = layer.residual(keep.clone(), identity, inplace=False)
-    assert inference.data_ptr() == x.data_ptr()
-    torch.testing.assert_close(inference, out.detach(), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(kept, out.detach(), rtol=1e-6, atol=1e-6)
+        inference = layer.residual(keep, identity)
+    assert inference.data_ptr() == keep.data_ptr()
+    torch.testing.assert_close(inference, kept.detach(), rtol=1e-6, atol=1e-6)
 
 
 def test_plain_in_place_path_under_autograd_raises_instead_of_wrong_gradients():

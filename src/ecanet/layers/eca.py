@@ -161,7 +161,14 @@ class ECA(nn.Module):
                     f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
                 )
 
-    def residual(self, x: Tensor, identity: Tensor, activation: str = "relu", inplace: bool = True) -> Tensor:
+    def residual(
+        self,
+        x: Tensor,
+        identity: Tensor,
+        activation: str = "relu",
+        inplace: bool = True,
+        descriptor: Tensor | None = None,
+    ) -> Tensor:
         """The residual-block tail ``activation(self(x) + identity)`` as one fused call.
 
         Blocks call this instead of ``relu(eca(x) + identity)`` so that the rescale, the addition
@@ -178,7 +185,9 @@ class ECA(nn.Module):
             x: the residual branch's output.
             identity: the shortcut, same shape as ``x``.
             activation: ``"relu"`` or ``"none"``.
-            inplace: allow writing the result into ``x`` at inference. Default: ``True``.
+            inplace: allow writing the result into ``x`` (see above). Default: ``True``.
+            descriptor: ``x``'s pooled mean, when the caller has it more cheaply than by reading
+                ``x`` (see :func:`ecanet.functional.eca_residual`). Default: ``None``.
 
         Example:
             >>> eca = ECA(64)
@@ -188,7 +197,16 @@ class ECA(nn.Module):
         """
         self._check_channels(x)
         return F_eca.eca_residual(
-            x, self.conv.weight, identity, activation, self.padding, self.pooling, self.gate, self.channel_dim, inplace
+            x,
+            self.conv.weight,
+            identity,
+            activation,
+            self.padding,
+            self.pooling,
+            self.gate,
+            self.channel_dim,
+            inplace,
+            descriptor,
         )
 
     def __repr__(self) -> str:

@@ -3,11 +3,13 @@
 :func:`ecanet.ops.dispatch.fast_eca` is the entry point; it returns ``None`` whenever the plain
 operators must run instead (TorchScript, tracing, torch.compile/export, ONNX export, layouts or
 options the fast path does not cover), so callers always have a correct fallback. The kernels come
-in two interchangeable backends with the same four functions (:mod:`ecanet.ops.aten_kernels` for
-CPU and CUDA, :mod:`ecanet.ops.triton_kernels` for CUDA tensors when Triton is installed), driven by
-:mod:`ecanet.ops.function`.
+in interchangeable backends with one contract (:class:`ecanet.ops.function.EcaKernels`): the
+compiled CPU kernels (:mod:`ecanet.ops.cpu_kernels`, built on first use), and
+:class:`ecanet.ops.composed.ComposedKernels` over ATen operators (:mod:`ecanet.ops.aten_kernels`,
+CPU without a compiler, CUDA without Triton) or Triton kernels (:mod:`ecanet.ops.triton_kernels`,
+CUDA), driven by the autograd Function in :mod:`ecanet.ops.function`.
 """
 
-from ecanet.ops.dispatch import fast_eca
+from ecanet.ops.dispatch import fast_eca, fast_mean
 
-__all__ = ["fast_eca"]
+__all__ = ["fast_eca", "fast_mean"]

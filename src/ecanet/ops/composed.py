@@ -39,10 +39,21 @@ class ComposedKernels:
     def __repr__(self) -> str:
         return f"ComposedKernels({self.kernels.__name__})"
 
+    def mean(self, x3: Tensor) -> Tensor:
+        return self.kernels.channel_sum(x3) / x3.shape[2]
+
     def forward(
-        self, x3: Tensor, weight: Tensor, identity3: Tensor | None, relu: bool, padding: str, gate: str, out3: Tensor
+        self,
+        x3: Tensor,
+        weight: Tensor,
+        identity3: Tensor | None,
+        relu: bool,
+        padding: str,
+        gate: str,
+        out3: Tensor,
+        known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        mean = self.kernels.channel_sum(x3) / x3.shape[2]
+        mean = self.mean(x3) if known_mean is None else known_mean
         gates = channel_gate(mean, weight, padding, gate)
         self.kernels.scale_shift(x3, gates, identity3, relu, out3)
         return mean, gates

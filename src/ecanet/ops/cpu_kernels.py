@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["available", "backward", "forward"]
+__all__ = ["available", "backward", "build_name", "forward", "mean"]
 
 SOURCE = Path(__file__).with_name("csrc") / "eca_cpu.cpp"
 DISABLE_VARIABLE = "ECANET_CPU_KERNELS"
@@ -99,11 +99,23 @@ def available() -> bool:
     return hasattr(torch.ops.ecanet, "eca_forward")
 
 
+def mean(x3: Tensor) -> Tensor:
+    """See :meth:`ecanet.ops.function.EcaKernels.mean`; requires :func:`available`."""
+    return torch.ops.ecanet.eca_mean(x3)
+
+
 def forward(
-    x3: Tensor, weight: Tensor, identity3: Tensor | None, relu: bool, padding: str, gate: str, out3: Tensor
+    x3: Tensor,
+    weight: Tensor,
+    identity3: Tensor | None,
+    relu: bool,
+    padding: str,
+    gate: str,
+    out3: Tensor,
+    known_mean: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """See :meth:`ecanet.ops.function.EcaKernels.forward`; requires :func:`available`."""
-    return torch.ops.ecanet.eca_forward(x3, weight, identity3, relu, padding, gate, out3)
+    return torch.ops.ecanet.eca_forward(x3, weight, identity3, relu, padding, gate, out3, known_mean)
 
 
 def backward(

@@ -13,7 +13,7 @@ from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.function import EcaKernels, fused_eca_function, same_layout
 from ecanet.ops.views import channel_view
 
-__all__ = ["fast_eca", "kernels_for", "use_plain_operators"]
+__all__ = ["fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -87,6 +87,7 @@ def fast_eca(
     padding: str,
     gate: str,
     channel_dim: int,
+    descriptor: Tensor | None = None,
 ) -> Tensor | None:
     """``act(x * gate(mean(x), weight) + identity)`` on the fast path, or ``None`` to fall back.
 
@@ -108,6 +109,8 @@ def fast_eca(
         padding: ``"zeros"`` or ``"circular"`` channel padding of the gate's convolution.
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
         channel_dim: ``1`` or ``-1``.
+        descriptor: ``x``'s pooled mean ``(N, C)`` when the caller already has it; it then
+            replaces the pooling pass where no autograd graph is recorded (ignored otherwise).
 
     Returns:
         The result, or ``None`` when the plain operators must run.
@@ -144,5 +147,25 @@ def fast_eca(
     out = x if inplace else torch.empty_like(x)
     out3 = x3 if inplace else channel_view(out, channel_dim)
     identity3 = None if identity is None else channel_view(identity, channel_dim)
-    kernels.forward(x3, weight, identity3, relu, padding, gate, out3)
+    kernels.forward(x3, weight, identity3, relu, padding, gate, out3, descriptor)
     return out
+
+
+def fast_mean(x: Tensor, channel_dim: int) -> Tensor | None:
+    """``x``'s per-channel mean ``(N, C)`` in one reading pass, or ``None`` where the plain operators must run.
+
+    float32 for half types and float32 input, float64 for float64 (the descriptor's precision).
+    Only outside autograd: the kernels have no derivative of their own.
+
+    Example:
+        >>> fast_mean(torch.ones(2, 3, 4, 4).to(memory_format=torch.channels_last), 1)
+        tensor([[1., 1., 1.],
+                [1., 1., 1.]])
+    """
+    if use_plain_operators() or torch.overrides.has_torch_function((x,)):
+        return None
+    if torch.is_grad_enabled() and x.requires_grad:
+        return None
+    x3 = channel_view(x, channel_dim) if x.dtype in _FLOATING else None
+    kernels = None if x3 is None else kernels_for(x)
+    return None if kernels is None else kernels.mean(x3)

@@ -30,10 +30,25 @@ class EcaKernels(Protocol):
     :class:`ecanet.ops.composed.ComposedKernels` (ATen or Triton kernels plus the gate in torch).
     """
 
+    def mean(self, x3: Tensor) -> Tensor:
+        """The pooled descriptor: ``x3``'s mean over ``S``, ``(N, C)``, in one reading pass."""
+        ...
+
     def forward(
-        self, x3: Tensor, weight: Tensor, identity3: Tensor | None, relu: bool, padding: str, gate: str, out3: Tensor
+        self,
+        x3: Tensor,
+        weight: Tensor,
+        identity3: Tensor | None,
+        relu: bool,
+        padding: str,
+        gate: str,
+        out3: Tensor,
+        known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Writes ``act(x3 * gate + identity3)`` into ``out3`` (may be ``x3``); returns ``(mean, gate)``."""
+        """Writes ``act(x3 * gate + identity3)`` into ``out3`` (may be ``x3``); returns ``(mean, gate)``.
+
+        ``known_mean``, when given, is ``x3``'s mean computed elsewhere: the pooling pass is skipped.
+        """
         ...
 
     def backward(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor
 
 __all__ = ["channel_view"]
@@ -34,9 +36,10 @@ def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
     """
     moved = x.movedim(channel_dim, 1) if channel_dim != 1 else x
     n, c = moved.shape[0], moved.shape[1]
+    s = math.prod(moved.shape[2:])  # explicit: an empty tensor has no -1 to infer
     if moved.is_contiguous():
-        return moved.view(n, c, -1)
+        return moved.view(n, c, s)
     channels_inner = moved.movedim(1, -1)
     if channels_inner.is_contiguous():
-        return channels_inner.view(n, -1, c).transpose(1, 2)
+        return channels_inner.view(n, s, c).transpose(1, 2)
     return None

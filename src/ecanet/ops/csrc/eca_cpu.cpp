@@ -84,6 +84,12 @@ void check_like(const at::Tensor& t, const at::Tensor& x3, const char* name) {
               " must be a CPU tensor of the input's dtype");
 }
 
+// Bumps the version counter of a tensor written through its data pointer, as ATen's in-place
+// operators do (inference tensors have none).
+void mark_written(const at::Tensor& t) {
+  if (!t.is_inference()) t.unsafeGetTensorImpl()->bump_version();
+}
+
 enum class Padding { zeros, circular };
 enum class Gate { sigmoid, hard_sigmoid };
 
@@ -365,25 +371,50 @@ GateArgs gate_args(const at::Tensor& weight, int64_t channels, at::ScalarType ac
 // ---------------------------------------------------------------------------------------------
 // The two operators.
 
+// The per-channel mean of x3 over S, (N, C) in the accumulation dtype, written into `mean`.
+void channel_mean_into(const at::Tensor& x3, const Layout& L, at::Tensor& mean) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_channel_mean", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    acc_t* m = mean.data_ptr<acc_t>();
+    channel_reduce<scalar_t, acc_t, false, false, false, false>(L, x3.const_data_ptr<scalar_t>(), nullptr, nullptr,
+                                                                 nullptr, nullptr, m);
+    const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
+    for (int64_t i = 0; i < L.n * L.c; ++i) m[i] *= inverse;
+  });
+}
+
+at::Tensor eca_mean(const at::Tensor& x3) {
+  TORCH_CHECK(x3.device().is_cpu(), "ecanet::eca_mean is the CPU kernel, got a ", x3.device(), " tensor");
+  const Layout L = layout_of(x3);
+  at::Tensor mean = at::empty({L.n, L.c}, x3.options().dtype(at::toOpMathType(x3.scalar_type())));
+  channel_mean_into(x3, L, mean);
+  return mean;
+}
+
 std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::Tensor& weight,
                                                const std::optional<at::Tensor>& identity3, bool relu,
                                                const std::string& padding, const std::string& gate,
-                                               const at::Tensor& out3) {
+                                               const at::Tensor& out3, const std::optional<at::Tensor>& known_mean) {
   TORCH_CHECK(x3.device().is_cpu(), "ecanet::eca_forward is the CPU kernel, got a ", x3.device(), " tensor");
   const Layout L = layout_of(x3);
   check_like(out3, x3, "out");
   if (identity3) check_like(*identity3, x3, "identity");
   const at::ScalarType acc = at::toOpMathType(x3.scalar_type());
   const GateArgs args = gate_args(weight, L.c, acc, padding, gate);
-  at::Tensor mean = at::empty({L.n, L.c}, x3.options().dtype(acc));
+  at::Tensor mean;
+  if (known_mean) {
+    TORCH_CHECK(known_mean->dim() == 2 && known_mean->size(0) == L.n && known_mean->size(1) == L.c,
+                "ecanet: the given mean must have shape (N, C) = (", L.n, ", ", L.c, "), got ", known_mean->sizes());
+    mean = known_mean->to(acc).contiguous();
+  } else {
+    mean = at::empty({L.n, L.c}, x3.options().dtype(acc));
+    channel_mean_into(x3, L, mean);
+  }
   at::Tensor gates = at::empty({L.n, L.c}, x3.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_eca_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* x = x3.const_data_ptr<scalar_t>();
-    acc_t* m = mean.data_ptr<acc_t>();
-    channel_reduce<scalar_t, acc_t, false, false, false, false>(L, x, nullptr, nullptr, nullptr, nullptr, m);
-    const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
-    for (int64_t i = 0; i < L.n * L.c; ++i) m[i] *= inverse;
+    const acc_t* m = mean.const_data_ptr<acc_t>();
     acc_t* g = gates.data_ptr<acc_t>();
     channel_conv<acc_t>(m, args.taps.const_data_ptr<acc_t>(), args.rows, args.k, L.n, L.c, args.padding, g);
     if (args.gate == Gate::sigmoid) {
@@ -403,6 +434,9 @@ std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::T
       rescale_pass<scalar_t, acc_t, false, false, false, false>(L, x, g, nullptr, nullptr, nullptr, out);
     }
   });
+  // Written through a pointer: tell autograd (views share the counter), so that a graph that
+  // saved this memory for its backward raises instead of reading the new values.
+  mark_written(out3);
   return {mean, gates};
 }
 
@@ -473,6 +507,8 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
       }
     }
   });
+  if (masked3) mark_written(*masked3);
+  if (dx3) mark_written(*dx3);
   return d_taps.view(weight.sizes()).to(weight.scalar_type());
 }
 
@@ -480,8 +516,9 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
 
 TORCH_LIBRARY(ecanet, m) {
   m.def(
-      "eca_forward(Tensor x3, Tensor weight, Tensor? identity3, bool relu, str padding, str gate, Tensor(a!) out3)"
-      " -> (Tensor, Tensor)");
+      "eca_forward(Tensor x3, Tensor weight, Tensor? identity3, bool relu, str padding, str gate, Tensor(a!) out3,"
+      " Tensor? known_mean=None) -> (Tensor, Tensor)");
+  m.def("eca_mean(Tensor x3) -> Tensor");
   m.def(
       "eca_backward(Tensor grad3, Tensor saved3, Tensor? relu_out3, Tensor mean, Tensor gate, Tensor weight,"
       " str padding, str gate_kind, bool inplace, Tensor? identity3, Tensor(a!)? masked3, Tensor(b!)? dx3)"
@@ -489,6 +526,7 @@ TORCH_LIBRARY(ecanet, m) {
 }
 
 TORCH_LIBRARY_IMPL(ecanet, CPU, m) {
+  m.impl("eca_mean", &eca_mean);
   m.impl("eca_forward", &eca_forward);
   m.impl("eca_backward", &eca_backward);
 }
