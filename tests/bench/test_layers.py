@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ecanet.bench.baselines import BlogECA, attention_candidates
-from ecanet.bench.layers import TENSOR_PASSES, benchmark_layer, benchmark_tail
+from ecanet.bench.layers import TENSOR_PASSES, benchmark_call, benchmark_layer, benchmark_tail
 from reference import eca_reference
 
 
@@ -43,3 +43,17 @@ def test_tail_rows_and_floor_passes(mode):
     assert [r.candidate for r in rows][:2] == ["none", "ecanet"]
     assert all(r.reference == "none" and r.dtype == "bfloat16" for r in rows)
     assert TENSOR_PASSES[("tail", mode)] > TENSOR_PASSES[("layer", mode)]
+
+
+@pytest.mark.parametrize("memory_format", ["nchw", "channels_last"])
+def test_call_rows_measure_against_bare_pool_and_rescale(memory_format):
+    rows = benchmark_call((2, 16, 4, 4), memory_format, "float32", rounds=2, warmup=0)
+    names = [r.candidate for r in rows]
+    assert names[:3] == ["pool+rescale", "ecanet-inplace", "ecanet"] and "copy" not in names
+    assert all(r.reference == "pool+rescale" and r.mode == "inference" and r.floor_ms > 0 for r in rows)
+    assert TENSOR_PASSES[("call", "inference")] == 3
+
+
+def test_call_group_is_inference_only():
+    with pytest.raises(ValueError, match="inference only"):
+        benchmark_call((2, 16, 4, 4), "nchw", "float32", "training", rounds=1, warmup=0)

@@ -25,7 +25,7 @@ def test_table_has_one_line_per_row_and_leaves_missing_floors_blank():
     lines = format_table(rows).splitlines()
     assert len(lines) == 3 and lines[0].split()[0] == "group"
     assert lines[1].rstrip().endswith("200%")
-    assert lines[2].rstrip().endswith("+0.0%")
+    assert lines[2].split()[-2:] == ["+0.0%", "+0"]  # overhead and extra_us, no floor
 
 
 def test_csv_round_trips_the_numbers(tmp_path):
@@ -37,6 +37,7 @@ def test_csv_round_trips_the_numbers(tmp_path):
     assert float(records[0]["median_ms"]) == 2.5
     assert float(records[0]["speedup"]) == pytest.approx(1.6)
     assert float(records[1]["overhead_pct"]) == pytest.approx(0.0)
+    assert float(records[0]["extra_us"]) == pytest.approx(-1500.0)
 
 
 def test_plot_writes_a_png(tmp_path):

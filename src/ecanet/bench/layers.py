@@ -2,6 +2,8 @@
 
 - ``layer``: the attention module on its own, ``out = attention(x)``: timm's ``EcaModule`` (the
   reference), the blog implementation, SE, ecanet's ``ECA`` out of place and ``ECA(inplace=True)``.
+- ``call``: the in-place layer on small activations against the bare minimum any ECA must do,
+  pool + rescale as two ATen calls (``x.mean``, ``x.mul_``), to show the fixed cost per call.
 - ``tail``: what a residual block runs after its last BatchNorm, ``relu(attention(x) + shortcut)``:
   no attention (the reference, ``out += shortcut; relu_``, as plain blocks do), ecanet's fused
   ``ECA.residual``, timm's and SE's module followed by the same in-place addition and ReLU.
@@ -23,7 +25,14 @@ from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import TimingStats, time_side_by_side
 from ecanet.functional import eca_kernel_size
 
-__all__ = ["RESNET50_STAGE_SHAPES", "TENSOR_PASSES", "benchmark_layer", "benchmark_tail"]
+__all__ = [
+    "CALL_SHAPES",
+    "RESNET50_STAGE_SHAPES",
+    "TENSOR_PASSES",
+    "benchmark_call",
+    "benchmark_layer",
+    "benchmark_tail",
+]
 
 RESNET50_STAGE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
     (32, 256, 56, 56),
@@ -33,7 +42,19 @@ RESNET50_STAGE_SHAPES: tuple[tuple[int, int, int, int], ...] = (
 )
 """Input of every ECA in ResNet-50's four stages at batch 32, 224 px."""
 
+CALL_SHAPES: tuple[tuple[int, int, int, int], ...] = (
+    (1, 256, 56, 56),
+    (1, 512, 28, 28),
+    (1, 1024, 14, 14),
+    (1, 2048, 7, 7),
+    (8, 1024, 14, 14),
+    (8, 2048, 7, 7),
+    (32, 2048, 7, 7),
+)
+"""Small activations (one image, or small spatial sizes) where a call's fixed costs show."""
+
 TENSOR_PASSES = {
+    ("call", "inference"): 3,  # in place: pool reads x; rescale reads and writes x
     ("layer", "inference"): 3,  # pool reads x; rescale reads x, writes out
     ("layer", "training"): 7,  # + gate gradient reads grad, x; input gradient reads grad, writes dx
     ("tail", "inference"): 4,  # pool reads x; reads x, shortcut, writes out
@@ -164,3 +185,48 @@ def benchmark_tail(
             candidates[name] = _training_step(lambda layer=layer: torch.relu(layer(x) + shortcut), leaves, grad)
         stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
     return _rows("tail", shape, memory_format, dtype, mode, "none", stats)
+
+
+def benchmark_call(
+    shape: tuple[int, int, int, int],
+    memory_format: str,
+    dtype: str,
+    mode: str = "inference",
+    *,
+    rounds: int,
+    warmup: int,
+) -> list[BenchRow]:
+    """Times ``ECA(inplace=True)`` against pool + rescale (``x.mean``, ``x.mul_``) on a small input.
+
+    The reference is what any ECA must do minus the gate: its per-call difference is the cost of
+    the gate and of the call itself. ``timm`` and ecanet's out-of-place layer are timed too.
+    Arguments and result as for :func:`benchmark_layer` (inference only).
+
+    Example:
+        >>> rows = benchmark_call((1, 16, 4, 4), "nchw", "float32", rounds=1, warmup=0)
+        >>> rows[0].candidate, rows[0].reference
+        ('pool+rescale', 'pool+rescale')
+    """
+    if mode != "inference":
+        raise ValueError(f"the call group measures inference only, got mode={mode!r}")
+    layers = _modules(shape[1], dtype)
+    x = _inputs(shape, memory_format, dtype, seed=0)
+    own, bare = x.clone(), x.clone()  # the in-place candidates each overwrite their own input
+    in_place = layers["ecanet-inplace"]
+
+    def pool_and_rescale() -> None:
+        # Rescaling by exactly 1 (as the candidates' gates are, see attention_candidates) keeps the
+        # input the same round after round; fill_ on the (N, C) mean costs about a microsecond.
+        bare.mul_(bare.mean((2, 3), keepdim=True).fill_(1.0))
+
+    candidates: dict[str, Callable[[], object]] = {
+        "pool+rescale": pool_and_rescale,
+        "copy": copy_probe(x),
+        "ecanet-inplace": lambda: in_place(own),
+        "ecanet": lambda: layers["ecanet"](x),
+    }
+    if "timm" in layers:
+        candidates["timm"] = lambda: layers["timm"](x)
+    with torch.no_grad():
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    return _rows("call", shape, memory_format, dtype, mode, "pool+rescale", stats)

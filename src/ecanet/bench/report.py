@@ -60,6 +60,11 @@ class BenchRow:
         return 100.0 * (self.median_ms / self.reference_ms - 1.0)
 
     @property
+    def extra_us(self) -> float:
+        """Extra time over the reference in microseconds (negative: faster)."""
+        return 1e3 * (self.median_ms - self.reference_ms)
+
+    @property
     def floor_pct(self) -> float:
         """Time as a percentage of the memory-traffic floor (100 = at the floor)."""
         return 100.0 * self.median_ms / self.floor_ms
@@ -105,16 +110,28 @@ def rows_from_stats(
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
-    """A fixed-width text table of medians, speedups, overheads and % of the floor.
+    """A fixed-width text table of medians, speedups, overheads (in % and microseconds) and % of the floor.
 
     Example:
         >>> row = BenchRow("layer", "2x8x4x4", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5,
         ...                "timm", 2.0, 0.8)
         >>> print(format_table([row]))  # doctest: +NORMALIZE_WHITESPACE
-        group case    format dtype   mode      candidate median_ms  p25-p75      vs ref  overhead  % floor
-        layer 2x8x4x4 nchw   float32 inference ecanet        1.000  0.900-1.100  2.00x    -50.0%     125%
+        group case    format dtype   mode      candidate median_ms  p25-p75      vs ref  overhead  extra_us  % floor
+        layer 2x8x4x4 nchw   float32 inference ecanet        1.000  0.900-1.100  2.00x    -50.0%     -1000     125%
     """
-    header = ("group", "case", "format", "dtype", "mode", "candidate", "median_ms", "p25-p75", "vs ref", "overhead")
+    header = (
+        "group",
+        "case",
+        "format",
+        "dtype",
+        "mode",
+        "candidate",
+        "median_ms",
+        "p25-p75",
+        "vs ref",
+        "overhead",
+        "extra_us",
+    )
     lines = []
     for r in rows:
         floor = "" if r.floor_ms != r.floor_ms else f"{r.floor_pct:.0f}%"
@@ -130,6 +147,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
                 f"{r.p25_ms:.3f}-{r.p75_ms:.3f}",
                 f"{r.speedup:.2f}x",
                 f"{r.overhead_pct:+.1f}%",
+                f"{r.extra_us:+.0f}",
                 floor,
             )
         )
@@ -154,13 +172,13 @@ def write_csv(rows: Sequence[BenchRow], path: str | Path) -> None:
         >>> row = BenchRow("layer", "c", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5, "timm", 2.0, 0.8)
         >>> write_csv([row], target)
         >>> target.read_text().splitlines()[1]
-        'layer,c,nchw,float32,inference,ecanet,1.0,0.9,1.1,5,timm,2.0,0.8,2.0,-50.0,125.0'
+        'layer,c,nchw,float32,inference,ecanet,1.0,0.9,1.1,5,timm,2.0,0.8,2.0,-50.0,-1000.0,125.0'
     """
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow([f.name for f in fields(BenchRow)] + ["speedup", "overhead_pct", "floor_pct"])
+    writer.writerow([f.name for f in fields(BenchRow)] + ["speedup", "overhead_pct", "extra_us", "floor_pct"])
     for row in rows:
-        derived = [round(row.speedup, 4), round(row.overhead_pct, 2), round(row.floor_pct, 1)]
+        derived = [round(row.speedup, 4), round(row.overhead_pct, 2), round(row.extra_us, 1), round(row.floor_pct, 1)]
         writer.writerow([*asdict(row).values(), *derived])
     write_atomically(path, text.getvalue().encode())
 

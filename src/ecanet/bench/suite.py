@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ecanet.bench.layers import RESNET50_STAGE_SHAPES, benchmark_layer, benchmark_tail
+from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_call, benchmark_layer, benchmark_tail
 from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
 from ecanet.training.files import write_atomically
 
 __all__ = ["GROUPS", "bench_cases", "machine_description", "run_bench"]
 
-GROUPS = ("layer", "tail", "model")
+GROUPS = ("layer", "tail", "call", "model")
 
 Case = tuple[str, Callable[[], list[BenchRow]]]
 
@@ -29,14 +29,15 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
     """The benchmark cases as ``(label, run)`` pairs, in the order they run.
 
     Full run: every ResNet-50 stage shape at batch 32, NCHW and channels-last, float32 and
-    bfloat16, inference and training, for the layer and the block tail; ECA-ResNet-50 against
+    bfloat16, inference and training, for the layer and the block tail; the in-place layer on
+    small activations against bare pool + rescale (float32, both formats); ECA-ResNet-50 against
     ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in NCHW
     float32) and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px; bfloat16 under
     autocast). Models get two thirds of the rounds. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds.
 
     Args:
-        groups: any of ``"layer"``, ``"tail"``, ``"model"``.
+        groups: any of ``"layer"``, ``"tail"``, ``"call"``, ``"model"``.
         quick: the short run.
         rounds: measured rounds per layer case (default 15, quick 5).
 
@@ -65,6 +66,12 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
                     for mode in ("inference", "training"):
                         label = f"{group} {'x'.join(map(str, shape))} {mode} {memory_format} {dtype}"
                         cases.append((label, partial(function, shape, memory_format, dtype, mode, **timing)))
+    if "call" in groups:
+        call_shapes = (CALL_SHAPES[0], CALL_SHAPES[-1]) if quick else CALL_SHAPES
+        for shape in call_shapes:
+            for memory_format in formats:
+                label = f"call {'x'.join(map(str, shape))} inference {memory_format} float32"
+                cases.append((label, partial(benchmark_call, shape, memory_format, "float32", **timing)))
     if "model" in groups:
         for dtype in dtypes:
             for memory_format in formats:
