@@ -200,7 +200,9 @@ def benchmark_call(
 
     The reference is what any ECA must do minus the gate: its per-call difference is the cost of
     the gate and of the call itself. ``timm`` and ecanet's out-of-place layer are timed too.
-    Arguments and result as for :func:`benchmark_layer` (inference only).
+    Each round repeats a candidate for 20 ms and takes the mean (steady state: a call of tens of
+    microseconds timed alone mostly measures caches the other candidates evicted). Arguments and
+    result as for :func:`benchmark_layer` (inference only).
 
     Example:
         >>> rows = benchmark_call((1, 16, 4, 4), "nchw", "float32", rounds=1, warmup=0)
@@ -228,5 +230,5 @@ def benchmark_call(
     if "timm" in layers:
         candidates["timm"] = lambda: layers["timm"](x)
     with torch.no_grad():
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=0.02)
     return _rows("call", shape, memory_format, dtype, mode, "pool+rescale", stats)
