@@ -1,11 +1,14 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecanet import CBAM, ECA, SE, eca_kernel_size
+from ecanet import CBAM, ECA, SE, create_model, eca_kernel_size
 from ecanet.models import resnet
 from ecanet.models.resnet import BasicBlock, Bottleneck, ResNet, build_resnet, eca_stage_attention
+from operator_log import OperatorLog
 from reference import eca_reference
 
 torchvision = pytest.importorskip("torchvision")
@@ -190,7 +193,10 @@ def _block_reference(block, x):
 
 @pytest.mark.parametrize("block_type", [BasicBlock, Bottleneck])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_eca_block_matches_float64_reference(block_type, stride):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("grad_enabled", [True, False], ids=["grad", "no-grad"])
+def test_eca_block_matches_float64_reference(block_type, stride, memory_format, grad_enabled):
+    """Without grad a bottleneck's ECA pools through conv3 and bn3 (ecanet.models.pooling); with grad it reads out."""
     torch.manual_seed(0)
     planes = 8
     inplanes = 12
@@ -201,8 +207,11 @@ def test_eca_block_matches_float64_reference(block_type, stride):
     block = block_type(inplanes, planes, stride, downsample, attention=partial_eca(5)).double().eval()
     nn.init.normal_(block.eca.conv.weight)
     _randomize_batchnorm(block)
-    x = torch.randn(2, inplanes, 8, 8, dtype=torch.float64)
-    torch.testing.assert_close(block(x), _block_reference(block, x), rtol=1e-10, atol=1e-10)
+    block = block.to(memory_format=memory_format)
+    x = torch.randn(2, inplanes, 8, 8, dtype=torch.float64).to(memory_format=memory_format)
+    with torch.set_grad_enabled(grad_enabled):
+        out = block(x)
+    torch.testing.assert_close(out, _block_reference(block, x), rtol=1e-10, atol=1e-10)
 
 
 def partial_eca(kernel_size):
@@ -243,3 +252,91 @@ def test_zero_init_residual_makes_blocks_identities():
     x = torch.rand(2, 32, 5, 5)
     # bn3 is all zero (bias 0) so the branch is 0 and ECA(0) = 0: the block returns relu(x) = x.
     torch.testing.assert_close(block(x), x)
+
+
+def _randomize_eca(model):
+    for module in model.modules():
+        if isinstance(module, ECA):
+            nn.init.normal_(module.conv.weight)
+
+
+def _blocks(model):
+    return [block for stage in (model.layer1, model.layer2, model.layer3, model.layer4) for block in stage]
+
+
+def _known_means(log):
+    """For each compiled ECA forward call in ``log``: whether the caller handed it the pooled mean."""
+    return [len(args) > 7 and args[7] is not None for args in log.arguments("ecanet.eca_forward.default")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_eca_resnet50_inference_pools_through_the_projection(dtype, memory_format):
+    torch.manual_seed(0)
+    model = create_model("eca_resnet50").eval()
+    _randomize_batchnorm(model)
+    _randomize_eca(model)
+    model = model.to(dtype=dtype, memory_format=memory_format)
+    x = torch.randn(2, 3, 64, 64, dtype=dtype).to(memory_format=memory_format)
+    with torch.no_grad(), OperatorLog() as log:
+        inference = model(x)
+    assert _known_means(log) == [True] * len(_blocks(model))
+    with OperatorLog() as log:
+        recorded = model(x)  # the parameters require grad: every block pools its own output
+    assert _known_means(log) == [False] * len(_blocks(model))
+    tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(inference, recorded.detach(), rtol=0, atol=tolerance * recorded.abs().max().item())
+
+
+def _forward_by_hand(model, x, block_outputs):
+    """``model``'s forward from its own modules, every block tail out of place in plain float64 operators."""
+    x = model.maxpool(torch.relu(model.bn1(model.conv1(x))))
+    for block in _blocks(model):
+        out = torch.relu(block.bn1(block.conv1(x)))
+        if isinstance(block, Bottleneck):
+            out = block.bn3(block.conv3(torch.relu(block.bn2(block.conv2(out)))))
+        else:
+            out = block.bn2(block.conv2(out))
+        identity = x if block.downsample is None else block.downsample(x)
+        x = torch.relu(eca_reference(out, block.eca.conv.weight) + identity)
+        block_outputs.append(x)
+    return model.fc(torch.flatten(model.avgpool(x), 1))
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_training_step_with_in_place_tails_matches_out_of_place_tails(name, memory_format):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, small_input=True, width=8).double()
+    _randomize_batchnorm(model)
+    _randomize_eca(model)
+    model = model.to(memory_format=memory_format).train()
+    reference = copy.deepcopy(model)
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64).to(memory_format=memory_format)
+    target = torch.randint(0, 10, (4,))
+    seen = {}
+    for i, block in enumerate(_blocks(model)):
+        last_bn = block.bn3 if isinstance(block, Bottleneck) else block.bn2
+        block.register_forward_pre_hook(
+            lambda module, args, i=i: seen.update({("input", i): (args[0], args[0].clone())})
+        )
+        last_bn.register_forward_hook(lambda module, args, out, i=i: seen.update({("branch", i): out.data_ptr()}))
+        block.register_forward_hook(lambda module, args, out, i=i: seen.update({("output", i): out}))
+
+    loss = F.cross_entropy(model(x), target)
+    loss.backward()  # no "modified by an inplace operation": what the backward reads survived
+    expected_outputs = []
+    expected_loss = F.cross_entropy(_forward_by_hand(reference, x, expected_outputs), target)
+    expected_loss.backward()
+
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-12, atol=0)
+    gradients = {key: p.grad for key, p in model.named_parameters()}
+    expected_gradients = {key: p.grad for key, p in reference.named_parameters()}
+    assert all(gradient is not None for gradient in gradients.values())
+    torch.testing.assert_close(gradients, expected_gradients, rtol=1e-9, atol=1e-12)
+    for i, expected in enumerate(expected_outputs):
+        output = seen["output", i]
+        assert output.data_ptr() == seen["branch", i]  # the tail wrote into the last BatchNorm's output
+        torch.testing.assert_close(output, expected.detach(), rtol=1e-10, atol=1e-12)  # held by a hook
+        held, copied = seen["input", i]
+        assert torch.equal(held, copied)  # the shortcut the backward recovers x * gate from
