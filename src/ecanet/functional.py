@@ -303,7 +303,9 @@ def eca_residual(
     if identity.shape != x.shape:
         raise ValueError(f"identity shape {list(identity.shape)} does not match x shape {list(x.shape)}")
     cdim = _check_input(x, channel_dim)
-    if descriptor is not None and (descriptor.dim() != 2 or descriptor.shape[1] != x.shape[cdim]):
+    if descriptor is not None and (
+        descriptor.dim() != 2 or descriptor.shape[0] != x.shape[0] or descriptor.shape[1] != x.shape[cdim]
+    ):
         raise ValueError(
             f"descriptor must have shape (N, C) = ({x.shape[0]}, {x.shape[cdim]}), got {list(descriptor.shape)}"
         )
