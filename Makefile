@@ -29,9 +29,9 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Layer and model benchmarks (about 30 minutes on 2 cores); `ecanet bench --quick` is the short run.
+# Layer, call and model benchmarks on one thread (about 20 minutes here); `ecanet bench --quick` is the short run.
 bench: $(VENV)/.installed-dev
-	$(BIN)/ecanet bench --out benchmarks/cpu
+	$(BIN)/ecanet bench --threads 1 --out benchmarks/cpu-1-thread
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
