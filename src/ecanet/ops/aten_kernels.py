@@ -1,9 +1,11 @@
-"""The fast path's four kernels written with ATen operators: correct on CPU and CUDA, fast on CPU.
+"""The fast path's four large-pass kernels written with ATen operators: correct on CPU and CUDA.
 
 Each works on ``(N, C, S)`` views (see :mod:`ecanet.ops.views`) that share one memory layout, and
 writes into buffers the caller owns, so the only large allocations are the ones the caller makes.
 Every function is one or two large ATen operations (no Python loops over chunks).
-:mod:`ecanet.ops.triton_kernels` implements the same functions for CUDA.
+:mod:`ecanet.ops.triton_kernels` implements the same functions for CUDA;
+:class:`ecanet.ops.composed.ComposedKernels` turns either into a backend. On CPU they are the
+fallback when the compiled kernels (:mod:`ecanet.ops.cpu_kernels`) cannot be built.
 """
 
 from __future__ import annotations

@@ -22,7 +22,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <optional>
 #include <string>
 #include <tuple>
