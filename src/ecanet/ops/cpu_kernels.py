@@ -14,6 +14,7 @@ Prebuild with ``python -m ecanet.ops``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -36,12 +37,10 @@ _CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 
 def _cpu_signature() -> str:
     """The CPU's feature flags (the build uses ``-march=native``), or the platform's name for it."""
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): the platform's name below
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
                 return line
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 
