@@ -29,7 +29,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Layer, call and model benchmarks on one thread (about 20 minutes here); `ecanet bench --quick` is the short run.
+# Layer, call and model benchmarks on one thread (about 10 minutes here); `ecanet bench --quick` is the short run.
 bench: $(VENV)/.installed-dev
 	$(BIN)/ecanet bench --threads 1 --out benchmarks/cpu-1-thread
 
