@@ -52,8 +52,3 @@ def test_call_rows_measure_against_bare_pool_and_rescale(memory_format):
     assert names[:3] == ["pool+rescale", "ecanet-inplace", "ecanet"] and "copy" not in names
     assert all(r.reference == "pool+rescale" and r.mode == "inference" and r.floor_ms > 0 for r in rows)
     assert TENSOR_PASSES[("call", "inference")] == 3
-
-
-def test_call_group_is_inference_only():
-    with pytest.raises(ValueError, match="inference only"):
-        benchmark_call((2, 16, 4, 4), "nchw", "float32", "training", rounds=1, warmup=0)

@@ -25,7 +25,7 @@ LAYOUTS = {
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize(("residual", "inplace"), [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize(("residual", "inplace"), [(False, False), (False, True), (True, False), (True, True)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_forward_and_backward_match_reference(layout, residual, inplace, dtype):
     shape, memory_format, channel_dim = LAYOUTS[layout]

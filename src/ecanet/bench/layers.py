@@ -192,7 +192,6 @@ def benchmark_call(
     shape: tuple[int, int, int, int],
     memory_format: str,
     dtype: str,
-    mode: str = "inference",
     *,
     rounds: int,
     warmup: int,
@@ -203,15 +202,13 @@ def benchmark_call(
     the gate and of the call itself. ``timm`` and ecanet's out-of-place layer are timed too.
     Each round repeats a candidate for 20 ms and takes the mean (steady state: a call of tens of
     microseconds timed alone mostly measures caches the other candidates evicted). Arguments and
-    result as for :func:`benchmark_layer` (inference only).
+    result as for :func:`benchmark_layer`, at inference (the only mode of this group).
 
     Example:
         >>> rows = benchmark_call((1, 16, 4, 4), "nchw", "float32", rounds=1, warmup=0)
         >>> rows[0].candidate, rows[0].reference
         ('pool+rescale', 'pool+rescale')
     """
-    if mode != "inference":
-        raise ValueError(f"the call group measures inference only, got mode={mode!r}")
     layers = _modules(shape[1], dtype)
     x = _inputs(shape, memory_format, dtype, seed=0)
 
@@ -231,4 +228,4 @@ def benchmark_call(
         candidates["timm"] = lambda: layers["timm"](x)
     with torch.no_grad():
         stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=0.02)
-    return _rows("call", shape, memory_format, dtype, mode, "pool+rescale", stats)
+    return _rows("call", shape, memory_format, dtype, "inference", "pool+rescale", stats)
