@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ecanet.bench.baselines import BlogECA, attention_candidates
+from ecanet.bench.baselines import BlogECA, attention_candidates, saturating_tap
 from ecanet.bench.layers import TENSOR_PASSES, benchmark_call, benchmark_layer, benchmark_tail
 from reference import eca_reference
 
@@ -13,14 +13,20 @@ def test_blog_implementation_computes_eca():
     torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_candidates_share_one_kernel_and_keep_positive_inputs_almost_unchanged():
-    layers = attention_candidates(16, 3)
-    x = torch.rand(2, 16, 3, 3) + 0.5
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7, 9])
+def test_candidates_share_one_kernel_and_keep_benchmark_inputs_almost_unchanged(kernel_size):
+    layers = attention_candidates(16, kernel_size)
+    tap = saturating_tap(kernel_size)
+    lowest = torch.full((2, 16, 3, 3), 0.5)  # the smallest logits an input in [0.5, 1.5) can give
+    highest = torch.full((2, 16, 3, 3), 1.5)
     for name, layer in layers.items():
         if name != "se":
-            assert torch.equal(layer.conv.weight.detach().flatten(), torch.full((3,), 8.0))
+            assert torch.equal(layer.conv.weight.detach().flatten(), torch.full((kernel_size,), tap))
             with torch.no_grad():
-                torch.testing.assert_close(layer(x.clone()), x, rtol=1e-6, atol=0)
+                for x in (lowest, torch.rand(2, 16, 3, 3) + 0.5):
+                    torch.testing.assert_close(layer(x.clone()), x, rtol=1e-6, atol=0)
+    inner_logit = kernel_size * tap * highest.max().item()
+    assert inner_logit < 87.0  # exp(-87) is the smallest normal float32
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])

@@ -58,12 +58,31 @@ def timm_available() -> bool:
     return importlib.util.find_spec("timm") is not None
 
 
+def saturating_tap(kernel_size: int) -> float:
+    """The tap value that saturates the gate for inputs in ``[0.5, 1.5)``: ``56 / (k + 1)``.
+
+    A zero-padded edge channel sees ``(k + 1) / 2`` taps of a mean of at least 0.5, so its logit is
+    at least 14 (gate above ``1 - 8.4e-7``). An inner channel sees ``k`` taps of a mean below 1.5,
+    so its logit stays below 84 and ``exp(-logit)`` never becomes a denormal float32 (below
+    ``exp(-87)``).
+
+    Args:
+        kernel_size: odd k.
+
+    Example:
+        >>> saturating_tap(3)
+        14.0
+    """
+    return 56.0 / (kernel_size + 1)
+
+
 def attention_candidates(channels: int, kernel_size: int) -> dict[str, nn.Module]:
     """Fresh attention layers for ``channels``, every ECA sharing the same ``kernel_size``-tap kernel.
 
-    The shared kernel is ``8.0`` in every tap: with positive benchmark inputs the gate is then
-    within ``1e-6`` of 1 (zero-padded edge channels included), so an in-place layer called
-    thousands of times on the same tensor keeps its values (no drift into denormal numbers,
+    Every tap of the shared kernel is ``saturating_tap(kernel_size)``: on benchmark inputs (values in
+    ``[0.5, 1.5)``) the gate is then within ``1e-6`` of 1 (zero-padded edge channels included), so
+    an in-place layer called thousands of times on the same tensor keeps its values (no drift into
+    denormal numbers,
     which would slow everything down).
 
     Args:
@@ -81,7 +100,7 @@ def attention_candidates(channels: int, kernel_size: int) -> dict[str, nn.Module
     if timm_available():
         from timm.layers import EcaModule
 
-        layers["timm"] = EcaModule(channels, kernel_size=kernel_size)
+        layers["timm"] = EcaModule(kernel_size=kernel_size)  # channels=None: timm would pick its own k
     layers["blog"] = BlogECA(kernel_size)
     layers["se"] = SE(channels)
     layers["ecanet"] = ECA(channels, kernel_size)
@@ -89,5 +108,5 @@ def attention_candidates(channels: int, kernel_size: int) -> dict[str, nn.Module
     with torch.no_grad():
         for name, layer in layers.items():
             if name != "se":
-                layer.conv.weight.fill_(8.0)
+                layer.conv.weight.fill_(saturating_tap(kernel_size))
     return layers
