@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ecanet import functional as F_eca
+from ecanet.ops.dispatch import eager_inference
 
 __all__ = ["ECA", "ChannelKernel"]
 
@@ -148,6 +149,22 @@ class ECA(nn.Module):
         self.conv.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            out = eager_inference(
+                x,
+                self.conv.weight,
+                None,
+                None,
+                "none",
+                self.inplace,
+                self.padding,
+                self.pooling,
+                self.gate,
+                self.channel_dim,
+                self.channels,
+            )
+            if out is not None:
+                return out
         self._check_channels(x)
         return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim, self.inplace)
 
@@ -195,6 +212,22 @@ class ECA(nn.Module):
             >>> torch.allclose(eca.residual(x, identity, inplace=False), torch.relu(eca(x) + identity), atol=1e-6)
             True
         """
+        if not torch.jit.is_scripting():
+            out = eager_inference(
+                x,
+                self.conv.weight,
+                identity,
+                descriptor,
+                activation,
+                inplace,
+                self.padding,
+                self.pooling,
+                self.gate,
+                self.channel_dim,
+                self.channels,
+            )
+            if out is not None:
+                return out
         self._check_channels(x)
         return F_eca.eca_residual(
             x,

@@ -23,12 +23,14 @@ import platform
 import shutil
 import sysconfig
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import Tensor
 
-__all__ = ["available", "backward", "build_name", "forward", "mean"]
+__all__ = ["available", "backward", "build_name", "forward", "inference_entry", "mean"]
 
 SOURCE = Path(__file__).with_name("csrc") / "eca_cpu.cpp"
 DISABLE_VARIABLE = "ECANET_CPU_KERNELS"
@@ -64,7 +66,6 @@ def _put_ninja_on_path() -> None:
         os.environ["PATH"] = os.pathsep.join([scripts, os.environ.get("PATH", "")])
 
 
-@functools.cache
 def available() -> bool:
     """Builds (once per machine) and loads the kernels; ``False`` when disabled or impossible.
 
@@ -72,8 +73,25 @@ def available() -> bool:
         >>> isinstance(available(), bool)
         True
     """
+    return _extension() is not None
+
+
+def inference_entry() -> Callable[..., Tensor | None] | None:
+    """The extension's one-step inference call (see :func:`ecanet.ops.dispatch.eager_inference`), or ``None``.
+
+    Example:
+        >>> inference_entry() is None or callable(inference_entry())
+        True
+    """
+    extension = _extension()
+    return None if extension is None else extension.eca_inference
+
+
+@functools.cache
+def _extension() -> ModuleType | None:
+    """The loaded extension module (its operators registered), or ``None``: see :func:`available`."""
     if os.environ.get(DISABLE_VARIABLE, "1") == "0":
-        return False
+        return None
     _put_ninja_on_path()
     # Importing cpp_extension logs a warning about CUDA on machines without it; not ours to show.
     logger = logging.getLogger("torch.utils.cpp_extension")
@@ -82,20 +100,20 @@ def available() -> bool:
     try:
         from torch.utils import cpp_extension
 
-        cpp_extension.load(
-            name=build_name(), sources=[str(SOURCE)], extra_cflags=_CFLAGS, is_python_module=False, verbose=False
+        extension = cpp_extension.load(
+            name=build_name(), sources=[str(SOURCE)], extra_cflags=_CFLAGS, is_python_module=True, verbose=False
         )
     except Exception as error:  # a missing compiler or ninja, a failed build: fall back, say why
         warnings.warn(
             f"ecanet: could not build the compiled CPU kernels ({type(error).__name__}: {error}); "
             f"using the slower ATen kernels. Set {DISABLE_VARIABLE}=0 to skip the attempt.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-        return False
+        return None
     finally:
         logger.setLevel(level)
-    return hasattr(torch.ops.ecanet, "eca_forward")
+    return extension if hasattr(torch.ops.ecanet, "eca_forward") else None
 
 
 def mean(x3: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.function import EcaKernels, fused_eca_function, same_layout
 from ecanet.ops.views import channel_view
 
-__all__ = ["fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
+__all__ = ["eager_inference", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -149,6 +149,65 @@ def fast_eca(
     identity3 = None if identity is None else channel_view(identity, channel_dim)
     kernels.forward(x3, weight, identity3, relu, padding, gate, out3, descriptor)
     return out
+
+
+@torch.jit.unused  # TorchScript sees the plain operators
+def eager_inference(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor | None,
+    descriptor: Tensor | None,
+    activation: str,
+    inplace: bool,
+    padding: str,
+    pooling: str,
+    gate: str,
+    channel_dim: int,
+    channels: int | None,
+) -> Tensor | None:
+    """ECA or a block tail computed in one C++ step, before any checking in Python, or ``None``.
+
+    The common inference call (no autograd graph, a dense CPU tensor, the compiled kernels
+    built) spends more time in Python than in the kernels at small sizes, and the interpreter
+    runs on caches the kernel's pass just evicted. So :class:`~ecanet.layers.ECA` and
+    :mod:`ecanet.functional` try this first: the compiled extension checks everything itself and
+    returns ``None`` whenever the checked path must run (a graph to record, an operator-recording
+    mode or transform, an unusual layout, a CUDA tensor, or any invalid argument, whose error
+    that path raises), so results and errors are those of :func:`fast_eca`. CUDA tensors take
+    :func:`fast_eca`.
+
+    Args:
+        x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for :func:`fast_eca`.
+        activation: ``"relu"`` or ``"none"`` (anything else gives ``None``).
+        pooling: ``"avg"`` (anything else gives ``None``).
+        channels: the channel count the caller was built for (``None``: any).
+
+    Returns:
+        The result, or ``None``.
+
+    Example:
+        >>> x = torch.randn(2, 4, 3, 3)
+        >>> out = eager_inference(x, torch.zeros(1, 1, 3), None, None, "none", False, "zeros", "avg", "sigmoid", 1, 4)
+        >>> out is None or torch.allclose(out, x * 0.5)
+        True
+    """
+    if (
+        not x.is_cpu
+        or pooling != "avg"
+        or (activation != "relu" and activation != "none")
+        or torch.compiler.is_compiling()
+        or torch._C._is_tracing()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._has_torch_function((x, weight, identity, descriptor))
+    ):
+        return None
+    entry = cpu_kernels.inference_entry()
+    if entry is None:
+        return None
+    relu = activation == "relu"
+    return entry(
+        x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, -1 if channels is None else channels
+    )
 
 
 def fast_mean(x: Tensor, channel_dim: int) -> Tensor | None:

@@ -14,14 +14,19 @@
 // (N, C) tensors in between, inside the same call.
 
 #include <ATen/Dispatch.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/impl/TorchDispatchModeTLS.h>
+#include <torch/extension.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <tuple>
@@ -63,7 +68,35 @@ Layout layout_of(const at::Tensor& x3) {
   const bool last = x3.stride(1) == 1 && (s == 1 || x3.stride(2) == c);
   TORCH_CHECK(first || last, "ecanet: the (N, C, S) view must be channels-first or channels-last dense, got strides ",
               x3.strides());
-  return Layout{n, c, s, x3.stride(0), !first};
+  // A (N, C, 1) view is both; one row of C per sample beats C rows of one element.
+  return Layout{n, c, s, x3.stride(0), last && (!first || s == 1)};
+}
+
+// x as (N, C, S) without a view, x being (N, C, *) (channel_dim 1) or (N, *, C) (channel_dim -1):
+// the layout when x's memory is channels-first or channels-last dense (as ecanet/ops/views.py
+// finds it), else nothing.
+std::optional<Layout> dense_layout(const at::Tensor& x, int64_t channel_dim) {
+  if (x.numel() == 0) return std::nullopt;  // the checked path handles empty tensors
+  const int64_t dims = x.dim(), channel = channel_dim == 1 ? 1 : dims - 1;
+  const int64_t n = x.size(0), c = x.size(channel), s = x.numel() / (n * c);
+  // Dense in the order (N, C, rest) or (N, rest, C): each dim longer than 1 strides over the
+  // elements of the dims inside it (the rest keep their order either way).
+  auto dense = [&](bool channels_inner) {
+    int64_t inside = 1;
+    auto next = [&](int64_t d) {
+      if (x.size(d) != 1 && x.stride(d) != inside) return false;
+      inside *= x.size(d);
+      return true;
+    };
+    if (channels_inner && !next(channel)) return false;
+    for (int64_t d = dims - 1; d >= 1; --d) {
+      if (d != channel && !next(d)) return false;
+    }
+    return (channels_inner || next(channel)) && next(0);
+  };
+  const bool last = dense(true), first = dense(false);
+  if (!first && !last) return std::nullopt;
+  return Layout{n, c, s, c * s, last && (!first || s == 1)};
 }
 
 // Same elements at the same offsets (strides of size-1 dims do not matter).
@@ -272,19 +305,55 @@ inline void for_each_edge_channel(int64_t lo, int64_t hi, int64_t channels, cons
   for (int64_t c = std::max(hi, lo); c < channels; ++c) f(c);
 }
 
-// logits[n, c] = sum_j taps[c or 0][j] * mean[n, c + j - k/2], padded with zeros or wrapped.
+// exp(t) in float32 for t in [-87, 88] (callers clamp), within 2.6e-7 relative (4 ulp): t = n ln2
+// + r with |r| <= ln2 / 2 (ln2 in two parts, so n ln2 is exact enough), e^r by its degree-6
+// Taylor polynomial, 2^n from its exponent bits. Branch-free and without library calls (n is
+// rounded by adding and subtracting 1.5 * 2^23), so it vectorises in a simd loop, where std::exp
+// would stay a scalar call.
+inline float exp_reduced(float t) {
+  const float n = (t * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const float r = (t - n * 0.693145752f) - n * 1.42860677e-6f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float power;
+  std::memcpy(&power, &bits, sizeof power);
+  return p * power;
+}
+
+// The sigmoid in float32 through exp_reduced; below -87 (a gate under 1.7e-38, the smallest
+// normal float) the gate is 0, so no denormal number ever reaches the rescale, and a NaN logit
+// stays NaN (the clamps keep their first argument when it is NaN). float64 uses std::exp.
 template <typename acc_t>
-void channel_conv(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k, int64_t n, int64_t channels,
-                  Padding padding, acc_t* logits) {
+inline acc_t sigmoid(acc_t z) {
+  if constexpr (std::is_same_v<acc_t, float>) {
+    const float g = 1.0f / (1.0f + exp_reduced(std::max(std::min(-z, 87.0f), -87.0f)));
+    return z < -87.0f ? 0.0f : g;
+  } else {
+    return acc_t(1) / (acc_t(1) + std::exp(-z));
+  }
+}
+
+// gates[n, c] = gate(sum_j taps[c or 0][j] * mean[n, c + j - k/2]), padded with zeros or wrapped:
+// per sample and tap, the interior channels (no padding involved) in one vectorised loop and the
+// at most k/2 edge channels at each end one by one; then the non-linearity over the row while it
+// is in L1.
+template <typename acc_t>
+void channel_gate(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k, int64_t n, int64_t channels,
+                  Padding padding, Gate gate, acc_t* gates) {
   const int64_t half = k / 2;
   at::parallel_for(0, n, tasks_grain(channels * k), [&](int64_t begin, int64_t end) {
     for (int64_t sample = begin; sample < end; ++sample) {
       const acc_t* m = mean + sample * channels;
-      acc_t* o = logits + sample * channels;
+      acc_t* o = gates + sample * channels;
       std::fill(o, o + channels, acc_t(0));
       for (int64_t j = 0; j < k; ++j) {
         const int64_t offset = j - half;
-        // The interior, where no padding is involved, as a plain vectorisable loop.
         const int64_t lo = std::max<int64_t>(0, -offset), hi = std::min(channels, channels - offset);
         if (rows == 1) {
           const acc_t w = taps[j];
@@ -297,6 +366,13 @@ void channel_conv(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k,
           const int64_t src = padded_channel(c, offset, channels, padding);
           if (src >= 0) o[c] += taps[(rows == 1 ? 0 : c) * k + j] * m[src];
         });
+      }
+      if (gate == Gate::sigmoid) {
+#pragma omp simd
+        for (int64_t c = 0; c < channels; ++c) o[c] = sigmoid(o[c]);
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < channels; ++c) o[c] = std::min(acc_t(1), std::max(acc_t(0), o[c] / acc_t(6) + acc_t(0.5)));
       }
     }
   });
@@ -390,6 +466,48 @@ at::Tensor eca_mean(const at::Tensor& x3) {
   return mean;
 }
 
+// The forward on validated arguments: x and out (and identity) share the geometry L.
+std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout& L, const GateArgs& args,
+                                              const at::Tensor* identity_tensor, bool relu, const at::Tensor& out_tensor,
+                                              const at::Tensor* known_mean) {
+  const at::ScalarType acc = at::toOpMathType(x.scalar_type());
+  at::Tensor mean;
+  if (known_mean != nullptr) {
+    mean = known_mean->to(acc).contiguous();
+  } else {
+    mean = at::empty({L.n, L.c}, x.options().dtype(acc));
+    channel_mean_into(x, L, mean);
+  }
+  at::Tensor gates = at::empty({L.n, L.c}, x.options().dtype(acc));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "ecanet_eca_forward", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* px = x.const_data_ptr<scalar_t>();
+    const acc_t* m = mean.const_data_ptr<acc_t>();
+    acc_t* g = gates.data_ptr<acc_t>();
+    channel_gate<acc_t>(m, args.taps.const_data_ptr<acc_t>(), args.rows, args.k, L.n, L.c, args.padding, args.gate, g);
+    scalar_t* out = out_tensor.data_ptr<scalar_t>();
+    const scalar_t* identity = identity_tensor ? identity_tensor->const_data_ptr<scalar_t>() : nullptr;
+    if (identity != nullptr && relu) {
+      rescale_pass<scalar_t, acc_t, true, true, false, false>(L, px, g, nullptr, identity, nullptr, out);
+    } else if (identity != nullptr) {
+      rescale_pass<scalar_t, acc_t, true, false, false, false>(L, px, g, nullptr, identity, nullptr, out);
+    } else if (relu) {
+      rescale_pass<scalar_t, acc_t, false, true, false, false>(L, px, g, nullptr, nullptr, nullptr, out);
+    } else {
+      rescale_pass<scalar_t, acc_t, false, false, false, false>(L, px, g, nullptr, nullptr, nullptr, out);
+    }
+  });
+  // Written through a pointer: tell autograd (views share the counter), so that a graph that
+  // saved this memory for its backward raises instead of reading the new values.
+  mark_written(out_tensor);
+  return {mean, gates};
+}
+
+void check_known_mean(const std::optional<at::Tensor>& known_mean, const Layout& L) {
+  TORCH_CHECK(!known_mean || (known_mean->dim() == 2 && known_mean->size(0) == L.n && known_mean->size(1) == L.c),
+              "ecanet: the given mean must have shape (N, C) = (", L.n, ", ", L.c, "), got ", known_mean->sizes());
+}
+
 std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::Tensor& weight,
                                                const std::optional<at::Tensor>& identity3, bool relu,
                                                const std::string& padding, const std::string& gate,
@@ -398,45 +516,57 @@ std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::T
   const Layout L = layout_of(x3);
   check_like(out3, x3, "out");
   if (identity3) check_like(*identity3, x3, "identity");
-  const at::ScalarType acc = at::toOpMathType(x3.scalar_type());
-  const GateArgs args = gate_args(weight, L.c, acc, padding, gate);
-  at::Tensor mean;
-  if (known_mean) {
-    TORCH_CHECK(known_mean->dim() == 2 && known_mean->size(0) == L.n && known_mean->size(1) == L.c,
-                "ecanet: the given mean must have shape (N, C) = (", L.n, ", ", L.c, "), got ", known_mean->sizes());
-    mean = known_mean->to(acc).contiguous();
-  } else {
-    mean = at::empty({L.n, L.c}, x3.options().dtype(acc));
-    channel_mean_into(x3, L, mean);
+  check_known_mean(known_mean, L);
+  const GateArgs args = gate_args(weight, L.c, at::toOpMathType(x3.scalar_type()), padding, gate);
+  return forward_on(x3, L, args, identity3 ? &*identity3 : nullptr, relu, out3, known_mean ? &*known_mean : nullptr);
+}
+
+// Whether t is an ordinary CPU tensor: no Python subclass, no functorch wrapper, no lazy negation.
+bool plain_cpu(const at::Tensor& t) {
+  static const c10::DispatchKeySet wrapped({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot,
+                                            c10::DispatchKey::FuncTorchBatched, c10::DispatchKey::FuncTorchGradWrapper,
+                                            c10::DispatchKey::Functionalize});
+  return t.device().is_cpu() && t.layout() == at::kStrided && !t.is_neg() && !t.key_set().has_any(wrapped);
+}
+
+bool kernel_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
+}
+
+// ECA or a block tail at inference, straight from the N-D tensors: the Python layer's common case
+// in one C++ step (ecanet/ops/dispatch.py, eager_inference). Returns the result, or nothing
+// wherever the checked Python path must run instead: a graph to record, an operator-recording
+// mode, layouts or dtypes the kernels do not cover, and any invalid argument, whose error that
+// path words. `channels` is the count the caller was built for, or -1.
+std::optional<at::Tensor> eca_inference(const at::Tensor& x, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& identity,
+                                        const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
+                                        const std::string& padding, const std::string& gate, int64_t channel_dim,
+                                        int64_t channels) {
+  if (c10::impl::TorchDispatchModeTLS::stack_len() > 0) return std::nullopt;
+  if (x.dim() < 3 || (channel_dim != 1 && channel_dim != -1) || !plain_cpu(x) || !plain_cpu(weight) ||
+      !kernel_dtype(x.scalar_type())) {
+    return std::nullopt;
   }
-  at::Tensor gates = at::empty({L.n, L.c}, x3.options().dtype(acc));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_eca_forward", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* x = x3.const_data_ptr<scalar_t>();
-    const acc_t* m = mean.const_data_ptr<acc_t>();
-    acc_t* g = gates.data_ptr<acc_t>();
-    channel_conv<acc_t>(m, args.taps.const_data_ptr<acc_t>(), args.rows, args.k, L.n, L.c, args.padding, g);
-    if (args.gate == Gate::sigmoid) {
-      gates.sigmoid_();  // ATen's vectorised sigmoid on the tiny (N, C) logits
-    } else {
-      for (int64_t i = 0; i < L.n * L.c; ++i) g[i] = std::min(acc_t(1), std::max(acc_t(0), g[i] / acc_t(6) + acc_t(0.5)));
-    }
-    scalar_t* out = out3.data_ptr<scalar_t>();
-    const scalar_t* identity = identity3 ? identity3->const_data_ptr<scalar_t>() : nullptr;
-    if (identity != nullptr && relu) {
-      rescale_pass<scalar_t, acc_t, true, true, false, false>(L, x, g, nullptr, identity, nullptr, out);
-    } else if (identity != nullptr) {
-      rescale_pass<scalar_t, acc_t, true, false, false, false>(L, x, g, nullptr, identity, nullptr, out);
-    } else if (relu) {
-      rescale_pass<scalar_t, acc_t, false, true, false, false>(L, x, g, nullptr, nullptr, nullptr, out);
-    } else {
-      rescale_pass<scalar_t, acc_t, false, false, false, false>(L, x, g, nullptr, nullptr, nullptr, out);
-    }
-  });
-  // Written through a pointer: tell autograd (views share the counter), so that a graph that
-  // saved this memory for its backward raises instead of reading the new values.
-  mark_written(out3);
-  return {mean, gates};
+  const bool recording = at::GradMode::is_enabled();
+  if (recording && (x.requires_grad() || weight.requires_grad())) return std::nullopt;
+  if (identity && (!plain_cpu(*identity) || (recording && identity->requires_grad()) ||
+                   identity->scalar_type() != x.scalar_type() || !same_geometry(*identity, x))) {
+    return std::nullopt;
+  }
+  if (descriptor && !plain_cpu(*descriptor)) return std::nullopt;
+  const std::optional<Layout> L = dense_layout(x, channel_dim);
+  if (!L || (channels >= 0 && L->c != channels)) return std::nullopt;
+  std::optional<GateArgs> args;
+  try {
+    check_known_mean(descriptor, *L);
+    args = gate_args(weight, L->c, at::toOpMathType(x.scalar_type()), padding, gate);
+  } catch (const c10::Error&) {
+    return std::nullopt;
+  }
+  const at::Tensor out = inplace ? x : at::empty_like(x);
+  forward_on(x, *L, *args, identity ? &*identity : nullptr, relu, out, descriptor ? &*descriptor : nullptr);
+  return out;
 }
 
 at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const std::optional<at::Tensor>& relu_out3,
@@ -531,3 +661,7 @@ TORCH_LIBRARY_IMPL(ecanet, CPU, m) {
 }
 
 }  // namespace ecanet
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("eca_inference", &ecanet::eca_inference, "ECA or a block tail at inference, or None (see the C++ source)");
+}
