@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ecanet.ops import fast_eca, fast_mean
+from ecanet.ops import eager_inference, fast_eca, fast_mean
 from ecanet.ops.channel_gate import channel_conv, channel_gate
 
 __all__ = [
@@ -237,7 +237,8 @@ def eca(
         - Output: same shape, dtype and memory format as the input.
 
     Eager calls on CPU and CUDA tensors take the fused fast path of :mod:`ecanet.ops` (one
-    reading pass for the pool, one pass for the rescale, a fused backward); TorchScript,
+    reading pass for the pool, one pass for the rescale, a fused backward; at inference on CPU
+    one C++ call, :func:`ecanet.ops.dispatch.eager_inference`, before any check); TorchScript,
     tracing, ``torch.compile``, ``torch.export`` and ONNX export see the plain operators below.
 
     Example:
@@ -246,6 +247,9 @@ def eca(
         torch.Size([2, 64, 7, 7])
     """
     if not torch.jit.is_scripting():
+        out = eager_inference(x, weight, None, None, "none", inplace, padding, pooling, gate, channel_dim, None)
+        if out is not None:
+            return out
         check_eca_options(padding, pooling, gate)
         _check_kernel(weight, x.shape[_check_input(x, channel_dim)], padding)
         fast = _fast_path(x, weight, None, False, inplace, padding, pooling, gate, channel_dim)
@@ -299,6 +303,12 @@ def eca_residual(
         >>> bool((eca_residual(x, torch.randn(1, 1, 3), identity) >= 0).all())
         True
     """
+    if not torch.jit.is_scripting():
+        out = eager_inference(
+            x, weight, identity, descriptor, activation, inplace, padding, pooling, gate, channel_dim, None
+        )
+        if out is not None:
+            return out
     _check_choice("activation", activation, ["relu", "none"])
     if identity.shape != x.shape:
         raise ValueError(f"identity shape {list(identity.shape)} does not match x shape {list(x.shape)}")

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ecanet import functional as F_eca
-from ecanet.ops.dispatch import eager_inference
+from ecanet.ops import eager_inference
 
 __all__ = ["ECA", "ChannelKernel"]
 

@@ -1,8 +1,10 @@
 """Fast paths behind :mod:`ecanet.functional`: one reduction pass, one rescale pass, fused backward.
 
-:func:`ecanet.ops.dispatch.fast_eca` is the entry point; it returns ``None`` whenever the plain
-operators must run instead (TorchScript, tracing, torch.compile/export, ONNX export, layouts or
-options the fast path does not cover), so callers always have a correct fallback. The kernels come
+:func:`ecanet.ops.dispatch.fast_eca` is the entry point (at inference on CPU preceded by
+:func:`ecanet.ops.dispatch.eager_inference`, the same computation in one C++ call before any
+check in Python); both return ``None`` whenever the plain operators must run instead
+(TorchScript, tracing, torch.compile/export, ONNX export, layouts or options the fast path does
+not cover), so callers always have a correct fallback. The kernels come
 in interchangeable backends with one contract (:class:`ecanet.ops.function.EcaKernels`): the
 compiled CPU kernels (:mod:`ecanet.ops.cpu_kernels`, built on first use), and
 :class:`ecanet.ops.composed.ComposedKernels` over ATen operators (:mod:`ecanet.ops.aten_kernels`,
@@ -10,6 +12,6 @@ CPU without a compiler, CUDA without Triton) or Triton kernels (:mod:`ecanet.ops
 CUDA), driven by the autograd Function in :mod:`ecanet.ops.function`.
 """
 
-from ecanet.ops.dispatch import fast_eca, fast_mean
+from ecanet.ops.dispatch import eager_inference, fast_eca, fast_mean
 
-__all__ = ["fast_eca", "fast_mean"]
+__all__ = ["eager_inference", "fast_eca", "fast_mean"]

@@ -193,6 +193,7 @@ def eager_inference(
     """
     if (
         not x.is_cpu
+        or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
         or pooling != "avg"
         or (activation != "relu" and activation != "none")
         or torch.compiler.is_compiling()

@@ -1,8 +1,11 @@
 // Fused ECA kernels for CPU tensors: the whole forward and the whole backward, each one call.
 //
-// Registered as torch.ops.ecanet.eca_forward / eca_backward and driven by ecanet/ops/cpu_kernels.py,
-// which builds this file on first use. Every large tensor is an (N, C, S) view with the same
-// strides for all arguments, either channels-first (S contiguous) or channels-last (C contiguous).
+// Registered as torch.ops.ecanet.eca_forward / eca_backward / eca_mean and driven by
+// ecanet/ops/cpu_kernels.py, which builds this file on first use; the inference entry
+// eca_inference (a plain Python function of the extension module) serves ECA.forward and
+// ECA.residual without the dispatcher and without checks in Python. Every large tensor is an
+// (N, C, S) view with the same strides for all arguments, either channels-first (S contiguous) or
+// channels-last (C contiguous).
 // Sums accumulate in float32 (float64 for float64 input); the (N, C) descriptor and gate are
 // float32 (float64). Memory traffic is the minimum the math allows:
 //   forward:  one read of x for the pooled mean; one pass act(x * gate + identity) -> out.
