@@ -16,16 +16,23 @@ def eca_reference(
     pooling: str = "avg",
     gate: str = "sigmoid",
     channel_dim: int = 1,
+    descriptor: Tensor | None = None,
 ) -> Tensor:
-    """ECA computed in float64, differentiable (its autograd gradient is the reference gradient)."""
+    """ECA computed in float64, differentiable (its autograd gradient is the reference gradient).
+
+    ``descriptor``, an ``(N, C)`` tensor, replaces the pooled descriptor of ``x`` when given.
+    """
     x64 = x.double()
     if channel_dim == -1:
         x64 = x64.movedim(-1, 1)
     n, c = x64.shape[:2]
     flat = x64.reshape(n, c, -1)
-    descriptor = flat.mean(dim=2)
-    if pooling == "avgmax":
-        descriptor = descriptor + flat.max(dim=2).values
+    if descriptor is not None:
+        descriptor = descriptor.double()
+    else:
+        descriptor = flat.mean(dim=2)
+        if pooling == "avgmax":
+            descriptor = descriptor + flat.max(dim=2).values
     taps = weight.double().reshape(weight.shape[0], -1)
     k = taps.shape[1]
     columns = []
