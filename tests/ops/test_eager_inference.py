@@ -710,3 +710,35 @@ def test_module_errors_reach_the_user(case: str):
     call, error, message = ERROR_CASES[case]
     with torch.no_grad(), pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("grad_mode", [contextlib.nullcontext, torch.no_grad], ids=["grad", "no-grad"])
+@pytest.mark.parametrize("inplace", [False, True], ids=["out-of-place", "in-place"])
+def test_module_forward_mode_ad_carries_the_tangent(
+    grad_mode: Callable[[], contextlib.AbstractContextManager], inplace: bool
+):
+    layer = ECA(8, inplace=inplace)
+    weight = layer.conv.weight.detach().double()
+    x, tangent = (torch.randn(2, 8, 3, 3, dtype=torch.float64, generator=_generator(seed)) for seed in (0, 1))
+    with forward_ad.dual_level():
+        expected = forward_ad.unpack_dual(eca_reference(forward_ad.make_dual(x, tangent), weight)).tangent
+    layer.double()
+    with grad_mode(), forward_ad.dual_level():
+        dual = forward_ad.make_dual(x.clone(), tangent)
+        got = forward_ad.unpack_dual(layer(dual)).tangent
+    assert got is not None
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["layer", "residual"])
+def test_in_place_on_an_inference_tensor_outside_inference_mode_raises_as_aten_does(residual: bool):
+    with torch.inference_mode():
+        x, identity = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
+    layer = ECA(8, inplace=True)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="Inplace update to inference tensor"):
+        layer.residual(x, identity) if residual else layer(x)
+    with torch.inference_mode():  # inside inference mode the same call is fine
+        expected = _expected(x.clone(), layer.conv.weight.detach(), identity if residual else None, relu=residual)
+        out = layer.residual(x, identity) if residual else layer(x)
+    assert out is x
+    _assert_close(out, expected, TOLERANCES[torch.float32])

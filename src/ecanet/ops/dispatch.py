@@ -7,6 +7,7 @@ import importlib.util
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from ecanet.ops import cpu_kernels
 from ecanet.ops.composed import ComposedKernels
@@ -26,7 +27,8 @@ def use_plain_operators() -> bool:
     which is compiling while it runs the model) all record the operators a function runs;
     the fast path's buffers and ``out=`` calls would either not be recordable or hide the arithmetic
     from the compiler, which fuses the plain operators by itself. ``torch.func`` transforms
-    (``vmap``, ``grad``, ...) have no batching rules for ``out=`` calls.
+    (``vmap``, ``grad``, ...) have no batching rules for ``out=`` calls, and forward-mode AD
+    (``torch.autograd.forward_ad``) needs the plain operators' forward derivatives.
 
     Example:
         >>> use_plain_operators()
@@ -37,7 +39,14 @@ def use_plain_operators() -> bool:
         or torch.jit.is_tracing()
         or torch.compiler.is_compiling()
         or torch._C._are_functorch_transforms_active()
+        or _forward_ad_active()
     )
+
+
+def _forward_ad_active() -> bool:
+    """Whether a ``torch.autograd.forward_ad.dual_level`` is open: dual tensors need the plain
+    operators' forward derivatives, which the kernels do not have (``no_grad`` does not stop it)."""
+    return forward_ad._current_level >= 0
 
 
 @functools.cache
@@ -144,6 +153,8 @@ def fast_eca(
             inplace = inplace and _overwritable_with_shortcut(x, identity)
         return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
     # No graph to record: the kernels run directly (they have no autograd formula of their own).
+    if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
+        return None  # the plain in-place operator raises ATen's error for this
     out = x if inplace else torch.empty_like(x)
     out3 = x3 if inplace else channel_view(out, channel_dim)
     identity3 = None if identity is None else channel_view(identity, channel_dim)
@@ -199,6 +210,7 @@ def eager_inference(
         or torch.compiler.is_compiling()
         or torch._C._is_tracing()
         or torch._C._are_functorch_transforms_active()
+        or _forward_ad_active()
         or torch._C._has_torch_function((x, weight, identity, descriptor))
     ):
         return None

@@ -331,7 +331,7 @@ inline float exp_reduced(float t) {
 
 // The sigmoid in float32 through exp_reduced; below -87 (a gate under 1.7e-38, the smallest
 // normal float) the gate is 0, so no denormal number ever reaches the rescale, and a NaN logit
-// stays NaN (the clamps keep their first argument when it is NaN). float64 uses std::exp.
+// stays NaN. float64 uses std::exp.
 template <typename acc_t>
 inline acc_t sigmoid(acc_t z) {
   if constexpr (std::is_same_v<acc_t, float>) {
@@ -345,7 +345,8 @@ inline acc_t sigmoid(acc_t z) {
 // gates[n, c] = gate(sum_j taps[c or 0][j] * mean[n, c + j - k/2]), padded with zeros or wrapped:
 // per sample and tap, the interior channels (no padding involved) in one vectorised loop and the
 // at most k/2 edge channels at each end one by one; then the non-linearity over the row while it
-// is in L1.
+// is in L1 (a NaN logit gives a NaN gate, as in ATen: the clamps keep their first argument when it
+// is NaN).
 template <typename acc_t>
 void channel_gate(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k, int64_t n, int64_t channels,
                   Padding padding, Gate gate, acc_t* gates) {
@@ -375,7 +376,7 @@ void channel_gate(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k,
         for (int64_t c = 0; c < channels; ++c) o[c] = sigmoid(o[c]);
       } else {
 #pragma omp simd
-        for (int64_t c = 0; c < channels; ++c) o[c] = std::min(acc_t(1), std::max(acc_t(0), o[c] / acc_t(6) + acc_t(0.5)));
+        for (int64_t c = 0; c < channels; ++c) o[c] = std::min(std::max(o[c] / acc_t(6) + acc_t(0.5), acc_t(0)), acc_t(1));
       }
     }
   });
@@ -540,7 +541,7 @@ bool kernel_dtype(at::ScalarType t) {
 // in one C++ step (ecanet/ops/dispatch.py, eager_inference). Returns the result, or nothing
 // wherever the checked Python path must run instead: a graph to record, an operator-recording
 // mode, layouts or dtypes the kernels do not cover, and any invalid argument, whose error that
-// path words. `channels` is the count the caller was built for, or -1.
+// path words. (Forward-mode AD, tracing and transforms are ruled out in Python beforehand.) `channels` is the count the caller was built for, or -1.
 std::optional<at::Tensor> eca_inference(const at::Tensor& x, const at::Tensor& weight,
                                         const std::optional<at::Tensor>& identity,
                                         const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
@@ -558,6 +559,8 @@ std::optional<at::Tensor> eca_inference(const at::Tensor& x, const at::Tensor& w
     return std::nullopt;
   }
   if (descriptor && !plain_cpu(*descriptor)) return std::nullopt;
+  // Writing into an inference tensor outside inference mode is an error ATen words.
+  if (inplace && x.is_inference() && !c10::InferenceMode::is_enabled()) return std::nullopt;
   const std::optional<Layout> L = dense_layout(x, channel_dim);
   if (!L || (channels >= 0 && L->c != channels)) return std::nullopt;
   std::optional<GateArgs> args;
