@@ -742,3 +742,17 @@ def test_in_place_on_an_inference_tensor_outside_inference_mode_raises_as_aten_d
         out = layer.residual(x, identity) if residual else layer(x)
     assert out is x
     _assert_close(out, expected, TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize("rows", ["shared", "per-channel"])
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 9, 11, 13])
+def test_every_kernel_size_matches_the_reference(k: int, rows: str):
+    # 1-9 shared kernels keep their taps in registers; the others go tap by tap.
+    channels = 20
+    x = torch.randn(3, channels, 4, 5, generator=_generator(k))
+    weight = torch.randn(1 if rows == "shared" else channels, 1, k, generator=_generator(100 + k))
+    for padding in ("zeros", "circular"):
+        with torch.no_grad():
+            out = eager_inference(x, weight, None, None, "none", False, padding, "avg", "sigmoid", 1, channels)
+        assert out is not None
+        _assert_close(out, _expected(x, weight, padding=padding), TOLERANCES[torch.float32])

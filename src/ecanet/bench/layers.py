@@ -26,6 +26,7 @@ from ecanet.bench.timing import TimingStats, time_side_by_side
 from ecanet.functional import eca_kernel_size
 
 __all__ = [
+    "CALL_ROUND_SECONDS",
     "CALL_SHAPES",
     "RESNET50_STAGE_SHAPES",
     "TENSOR_PASSES",
@@ -52,6 +53,12 @@ CALL_SHAPES: tuple[tuple[int, int, int, int], ...] = (
     (32, 2048, 7, 7),
 )
 """Small activations (one image, or small spatial sizes) where a call's fixed costs show."""
+
+CALL_ROUND_SECONDS = 0.1
+"""Time each candidate of the ``call`` group runs per round. On the build machine the first 3-4
+calls after another candidate ran take up to twice as long, whichever candidate it is (the data
+comes back from farther away); 20 ms rounds of 1 ms calls were dominated by those, and the
+differences between candidates by which one came before."""
 
 TENSOR_PASSES = {
     ("call", "inference"): 3,  # in place: pool reads x; rescale reads and writes x
@@ -200,8 +207,8 @@ def benchmark_call(
 
     The reference is what any ECA must do minus the gate: its per-call difference is the cost of
     the gate and of the call itself. ``timm`` and ecanet's out-of-place layer are timed too.
-    Each round repeats a candidate for 20 ms and takes the mean (steady state: a call of tens of
-    microseconds timed alone mostly measures caches the other candidates evicted). Arguments and
+    Each round repeats a candidate for :data:`CALL_ROUND_SECONDS` and takes the mean (steady state:
+    a call timed alone mostly measures caches the other candidates evicted). Arguments and
     result as for :func:`benchmark_layer`, at inference (the only mode of this group).
 
     Example:
@@ -227,5 +234,5 @@ def benchmark_call(
     if "timm" in layers:
         candidates["timm"] = lambda: layers["timm"](x)
     with torch.no_grad():
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=0.02)
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=CALL_ROUND_SECONDS)
     return _rows("call", shape, memory_format, dtype, "inference", "pool+rescale", stats)

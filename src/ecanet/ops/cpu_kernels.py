@@ -4,7 +4,7 @@ The whole forward (pool, gate, rescale) and the whole backward (fused gate-gradi
 gate gradient, input gradient) are one C++ call each, so a small activation costs little more
 than its two memory passes, and training reads every large tensor the minimum number of times
 (see the C++ file's header). The source is compiled with ``torch.utils.cpp_extension`` the
-first time a CPU tensor takes the fast path (about 10-20 s, needs a C++ compiler and ninja) and
+first time a CPU tensor takes the fast path (about 30 s, needs a C++ compiler and ninja) and
 cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``) under a name tied to the source, torch's version and the CPU
 (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot

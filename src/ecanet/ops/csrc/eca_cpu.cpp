@@ -342,11 +342,26 @@ inline acc_t sigmoid(acc_t z) {
   }
 }
 
+// o[c] = sum_j w[j] * m[c + j - K/2] for the interior channels c in [lo, hi) of one sample, with
+// the K taps in registers: one load per tap and one store per output, vectorised over c.
+template <int K, typename acc_t>
+inline void interior_conv(const acc_t* w, const acc_t* m, int64_t lo, int64_t hi, acc_t* o) {
+  acc_t taps[K];
+  for (int j = 0; j < K; ++j) taps[j] = w[j];
+#pragma omp simd
+  for (int64_t c = lo; c < hi; ++c) {
+    acc_t z = 0;
+    for (int j = 0; j < K; ++j) z += taps[j] * m[c + j - K / 2];
+    o[c] = z;
+  }
+}
+
 // gates[n, c] = gate(sum_j taps[c or 0][j] * mean[n, c + j - k/2]), padded with zeros or wrapped:
-// per sample and tap, the interior channels (no padding involved) in one vectorised loop and the
-// at most k/2 edge channels at each end one by one; then the non-linearity over the row while it
-// is in L1 (a NaN logit gives a NaN gate, as in ATen: the clamps keep their first argument when it
-// is NaN).
+// per sample, the interior channels (no padding involved) in one vectorised loop (a shared kernel
+// of the sizes ECA uses, 1 to 9, with its taps in registers; other kernels tap by tap), the at
+// most k/2 edge channels at each end one by one; then the non-linearity over the row while it is
+// in L1 (a NaN logit gives a NaN gate, as in ATen: the clamps keep their first argument when it is
+// NaN).
 template <typename acc_t>
 void channel_gate(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k, int64_t n, int64_t channels,
                   Padding padding, Gate gate, acc_t* gates) {
@@ -355,22 +370,33 @@ void channel_gate(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k,
     for (int64_t sample = begin; sample < end; ++sample) {
       const acc_t* m = mean + sample * channels;
       acc_t* o = gates + sample * channels;
-      std::fill(o, o + channels, acc_t(0));
-      for (int64_t j = 0; j < k; ++j) {
-        const int64_t offset = j - half;
-        const int64_t lo = std::max<int64_t>(0, -offset), hi = std::min(channels, channels - offset);
-        if (rows == 1) {
-          const acc_t w = taps[j];
+      const int64_t lo = std::min(half, channels), hi = std::max(lo, channels - half);
+      if (rows == 1 && k == 1) {
+        interior_conv<1>(taps, m, lo, hi, o);
+      } else if (rows == 1 && k == 3) {
+        interior_conv<3>(taps, m, lo, hi, o);
+      } else if (rows == 1 && k == 5) {
+        interior_conv<5>(taps, m, lo, hi, o);
+      } else if (rows == 1 && k == 7) {
+        interior_conv<7>(taps, m, lo, hi, o);
+      } else if (rows == 1 && k == 9) {
+        interior_conv<9>(taps, m, lo, hi, o);
+      } else {
+        std::fill(o + lo, o + hi, acc_t(0));
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t row = rows == 1 ? 0 : 1;  // the tap of channel c is taps[c * row * k + j]
 #pragma omp simd
-          for (int64_t c = lo; c < hi; ++c) o[c] += w * m[c + offset];
-        } else {
-          for (int64_t c = lo; c < hi; ++c) o[c] += taps[c * k + j] * m[c + offset];
+          for (int64_t c = lo; c < hi; ++c) o[c] += taps[c * row * k + j] * m[c + j - half];
         }
-        for_each_edge_channel(lo, hi, channels, [&](int64_t c) {
-          const int64_t src = padded_channel(c, offset, channels, padding);
-          if (src >= 0) o[c] += taps[(rows == 1 ? 0 : c) * k + j] * m[src];
-        });
       }
+      for_each_edge_channel(lo, hi, channels, [&](int64_t c) {
+        acc_t z = 0;
+        for (int64_t j = 0; j < k; ++j) {
+          const int64_t src = padded_channel(c, j - half, channels, padding);
+          if (src >= 0) z += taps[(rows == 1 ? 0 : c) * k + j] * m[src];
+        }
+        o[c] = z;
+      });
       if (gate == Gate::sigmoid) {
 #pragma omp simd
         for (int64_t c = 0; c < channels; ++c) o[c] = sigmoid(o[c]);
