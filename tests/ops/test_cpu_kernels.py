@@ -676,12 +676,15 @@ def test_a_build_that_fails_warns_and_the_aten_backend_runs(fallback_reports, fa
     assert report["grad_fn"] == "_FusedEcaBackward" and report["error"] < 1e-12
 
 
-def test_build_name_is_stable_and_follows_the_source(tmp_path, monkeypatch):
+def test_build_name_is_stable_and_follows_the_source_and_its_location(tmp_path, monkeypatch):
     name = cpu_kernels.build_name()
     assert cpu_kernels.build_name() == name and name.startswith("ecanet_cpu_")
-    edited = tmp_path / "eca_cpu.cpp"
-    edited.write_text(cpu_kernels.SOURCE.read_text() + "// an edit\n")
-    monkeypatch.setattr(cpu_kernels, "SOURCE", edited)
-    assert cpu_kernels.build_name() != name
-    edited.write_text(edited.read_text().removesuffix("// an edit\n"))  # the original text: the original name
-    assert cpu_kernels.build_name() == name
+    moved = tmp_path / "eca_cpu.cpp"
+    moved.write_text(cpu_kernels.SOURCE.read_text())
+    monkeypatch.setattr(cpu_kernels, "SOURCE", moved)
+    moved_name = cpu_kernels.build_name()
+    assert moved_name != name  # another checkout: its own build
+    moved.write_text(moved.read_text() + "// an edit\n")
+    assert cpu_kernels.build_name() not in (name, moved_name)
+    moved.write_text(moved.read_text().removesuffix("// an edit\n"))  # the original text: that place's name
+    assert cpu_kernels.build_name() == moved_name

@@ -150,23 +150,30 @@ class ECA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
-            out = eager_inference(
-                x,
-                self.conv.weight,
-                None,
-                None,
-                "none",
-                self.inplace,
-                self.padding,
-                self.pooling,
-                self.gate,
-                self.channel_dim,
-                self.channels,
-            )
+            out = self._eager_inference(x, None, None, "none", self.inplace)
             if out is not None:
                 return out
         self._check_channels(x)
         return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim, self.inplace)
+
+    @torch.jit.unused  # TorchScript sees the plain operators
+    def _eager_inference(
+        self, x: Tensor, identity: Tensor | None, descriptor: Tensor | None, activation: str, inplace: bool
+    ) -> Tensor | None:
+        """:func:`ecanet.ops.eager_inference` with this layer's kernel and options, or ``None``."""
+        return eager_inference(
+            x,
+            self.conv.weight,
+            identity,
+            descriptor,
+            activation,
+            inplace,
+            self.padding,
+            self.pooling,
+            self.gate,
+            self.channel_dim,
+            self.channels,
+        )
 
     def _check_channels(self, x: Tensor) -> None:
         channels = self.channels
@@ -213,19 +220,7 @@ class ECA(nn.Module):
             True
         """
         if not torch.jit.is_scripting():
-            out = eager_inference(
-                x,
-                self.conv.weight,
-                identity,
-                descriptor,
-                activation,
-                inplace,
-                self.padding,
-                self.pooling,
-                self.gate,
-                self.channel_dim,
-                self.channels,
-            )
+            out = self._eager_inference(x, identity, descriptor, activation, inplace)
             if out is not None:
                 return out
         self._check_channels(x)

@@ -47,14 +47,17 @@ def _cpu_signature() -> str:
 
 
 def build_name() -> str:
-    """Extension name: changes with the source, the flags, torch's version and the CPU.
+    """Extension name: changes with the source, its location, the flags, torch's version and the CPU.
+
+    The location counts because torch rebuilds an extension whose source files moved: two
+    checkouts sharing one extension cache would otherwise rebuild each other's copy in turn.
 
     Example:
         >>> build_name().startswith("ecanet_cpu_")
         True
     """
     digest = hashlib.sha256(SOURCE.read_bytes())
-    for part in (*_CFLAGS, torch.__version__, platform.machine(), _cpu_signature()):
+    for part in (str(SOURCE.resolve()), *_CFLAGS, torch.__version__, platform.machine(), _cpu_signature()):
         digest.update(part.encode())
     return f"ecanet_cpu_{digest.hexdigest()[:16]}"
 
