@@ -513,6 +513,44 @@ FORWARD_ERRORS = {  # changed arguments, what the message says
 }
 
 
+def _mapping_flags(address: int) -> set[str]:
+    """The ``VmFlags`` of the memory mapping that holds ``address`` (``hg``: huge pages advised)."""
+    mapping = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            start, end = (int(part, 16) for part in head.split("-"))
+            mapping = start <= address < end
+        elif head == "VmFlags:" and mapping:
+            return set(line.split()[1:])
+    raise AssertionError(f"no mapping holds address {address:#x}")
+
+
+def _huge_pages_can_be_advised() -> bool:
+    setting = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return sys.platform.startswith("linux") and setting.exists() and "[never]" not in setting.read_text()
+
+
+@pytest.mark.parametrize("layout", ["2d", "2d-channels-last", "tokens"])
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_empty_like_keeps_the_geometry_and_advises_huge_pages_for_large_buffers(layout: str, size: str):
+    assert cpu_kernels.available()
+    shape, memory_format, _ = LAYOUTS[layout]
+    if size == "large":  # at least the 32 MiB threshold
+        shape = (shape[0] * 256, *shape[1:-1], shape[-1] * 512)
+    like = torch.zeros(shape).contiguous(memory_format=memory_format)
+    fresh = cpu_kernels.empty_like(like)
+    assert fresh.shape == like.shape and fresh.dtype == like.dtype and fresh.stride() == like.stride()
+    assert fresh.data_ptr() != like.data_ptr()
+    if _huge_pages_can_be_advised():
+        large = fresh.numel() * fresh.element_size() >= 32 << 20
+        assert large == (size == "large")
+        huge_page = 2 << 20  # the advice covers the buffer's whole 2 MiB pages
+        first_whole_page = (fresh.data_ptr() + huge_page - 1) // huge_page * huge_page
+        # Small buffers come from the heap, which keeps its pages as they are.
+        assert ("hg" in _mapping_flags(first_whole_page if large else fresh.data_ptr())) == large
+
+
 @pytest.mark.parametrize("case", list(FORWARD_ERRORS))
 def test_forward_operator_rejects_bad_arguments(case):
     assert cpu_kernels.available()

@@ -42,6 +42,9 @@ class ComposedKernels:
     def mean(self, x3: Tensor) -> Tensor:
         return self.kernels.channel_sum(x3) / x3.shape[2]
 
+    def empty_like(self, like: Tensor) -> Tensor:
+        return torch.empty_like(like)
+
     def forward(
         self,
         x3: Tensor,

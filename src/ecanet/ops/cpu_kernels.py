@@ -30,7 +30,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-__all__ = ["available", "backward", "build_name", "forward", "inference_entry", "mean"]
+__all__ = ["available", "backward", "build_name", "empty_like", "forward", "inference_entry", "mean"]
 
 SOURCE = Path(__file__).with_name("csrc") / "eca_cpu.cpp"
 DISABLE_VARIABLE = "ECANET_CPU_KERNELS"
@@ -117,6 +117,13 @@ def _extension() -> ModuleType | None:
     finally:
         logger.setLevel(level)
     return extension if hasattr(torch.ops.ecanet, "eca_forward") else None
+
+
+def empty_like(like: Tensor) -> Tensor:
+    """See :meth:`ecanet.ops.function.EcaKernels.empty_like`: on Linux, large buffers (32 MiB and
+    more) are advised as transparent huge pages, so their first write page-faults 512 times less
+    often; requires :func:`available`."""
+    return torch.ops.ecanet.fresh_like(like)
 
 
 def mean(x3: Tensor) -> Tensor:

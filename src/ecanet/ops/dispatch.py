@@ -155,7 +155,7 @@ def fast_eca(
     # No graph to record: the kernels run directly (they have no autograd formula of their own).
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None  # the plain in-place operator raises ATen's error for this
-    out = x if inplace else torch.empty_like(x)
+    out = x if inplace else kernels.empty_like(x)
     out3 = x3 if inplace else channel_view(out, channel_dim)
     identity3 = None if identity is None else channel_view(identity, channel_dim)
     kernels.forward(x3, weight, identity3, relu, padding, gate, out3, descriptor)

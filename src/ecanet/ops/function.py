@@ -34,6 +34,10 @@ class EcaKernels(Protocol):
         """The pooled descriptor: ``x3``'s mean over ``S``, ``(N, C)``, in one reading pass."""
         ...
 
+    def empty_like(self, like: Tensor) -> Tensor:
+        """A new tensor like ``like`` (same shape, dtype and strides) for the kernels to fill."""
+        ...
+
     def forward(
         self,
         x3: Tensor,
@@ -127,7 +131,7 @@ class _FusedEca(torch.autograd.Function):
         channel_dim: int,
         kernels: EcaKernels,
     ) -> Tensor:
-        out = x if inplace else torch.empty_like(x)
+        out = x if inplace else kernels.empty_like(x)
         mean, gates = kernels.forward(
             _view(x, channel_dim),
             weight,
@@ -154,10 +158,10 @@ class _FusedEca(torch.autograd.Function):
         needs_x, needs_weight, needs_identity = ctx.needs_input_grad[:3]
         like = out if x is None else x
         if not same_layout(grad, like):
-            grad = torch.empty_like(like).copy_(grad)
+            grad = kernels.empty_like(like).copy_(grad)
         # The shortcut's gradient is the ReLU-masked output gradient: stored only when wanted.
-        masked = torch.empty_like(like) if (relu and has_identity and needs_identity) else None
-        d_x = torch.empty_like(like) if needs_x else None
+        masked = kernels.empty_like(like) if (relu and has_identity and needs_identity) else None
+        d_x = kernels.empty_like(like) if needs_x else None
         d_weight = kernels.backward(
             _view(grad, channel_dim),
             _view(like, channel_dim),
