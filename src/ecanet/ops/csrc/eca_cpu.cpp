@@ -17,6 +17,7 @@
 // (N, C) tensors in between, inside the same call.
 
 #include <ATen/Dispatch.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -555,27 +556,51 @@ std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::T
   return forward_on(x3, L, args, identity3 ? &*identity3 : nullptr, relu, out3, known_mean ? &*known_mean : nullptr);
 }
 
-// Buffers at least this large come straight from mmap under glibc (32 MiB is its largest mmap
-// threshold) and go back to the system when freed, so advice on their pages reaches nothing else.
+// Buffers at least this large get memory of their own (see fresh_like).
 constexpr size_t kHugePageAdviceBytes = size_t(32) << 20;
-constexpr uintptr_t kHugePage = uintptr_t(2) << 20;
 
-// A new tensor like x for a kernel to fill (at::empty_like). On Linux a large one is advised as
-// transparent huge pages (MADV_HUGEPAGE) before anything touches it: its first write then faults
-// in 2 MiB pages instead of 4 KiB ones (on the build machine, where transparent huge pages are
-// "madvise", a fresh 51 MB buffer filled in 8.6 ms instead of 19.4 ms). Only a hint: where it
-// fails or huge pages are off nothing changes.
-at::Tensor fresh_like(const at::Tensor& x) {
-  at::Tensor t = at::empty_like(x);
 #ifdef __linux__
-  if (t.device().is_cpu() && t.nbytes() >= kHugePageAdviceBytes) {
-    const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-    const uintptr_t first = (begin + kHugePage - 1) / kHugePage * kHugePage;
-    const uintptr_t last = (begin + t.nbytes()) / kHugePage * kHugePage;
-    if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+// Allocates every buffer as an anonymous memory mapping of its own, advised as transparent huge
+// pages before anything touches it, and unmaps it when freed: nothing else shares its pages.
+struct HugePageAllocator final : c10::Allocator {
+  struct Mapping {
+    void* address;
+    size_t bytes;
+  };
+
+  static void unmap(void* context) {
+    const auto* mapping = static_cast<Mapping*>(context);
+    munmap(mapping->address, mapping->bytes);
+    delete mapping;
+  }
+
+  c10::DataPtr allocate(size_t bytes) override {
+    if (bytes == 0) return {nullptr, nullptr, &unmap, c10::Device(c10::DeviceType::CPU)};
+    void* address = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    TORCH_CHECK(address != MAP_FAILED, "ecanet: could not map ", bytes, " bytes for a tensor");
+    madvise(address, bytes, MADV_HUGEPAGE);  // a hint: where it fails or huge pages are off, nothing changes
+    return {address, new Mapping{address, bytes}, &unmap, c10::Device(c10::DeviceType::CPU)};
+  }
+
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+#endif
+
+// A new tensor like x for a kernel to fill (at::empty_like). On Linux a large one gets its own
+// memory mapping advised as transparent huge pages: its first write then faults in 2 MiB pages
+// instead of 4 KiB ones (on the build machine, where transparent huge pages are "madvise", a
+// fresh 51 MB buffer filled in 8.6 ms instead of 19.4 ms).
+at::Tensor fresh_like(const at::Tensor& x) {
+#ifdef __linux__
+  if (x.device().is_cpu() && x.nbytes() >= kHugePageAdviceBytes && x.is_non_overlapping_and_dense()) {
+    static HugePageAllocator allocator;
+    return at::Tensor(at::detail::empty_strided_generic(x.sizes(), x.strides(), &allocator,
+                                                        c10::DispatchKeySet(c10::DispatchKey::CPU), x.scalar_type()));
   }
 #endif
-  return t;
+  return at::empty_like(x);
 }
 
 // Whether t is an ordinary CPU tensor: no Python subclass, no functorch wrapper, no lazy negation.
