@@ -9,6 +9,7 @@ fallbacks run in fresh processes, because :func:`ecanet.ops.cpu_kernels.availabl
 per process.
 """
 
+import io
 import itertools
 import json
 import os
@@ -547,7 +548,15 @@ def test_empty_like_keeps_the_geometry_and_advises_huge_pages_for_large_buffers(
     assert large == (size == "large")
     if large and _huge_pages_can_be_advised():
         assert "hg" in _mapping_flags(fresh.data_ptr())
-    if size == "large":  # a mapping of its own: resizable, and unmapped when freed
+    if size == "large":  # a mapping of its own: saved, shared and resized like any tensor, unmapped when freed
+        fresh.fill_(2.0)
+        buffer = io.BytesIO()
+        torch.save(fresh, buffer)
+        buffer.seek(0)
+        assert torch.equal(torch.load(buffer, weights_only=True), fresh)
+        shared = cpu_kernels.empty_like(like).fill_(2.0).share_memory_()
+        assert shared.is_shared() and torch.equal(shared, fresh)
+        del shared
         address = fresh.data_ptr()
         fresh.resize_(fresh.numel() + 1)
         assert fresh.data_ptr() != address and _mapping_flags(address) == set()
