@@ -182,10 +182,9 @@ def eager_inference(
     built) spends more time in Python than in the kernels at small sizes, and the interpreter
     runs on caches the kernel's pass just evicted. So :class:`~ecanet.layers.ECA` and
     :mod:`ecanet.functional` try this first: the compiled extension checks everything itself and
-    returns ``None`` whenever the checked path must run (a graph to record, an operator-recording
-    mode or transform, an unusual layout, a CUDA tensor, or any invalid argument, whose error
-    that path raises), so results and errors are those of :func:`fast_eca`. CUDA tensors take
-    :func:`fast_eca`.
+    returns ``None`` whenever the checked path must run (a graph to record, forward-mode AD, an
+    operator-recording mode or transform, an unusual layout, a CUDA tensor, or any invalid
+    argument, whose error that path raises), so results and errors are those of :func:`fast_eca`.
 
     Args:
         x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for :func:`fast_eca`.
