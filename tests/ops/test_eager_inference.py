@@ -23,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from torch.profiler import ProfilerActivity, profile
 
 from ecanet import ECA
-from ecanet.functional import eca
+from ecanet.functional import eca, eca_residual
 from ecanet.models import eca_resnet18, eca_resnet50
 from ecanet.ops import cpu_kernels
 from ecanet.ops.dispatch import eager_inference
@@ -756,3 +756,19 @@ def test_every_kernel_size_matches_the_reference(k: int, rows: str):
             out = eager_inference(x, weight, None, None, "none", False, padding, "avg", "sigmoid", 1, channels)
         assert out is not None
         _assert_close(out, _expected(x, weight, padding=padding), TOLERANCES[torch.float32])
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+@pytest.mark.parametrize("channels", [64, 65], ids=["1-MiB-samples", "larger-samples"])
+def test_samples_on_both_sides_of_the_cache_budget_match_the_reference(channels: int, memory_format):
+    # Samples up to 1 MiB are pooled, gated and rescaled one by one; larger ones pass by pass.
+    x = torch.randn(3, channels, 64, 64, generator=_generator(channels)).contiguous(memory_format=memory_format)
+    identity = _like(x, seed=1)
+    weight = torch.randn(1, 1, 5, generator=_generator(2))
+    expected = _expected(x, weight, identity, relu=True)
+    with torch.no_grad():
+        out = eager_inference(x, weight, identity, None, "relu", False, "zeros", "avg", "sigmoid", 1, channels)
+        checked = _checked(lambda: eca_residual(x, weight, identity, inplace=False))
+    assert out is not None
+    _assert_close(out, expected, TOLERANCES[torch.float32])
+    _assert_close(checked, expected, TOLERANCES[torch.float32])

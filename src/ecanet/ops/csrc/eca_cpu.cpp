@@ -482,14 +482,18 @@ GateArgs gate_args(const at::Tensor& weight, int64_t channels, at::ScalarType ac
 // The two operators.
 
 // The per-channel mean of x3 over S, (N, C) in the accumulation dtype, written into `mean`.
+// mean[n, c] = the mean of x over S, in the accumulation type.
+template <typename scalar_t, typename acc_t>
+void channel_mean(const Layout& L, const scalar_t* x, acc_t* mean) {
+  channel_reduce<scalar_t, acc_t, false, false, false, false>(L, x, nullptr, nullptr, nullptr, nullptr, mean);
+  const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
+  for (int64_t i = 0; i < L.n * L.c; ++i) mean[i] *= inverse;
+}
+
 void channel_mean_into(const at::Tensor& x3, const Layout& L, at::Tensor& mean) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_channel_mean", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    acc_t* m = mean.data_ptr<acc_t>();
-    channel_reduce<scalar_t, acc_t, false, false, false, false>(L, x3.const_data_ptr<scalar_t>(), nullptr, nullptr,
-                                                                 nullptr, nullptr, m);
-    const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
-    for (int64_t i = 0; i < L.n * L.c; ++i) m[i] *= inverse;
+    channel_mean<scalar_t, acc_t>(L, x3.const_data_ptr<scalar_t>(), mean.data_ptr<acc_t>());
   });
 }
 
@@ -501,35 +505,58 @@ at::Tensor eca_mean(const at::Tensor& x3) {
   return mean;
 }
 
+// Samples of at most this many bytes are pooled, gated and rescaled one after the other, so the
+// rescale reads each sample back from the L2 cache its pooling pass just filled (half of this
+// machine's 2 MiB L2; larger samples go pass by pass over the whole batch).
+constexpr int64_t kSampleCacheBytes = int64_t(1) << 20;
+
 // The forward on validated arguments: x and out (and identity) share the geometry L.
 std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout& L, const GateArgs& args,
                                               const at::Tensor* identity_tensor, bool relu, const at::Tensor& out_tensor,
                                               const at::Tensor* known_mean) {
   const at::ScalarType acc = at::toOpMathType(x.scalar_type());
-  at::Tensor mean;
-  if (known_mean != nullptr) {
-    mean = known_mean->to(acc).contiguous();
-  } else {
-    mean = at::empty({L.n, L.c}, x.options().dtype(acc));
-    channel_mean_into(x, L, mean);
-  }
+  const at::Tensor mean =
+      known_mean != nullptr ? known_mean->to(acc).contiguous() : at::empty({L.n, L.c}, x.options().dtype(acc));
   at::Tensor gates = at::empty({L.n, L.c}, x.options().dtype(acc));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "ecanet_eca_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* px = x.const_data_ptr<scalar_t>();
-    const acc_t* m = mean.const_data_ptr<acc_t>();
+    acc_t* m = mean.data_ptr<acc_t>();
     acc_t* g = gates.data_ptr<acc_t>();
-    channel_gate<acc_t>(m, args.taps.const_data_ptr<acc_t>(), args.rows, args.k, L.n, L.c, args.padding, args.gate, g);
     scalar_t* out = out_tensor.data_ptr<scalar_t>();
     const scalar_t* identity = identity_tensor ? identity_tensor->const_data_ptr<scalar_t>() : nullptr;
-    if (identity != nullptr && relu) {
-      rescale_pass<scalar_t, acc_t, true, true, false, false>(L, px, g, nullptr, identity, nullptr, out);
-    } else if (identity != nullptr) {
-      rescale_pass<scalar_t, acc_t, true, false, false, false>(L, px, g, nullptr, identity, nullptr, out);
-    } else if (relu) {
-      rescale_pass<scalar_t, acc_t, false, true, false, false>(L, px, g, nullptr, nullptr, nullptr, out);
+    // Gate and rescale of the samples in `part` (the whole batch, or one sample at `offset`).
+    auto gate_and_rescale = [&](const Layout& part, int64_t offset, int64_t first_row) {
+      channel_gate<acc_t>(m + first_row, args.taps.const_data_ptr<acc_t>(), args.rows, args.k, part.n, part.c,
+                          args.padding, args.gate, g + first_row);
+      const scalar_t* shortcut = identity != nullptr ? identity + offset : nullptr;
+      if (identity != nullptr && relu) {
+        rescale_pass<scalar_t, acc_t, true, true, false, false>(part, px + offset, g + first_row, nullptr, shortcut,
+                                                                nullptr, out + offset);
+      } else if (identity != nullptr) {
+        rescale_pass<scalar_t, acc_t, true, false, false, false>(part, px + offset, g + first_row, nullptr, shortcut,
+                                                                 nullptr, out + offset);
+      } else if (relu) {
+        rescale_pass<scalar_t, acc_t, false, true, false, false>(part, px + offset, g + first_row, nullptr, nullptr,
+                                                                 nullptr, out + offset);
+      } else {
+        rescale_pass<scalar_t, acc_t, false, false, false, false>(part, px + offset, g + first_row, nullptr, nullptr,
+                                                                  nullptr, out + offset);
+      }
+    };
+    const bool sample_by_sample =
+        known_mean == nullptr && L.n > 1 && L.c * L.s * static_cast<int64_t>(sizeof(scalar_t)) <= kSampleCacheBytes;
+    if (sample_by_sample) {
+      const Layout sample{1, L.c, L.s, L.batch_stride, L.channels_last};
+      at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          channel_mean<scalar_t, acc_t>(sample, px + n * L.batch_stride, m + n * L.c);
+          gate_and_rescale(sample, n * L.batch_stride, n * L.c);
+        }
+      });
     } else {
-      rescale_pass<scalar_t, acc_t, false, false, false, false>(L, px, g, nullptr, nullptr, nullptr, out);
+      if (known_mean == nullptr) channel_mean<scalar_t, acc_t>(L, px, m);
+      gate_and_rescale(L, 0, 0);
     }
   });
   // Written through a pointer: tell autograd (views share the counter), so that a graph that
