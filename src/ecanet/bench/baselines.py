@@ -82,8 +82,7 @@ def attention_candidates(channels: int, kernel_size: int) -> dict[str, nn.Module
     Every tap of the shared kernel is ``saturating_tap(kernel_size)``: on benchmark inputs (values in
     ``[0.5, 1.5)``) the gate is then within ``1e-6`` of 1 (zero-padded edge channels included), so
     an in-place layer called thousands of times on the same tensor keeps its values (no drift into
-    denormal numbers,
-    which would slow everything down).
+    denormal numbers, which would slow everything down).
 
     Args:
         channels: C.

@@ -6,8 +6,8 @@ than its two memory passes, and training reads every large tensor the minimum nu
 (see the C++ file's header). The source is compiled with ``torch.utils.cpp_extension`` the
 first time a CPU tensor takes the fast path (about 30 s, needs a C++ compiler and ninja) and
 cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``) under a name tied to the source, torch's version and the CPU
-(it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
+``~/.cache/torch_extensions``) under a name tied to the source and its location, torch's version
+and the CPU (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
 be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten_kernels`) runs.
 Prebuild with ``python -m ecanet.ops``.
 """

@@ -388,8 +388,8 @@ void channel_gate(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k,
         interior_conv<9>(taps, m, lo, hi, o);
       } else {
         std::fill(o + lo, o + hi, acc_t(0));
+        const int64_t row = rows == 1 ? 0 : 1;  // the tap of channel c is taps[c * row * k + j]
         for (int64_t j = 0; j < k; ++j) {
-          const int64_t row = rows == 1 ? 0 : 1;  // the tap of channel c is taps[c * row * k + j]
 #pragma omp simd
           for (int64_t c = lo; c < hi; ++c) o[c] += taps[c * row * k + j] * m[c + j - half];
         }
@@ -481,7 +481,6 @@ GateArgs gate_args(const at::Tensor& weight, int64_t channels, at::ScalarType ac
 // ---------------------------------------------------------------------------------------------
 // The two operators.
 
-// The per-channel mean of x3 over S, (N, C) in the accumulation dtype, written into `mean`.
 // mean[n, c] = the mean of x over S, in the accumulation type.
 template <typename scalar_t, typename acc_t>
 void channel_mean(const Layout& L, const scalar_t* x, acc_t* mean) {
@@ -490,18 +489,15 @@ void channel_mean(const Layout& L, const scalar_t* x, acc_t* mean) {
   for (int64_t i = 0; i < L.n * L.c; ++i) mean[i] *= inverse;
 }
 
-void channel_mean_into(const at::Tensor& x3, const Layout& L, at::Tensor& mean) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_channel_mean", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    channel_mean<scalar_t, acc_t>(L, x3.const_data_ptr<scalar_t>(), mean.data_ptr<acc_t>());
-  });
-}
-
+// The per-channel mean of x3 over S, (N, C) in the accumulation dtype.
 at::Tensor eca_mean(const at::Tensor& x3) {
   TORCH_CHECK(x3.device().is_cpu(), "ecanet::eca_mean is the CPU kernel, got a ", x3.device(), " tensor");
   const Layout L = layout_of(x3);
   at::Tensor mean = at::empty({L.n, L.c}, x3.options().dtype(at::toOpMathType(x3.scalar_type())));
-  channel_mean_into(x3, L, mean);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_eca_mean", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    channel_mean<scalar_t, acc_t>(L, x3.const_data_ptr<scalar_t>(), mean.data_ptr<acc_t>());
+  });
   return mean;
 }
 
@@ -646,7 +642,8 @@ bool kernel_dtype(at::ScalarType t) {
 // in one C++ step (ecanet/ops/dispatch.py, eager_inference). Returns the result, or nothing
 // wherever the checked Python path must run instead: a graph to record, an operator-recording
 // mode, layouts or dtypes the kernels do not cover, and any invalid argument, whose error that
-// path words. (Forward-mode AD, tracing and transforms are ruled out in Python beforehand.) `channels` is the count the caller was built for, or -1.
+// path words (forward-mode AD, tracing and transforms are ruled out in Python beforehand).
+// `channels` is the count the caller was built for, or -1.
 std::optional<at::Tensor> eca_inference(const at::Tensor& x, const at::Tensor& weight,
                                         const std::optional<at::Tensor>& identity,
                                         const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
