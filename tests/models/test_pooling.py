@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ecanet.models.pooling import pooled_through_projection
+from ecanet.models.pooling import pooled_through_norm, pooled_through_projection
 
 IN_CHANNELS, OUT_CHANNELS = 6, 16
 
@@ -86,3 +86,40 @@ def test_running_statistics_and_affine_matter():
 def test_declines_where_pooling_does_not_commute(conv, norm):
     z = torch.randn(2, IN_CHANNELS, 6, 6)
     assert pooled_through_projection(z, conv, norm) is None
+
+
+def test_projection_declines_where_pooling_the_output_costs_less():
+    """Per sample: C_in * (S + C_out) operations through the projection against C_out * S on the output."""
+    conv, norm = _projection(bias=False, affine=True, dtype=torch.float32)
+    large = torch.randn(2, IN_CHANNELS, 4, 4)  # 6 * (16 + 16) < 16 * 16
+    small = torch.randn(2, IN_CHANNELS, 3, 3)  # 6 * (9 + 16) > 16 * 9
+    with torch.no_grad():
+        assert pooled_through_projection(large, conv, norm) is not None
+        assert pooled_through_projection(small, conv, norm) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("affine", [True, False])
+def test_pooled_through_norm_equals_pooling_after_batchnorm(dtype, memory_format, affine):
+    _, norm = _projection(bias=False, affine=affine, dtype=dtype)
+    y = (torch.randn(3, OUT_CHANNELS, 5, 7) + 0.5).to(dtype=dtype, memory_format=memory_format)
+    with torch.no_grad():
+        pooled = pooled_through_norm(y, norm)
+        in_float64 = copy.deepcopy(norm).double()(y.double()).mean((2, 3))
+    assert pooled.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    _assert_close(pooled, in_float64, TOLERANCES[dtype])
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        nn.BatchNorm2d(OUT_CHANNELS).train(),
+        nn.BatchNorm2d(OUT_CHANNELS, track_running_stats=False).eval(),
+        nn.GroupNorm(4, OUT_CHANNELS).eval(),
+        nn.Identity(),
+    ],
+    ids=["bn-training", "bn-no-running-stats", "group-norm", "no-norm"],
+)
+def test_pooled_through_norm_declines_where_pooling_does_not_commute(norm):
+    assert pooled_through_norm(torch.randn(2, OUT_CHANNELS, 4, 4), norm) is None

@@ -272,6 +272,7 @@ def _known_means(log):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_eca_resnet50_inference_pools_through_the_projection(dtype, memory_format):
+    """At 64 px the first stage's maps (16x16) are large enough for the detour to pay, the later ones not."""
     torch.manual_seed(0)
     model = create_model("eca_resnet50").eval()
     _randomize_batchnorm(model)
@@ -280,7 +281,7 @@ def test_eca_resnet50_inference_pools_through_the_projection(dtype, memory_forma
     x = torch.randn(2, 3, 64, 64, dtype=dtype).to(memory_format=memory_format)
     with torch.no_grad(), OperatorLog() as log:
         inference = model(x)
-    assert _known_means(log) == [True] * len(_blocks(model))
+    assert _known_means(log) == [True] * len(model.layer1) + [False] * (len(_blocks(model)) - len(model.layer1))
     with OperatorLog() as log:
         recorded = model(x)  # the parameters require grad: every block pools its own output
     assert _known_means(log) == [False] * len(_blocks(model))
@@ -340,3 +341,43 @@ def test_training_step_with_in_place_tails_matches_out_of_place_tails(name, memo
         torch.testing.assert_close(output, expected.detach(), rtol=1e-10, atol=1e-12)  # held by a hook
         held, copied = seen["input", i]
         assert torch.equal(held, copied)  # the shortcut the backward recovers x * gate from
+
+
+def _eval_block(block_type, memory_format):
+    torch.manual_seed(0)
+    planes, inplanes = 8, 12
+    downsample = nn.Sequential(
+        nn.Conv2d(inplanes, planes * block_type.expansion, 1, bias=False),
+        nn.BatchNorm2d(planes * block_type.expansion),
+    )
+    block = block_type(inplanes, planes, 1, downsample, attention=partial_eca(3)).eval()
+    nn.init.normal_(block.eca.conv.weight)
+    _randomize_batchnorm(block)
+    return block.to(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("block_type", [BasicBlock, Bottleneck])
+def test_compiled_inference_pools_before_the_last_batchnorm(block_type):
+    """Under torch.compile the descriptor comes from the last BatchNorm's input; eagerly the tail pools."""
+    block = _eval_block(block_type, torch.contiguous_format)
+    last_norm = block.bn3 if block_type is Bottleneck else block.bn2
+    y = torch.randn(2, last_norm.num_features, 5, 5)
+    compiled = torch.compile(lambda y: block._compiled_descriptor(y, last_norm), fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert block._compiled_descriptor(y, last_norm) is None
+        torch.testing.assert_close(compiled(y), last_norm(y).mean((2, 3)), rtol=1e-5, atol=1e-5)
+    torch._dynamo.reset()
+    assert compiled(y) is None  # with grad BatchNorm may be training: the tail pools its own input
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block_type", [BasicBlock, Bottleneck])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_compiled_block_inference_matches_float64_reference(block_type, memory_format):
+    block = _eval_block(block_type, memory_format)
+    x = torch.randn(2, 12, 9, 9).to(memory_format=memory_format)
+    with torch.inference_mode():
+        out = torch.compile(block, fullgraph=True)(x)
+    torch._dynamo.reset()
+    expected = _block_reference(block.double(), x)
+    torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5 * expected.abs().max().item())

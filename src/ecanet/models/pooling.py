@@ -1,11 +1,22 @@
-"""ECA's pooled descriptor of a block output, computed through the block's last 1x1 convolution.
+"""ECA's pooled descriptor of a block output, computed before the block's last BatchNorm (and 1x1 convolution).
 
-Global average pooling commutes with a 1x1 convolution (stride 1, no padding) and with a
-BatchNorm in eval mode, both being affine per position:
-``mean(bn(conv(z))) = bn(conv(mean(z)))``. A ResNet bottleneck's 1x1 convolution expands
-``planes`` channels to ``4 * planes``, so pooling its input ``z`` reads a quarter of the bytes that
-pooling the block output would, and under ``torch.compile`` the sum over ``z`` fuses into the
-kernel that produces ``z``. The result is ECA's descriptor exactly, up to rounding.
+Global average pooling commutes with a BatchNorm in eval mode and with a 1x1 convolution (stride
+1, no padding), both being affine per position: ``mean(bn(y)) = bn(mean(y))`` and
+``mean(bn(conv(z))) = bn(conv(mean(z)))``. The result is ECA's descriptor exactly, up to rounding.
+
+Through the projection (:func:`pooled_through_projection`): a ResNet bottleneck's 1x1 convolution
+expands ``planes`` channels to ``4 * planes``, so pooling its input ``z`` reads a quarter of the
+bytes that pooling the block output would. The detour pays only where the feature maps are large
+against the channel counts: per sample it costs ``C_in * S`` additions to pool ``z`` and
+``C_in * C_out`` multiply-adds to project the pooled vector, against ``C_out * S`` additions to
+pool the output (``S`` positions). In a ResNet-50 at 224 px that holds in the first two stages
+(56x56, 28x28) and fails in the last two (14x14, 7x7), where the output's samples are small
+enough for ECA's kernels to pool them from cache anyway.
+
+Through the norm (:func:`pooled_through_norm`): pooling the convolution's output ``y`` instead of
+``bn(y)`` reads the same bytes, but it lets ``torch.compile`` keep ``bn(y)`` out of memory: with
+two consumers (the pooling and the block tail) inductor writes the BatchNorm's output and reads
+it twice; pooled through the norm, ``bn(y)`` has only the tail as consumer and fuses into it.
 """
 
 from __future__ import annotations
@@ -16,7 +27,7 @@ from torch import Tensor, nn
 
 from ecanet.functional import eca_descriptor
 
-__all__ = ["pooled_through_projection"]
+__all__ = ["pooled_through_norm", "pooled_through_projection"]
 
 
 def _is_pointwise(conv: nn.Module) -> bool:
@@ -29,12 +40,63 @@ def _is_pointwise(conv: nn.Module) -> bool:
     )
 
 
+def _is_frozen_batchnorm(norm: nn.Module) -> bool:
+    """An ``nn.BatchNorm2d`` that normalises with running statistics: eval mode, statistics tracked
+    (in training mode BatchNorm uses the batch's statistics, which are not known before its input is)."""
+    return (
+        isinstance(norm, nn.BatchNorm2d)
+        and not norm.training
+        and norm.running_mean is not None
+        and norm.running_var is not None
+    )
+
+
+def _cheaper_than_pooling_output(z: Tensor, conv: nn.Conv2d) -> bool:
+    positions = z.shape[2] * z.shape[3]
+    return conv.in_channels * (positions + conv.out_channels) < conv.out_channels * positions
+
+
+def _normalized(pooled: Tensor, norm: nn.BatchNorm2d) -> Tensor:
+    """``norm`` applied to a pooled ``(N, C)`` tensor, in its dtype: ``pooled * scale + shift`` per channel."""
+    dtype = pooled.dtype
+    scale = torch.rsqrt(norm.running_var.to(dtype) + norm.eps)
+    if norm.weight is not None:
+        scale = scale * norm.weight.to(dtype)
+    shift = -norm.running_mean.to(dtype) * scale
+    if norm.bias is not None:
+        shift = shift + norm.bias.to(dtype)
+    return torch.addcmul(shift, pooled, scale)
+
+
+def pooled_through_norm(y: Tensor, norm: nn.Module) -> Tensor | None:
+    """``norm(y)`` averaged over H and W, ``(N, C)``, from the pooled ``y``, or ``None``.
+
+    Applies when ``norm`` is an ``nn.BatchNorm2d`` in eval mode with running statistics.
+
+    Args:
+        y: the BatchNorm's input ``(N, C, H, W)``.
+        norm: the BatchNorm.
+
+    Returns:
+        ``(N, C)`` in float32 (float64 for float64 input), or ``None``.
+
+    Example:
+        >>> norm = nn.BatchNorm2d(4).eval()
+        >>> y = torch.randn(2, 4, 5, 5)
+        >>> torch.allclose(pooled_through_norm(y, norm), norm(y).mean((2, 3)), atol=1e-6)
+        True
+    """
+    if not _is_frozen_batchnorm(norm):
+        return None
+    return _normalized(eca_descriptor(y), norm)
+
+
 def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Tensor | None:
     """``norm(conv(z))`` averaged over H and W, ``(N, C_out)``, from the pooled ``z``, or ``None``.
 
     Applies when ``conv`` is a 1x1, stride-1, unpadded, ungrouped ``nn.Conv2d`` and ``norm`` an
-    ``nn.BatchNorm2d`` in eval mode with running statistics (in training mode BatchNorm uses the
-    batch's statistics, which are not known before ``conv(z)`` is computed).
+    ``nn.BatchNorm2d`` in eval mode with running statistics, and when it costs fewer operations
+    than pooling the output would (see the module's notes).
 
     Args:
         z: the convolution's input ``(N, C_in, H, W)``.
@@ -50,19 +112,10 @@ def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Te
         >>> torch.allclose(pooled_through_projection(z, conv, norm), norm(conv(z)).mean((2, 3)), atol=1e-6)
         True
     """
-    if not _is_pointwise(conv) or not isinstance(norm, nn.BatchNorm2d) or norm.training:
-        return None
-    if norm.running_mean is None or norm.running_var is None:
+    if not _is_pointwise(conv) or not _is_frozen_batchnorm(norm) or not _cheaper_than_pooling_output(z, conv):
         return None
     pooled = eca_descriptor(z)
     dtype = pooled.dtype
     weight = conv.weight.reshape(conv.out_channels, conv.in_channels).to(dtype)
     bias = None if conv.bias is None else conv.bias.to(dtype)
-    projected = F.linear(pooled, weight, bias)
-    scale = torch.rsqrt(norm.running_var.to(dtype) + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight.to(dtype)
-    shift = -norm.running_mean.to(dtype) * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.to(dtype)
-    return torch.addcmul(shift, projected, scale)
+    return _normalized(F.linear(pooled, weight, bias), norm)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ecanet.layers.eca import ECA
 from ecanet.layers.factory import AttentionSpec, create_attention
-from ecanet.models.pooling import pooled_through_projection
+from ecanet.models.pooling import pooled_through_norm, pooled_through_projection
 
 __all__ = [
     "OFFICIAL_KERNEL_SIZES",
@@ -73,6 +73,19 @@ class _AttentionBlock(nn.Module):
         self.eca = module if isinstance(module, ECA) else None
         self.attention = None if isinstance(module, ECA) else module
 
+    def _pools_before_norm(self) -> bool:
+        """Whether ECA's descriptor may be pooled before the last BatchNorm (see pooling.py): at
+        inference, where that BatchNorm (in eval mode) is affine per channel."""
+        return self.eca is not None and self.eca.pooling == "avg" and not torch.is_grad_enabled()
+
+    def _compiled_descriptor(self, y: Tensor, norm: nn.Module) -> Tensor | None:
+        """Under ``torch.compile``, ECA's descriptor pooled from the last BatchNorm's input ``y``, so
+        that the BatchNorm fuses into the block tail (see pooling.py). Eagerly ECA's kernels pool
+        the tail's input from cache instead, which costs less than another pass over ``y``."""
+        if not torch.compiler.is_compiling() or not self._pools_before_norm():
+            return None
+        return pooled_through_norm(y, norm)
+
     def _tail(self, out: Tensor, identity: Tensor, descriptor: Tensor | None = None) -> Tensor:
         if self.eca is not None:
             return self.eca.residual(out, identity, descriptor=descriptor)
@@ -126,10 +139,12 @@ class BasicBlock(_AttentionBlock):
     def forward(self, x: Tensor) -> Tensor:
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.conv2(out)
+        descriptor = self._compiled_descriptor(out, self.bn2)
+        out = self.bn2(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self._tail(out, identity)
+        return self._tail(out, identity, descriptor)
 
 
 class Bottleneck(_AttentionBlock):
@@ -182,10 +197,13 @@ class Bottleneck(_AttentionBlock):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         descriptor = None
-        if self.eca is not None and self.eca.pooling == "avg" and not torch.is_grad_enabled():
+        if self._pools_before_norm():
             # ECA's pooled mean through conv3 and bn3: a quarter of the bytes to read (see pooling.py).
             descriptor = pooled_through_projection(out, self.conv3, self.bn3)
-        out = self.bn3(self.conv3(out))
+        out = self.conv3(out)
+        if descriptor is None:
+            descriptor = self._compiled_descriptor(out, self.bn3)
+        out = self.bn3(out)
         if self.downsample is not None:
             identity = self.downsample(x)
         return self._tail(out, identity, descriptor)
