@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -548,7 +549,7 @@ def test_empty_like_keeps_the_geometry_and_advises_huge_pages_for_large_buffers(
     assert large == (size == "large")
     if large and _huge_pages_can_be_advised():
         assert "hg" in _mapping_flags(fresh.data_ptr())
-    if size == "large":  # a mapping of its own: saved, shared and resized like any tensor, unmapped when freed
+    if size == "large":  # a mapping of its own: saved, shared and resized like any tensor
         fresh.fill_(2.0)
         buffer = io.BytesIO()
         torch.save(fresh, buffer)
@@ -557,13 +558,71 @@ def test_empty_like_keeps_the_geometry_and_advises_huge_pages_for_large_buffers(
         shared = cpu_kernels.empty_like(like).fill_(2.0).share_memory_()
         assert shared.is_shared() and torch.equal(shared, fresh)
         del shared
-        address = fresh.data_ptr()
-        fresh.resize_(fresh.numel() + 1)
-        assert fresh.data_ptr() != address and _mapping_flags(address) == set()
+        address, numel = fresh.data_ptr(), fresh.numel()
+        fresh.resize_(numel + 1)
         fresh.view(-1)[-1] = 1.0
-        address = fresh.data_ptr()
-        del fresh
-        assert _mapping_flags(address) == set()
+        assert fresh.data_ptr() != address
+        assert torch.all(fresh.view(-1)[:numel] == 2.0) and fresh.view(-1)[-1] == 1.0
+
+
+def _minor_page_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+# 64 MiB and three pages: a size no other test allocates, so no buffer they freed is reused here.
+_CACHED_NUMEL = (64 << 18) + 3 * 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the recycled mappings are Linux-only")
+def test_freed_large_buffers_are_reused_without_page_faults():
+    """A fresh mapping faults its pages in on the first write; a recycled one is mapped already."""
+    assert cpu_kernels.available()
+    like = torch.empty(_CACHED_NUMEL)
+    first = cpu_kernels.empty_like(like)
+    before = _minor_page_faults()
+    first.fill_(1.0)
+    fresh_faults = _minor_page_faults() - before
+    address = first.data_ptr()
+    del first
+    second = cpu_kernels.empty_like(like)
+    assert second.data_ptr() == address
+    before = _minor_page_faults()
+    second.fill_(2.0)
+    recycled_faults = _minor_page_faults() - before
+    assert fresh_faults >= 32 and recycled_faults < 8, (fresh_faults, recycled_faults)
+    other = cpu_kernels.empty_like(torch.empty(_CACHED_NUMEL + 1024))  # another size: a mapping of its own
+    assert other.data_ptr() != address and torch.all(second == 2.0)
+
+
+BUFFER_CACHE_CHECK = """
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from test_cpu_kernels import _mapping_flags
+from ecanet.ops import cpu_kernels
+
+assert cpu_kernels.available()
+buffers = [cpu_kernels.empty_like(torch.empty(10 << 20)).fill_(1.0) for _ in range(3)]  # 40 MiB each
+addresses = [b.data_ptr() for b in buffers]
+while buffers:
+    buffers.pop(0)  # freed in allocation order
+print(json.dumps([_mapping_flags(a) != set() for a in addresses]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the recycled mappings are Linux-only")
+@pytest.mark.parametrize(("megabytes", "still_mapped"), [("100", [False, True, True]), ("0", [False, False, False])])
+def test_buffer_cache_keeps_at_most_its_limit_unmapping_the_oldest(megabytes, still_mapped):
+    """Three freed 40 MiB buffers: a 100 MiB cache keeps the two freed last, a 0 MiB one none."""
+    tests = Path(__file__).resolve().parent
+    sources = [str(tests.parents[1] / "src"), str(tests.parent)]  # the checkout's ecanet, reference.py
+    python_path = os.pathsep.join(filter(None, [*sources, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ECANET_BUFFER_CACHE_MB": megabytes, "PYTHONPATH": python_path}
+    result = subprocess.run(
+        [sys.executable, "-c", BUFFER_CACHE_CHECK, str(tests)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == still_mapped
 
 
 @pytest.mark.parametrize("case", list(FORWARD_ERRORS))

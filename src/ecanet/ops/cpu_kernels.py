@@ -9,7 +9,8 @@ cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``) under a name tied to the source and its location, torch's version
 and the CPU (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
 be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten_kernels`) runs.
-Prebuild with ``python -m ecanet.ops``.
+Prebuild with ``python -m ecanet.ops``. ``ECANET_BUFFER_CACHE_MB`` bounds the freed large buffers
+kept for reuse (see :func:`empty_like`; ``0`` keeps none).
 """
 
 from __future__ import annotations
@@ -121,8 +122,10 @@ def _extension() -> ModuleType | None:
 
 def empty_like(like: Tensor) -> Tensor:
     """See :meth:`ecanet.ops.function.EcaKernels.empty_like`: on Linux, large buffers (32 MiB and
-    more) are advised as transparent huge pages, so their first write page-faults 512 times less
-    often; requires :func:`available`."""
+    more) are memory mappings of their own advised as transparent huge pages, so their first write
+    page-faults 512 times less often, and a freed one is reused for the next buffer of its size
+    (up to ``ECANET_BUFFER_CACHE_MB``, default 256, of freed mappings are kept), so it does not
+    fault at all; requires :func:`available`."""
     return torch.ops.ecanet.fresh_like(like)
 
 
