@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ecanet.functional import eca_descriptor
+from ecanet.ops import eager_pooled_projection
 
 __all__ = ["pooled_through_norm", "pooled_through_projection"]
 
@@ -114,6 +115,12 @@ def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Te
     """
     if not _is_pointwise(conv) or not _is_frozen_batchnorm(norm) or not _cheaper_than_pooling_output(z, conv):
         return None
+    if not torch.jit.is_scripting():
+        eager = eager_pooled_projection(
+            z, conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.weight, norm.bias, norm.eps
+        )
+        if eager is not None:
+            return eager
     pooled = eca_descriptor(z)
     dtype = pooled.dtype
     weight = conv.weight.reshape(conv.out_channels, conv.in_channels).to(dtype)

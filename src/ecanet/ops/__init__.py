@@ -10,8 +10,10 @@ compiled CPU kernels (:mod:`ecanet.ops.cpu_kernels`, built on first use), and
 :class:`ecanet.ops.composed.ComposedKernels` over ATen operators (:mod:`ecanet.ops.aten_kernels`,
 CPU without a compiler, CUDA without Triton) or Triton kernels (:mod:`ecanet.ops.triton_kernels`,
 CUDA), driven by the autograd Function in :mod:`ecanet.ops.function`.
+:func:`ecanet.ops.dispatch.eager_pooled_projection` serves ResNet bottlenecks at inference (ECA's
+descriptor through their last 1x1 convolution and BatchNorm, see :mod:`ecanet.models.pooling`).
 """
 
-from ecanet.ops.dispatch import eager_inference, fast_eca, fast_mean
+from ecanet.ops.dispatch import eager_inference, eager_pooled_projection, fast_eca, fast_mean
 
-__all__ = ["eager_inference", "fast_eca", "fast_mean"]
+__all__ = ["eager_inference", "eager_pooled_projection", "fast_eca", "fast_mean"]

@@ -31,7 +31,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-__all__ = ["available", "backward", "build_name", "empty_like", "forward", "inference_entry", "mean"]
+__all__ = ["available", "backward", "build_name", "empty_like", "entry", "forward", "mean"]
 
 SOURCE = Path(__file__).with_name("csrc") / "eca_cpu.cpp"
 DISABLE_VARIABLE = "ECANET_CPU_KERNELS"
@@ -80,15 +80,17 @@ def available() -> bool:
     return _extension() is not None
 
 
-def inference_entry() -> Callable[..., Tensor | None] | None:
-    """The extension's one-step inference call (see :func:`ecanet.ops.dispatch.eager_inference`), or ``None``.
+def entry(name: str) -> Callable[..., Tensor | None] | None:
+    """One of the extension's one-step eager calls, ``"eca_inference"`` (see
+    :func:`ecanet.ops.dispatch.eager_inference`) or ``"pooled_projection"`` (see
+    :func:`ecanet.ops.dispatch.eager_pooled_projection`), or ``None`` without the extension.
 
     Example:
-        >>> inference_entry() is None or callable(inference_entry())
+        >>> entry("eca_inference") is None or callable(entry("eca_inference"))
         True
     """
     extension = _extension()
-    return None if extension is None else extension.eca_inference
+    return None if extension is None else getattr(extension, name)
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.function import EcaKernels, fused_eca_function, same_layout
 from ecanet.ops.views import channel_view
 
-__all__ = ["eager_inference", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
+__all__ = ["eager_inference", "eager_pooled_projection", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -162,6 +162,19 @@ def fast_eca(
     return out
 
 
+def _operators_must_be_seen(tensors: tuple[Tensor | None, ...]) -> bool:
+    """Whether something records or transforms the operators, so one opaque C++ step will not do:
+    ``torch.compile``, tracing, ``torch.func`` transforms, forward-mode AD, ``__torch_function__``
+    overrides (the C++ steps rule out dispatch modes and tensor subclasses themselves)."""
+    return (
+        torch.compiler.is_compiling()
+        or torch._C._is_tracing()
+        or torch._C._are_functorch_transforms_active()
+        or _forward_ad_active()
+        or torch._C._has_torch_function(tensors)
+    )
+
+
 @torch.jit.unused  # TorchScript sees the plain operators
 def eager_inference(
     x: Tensor,
@@ -206,20 +219,57 @@ def eager_inference(
         or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
         or pooling != "avg"
         or (activation != "relu" and activation != "none")
-        or torch.compiler.is_compiling()
-        or torch._C._is_tracing()
-        or torch._C._are_functorch_transforms_active()
-        or _forward_ad_active()
-        or torch._C._has_torch_function((x, weight, identity, descriptor))
+        or _operators_must_be_seen((x, weight, identity, descriptor))
     ):
         return None
-    entry = cpu_kernels.inference_entry()
+    entry = cpu_kernels.entry("eca_inference")
     if entry is None:
         return None
     relu = activation == "relu"
     return entry(
         x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, -1 if channels is None else channels
     )
+
+
+def eager_pooled_projection(
+    z: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    running_mean: Tensor,
+    running_var: Tensor,
+    norm_weight: Tensor | None,
+    norm_bias: Tensor | None,
+    eps: float,
+) -> Tensor | None:
+    """``bn(conv(z))`` averaged over H and W (1x1 convolution, eval-mode BatchNorm) in one C++ step, or ``None``.
+
+    :func:`ecanet.models.pooling.pooled_through_projection` tries this first: at inference the
+    pooling pass is one kernel call, and the handful of operations on ``(N, C)`` tensors after it
+    cost more from Python, right after a pass over a large activation, than their arithmetic. The
+    extension returns ``None`` wherever the Python path must run (an autograd graph to record, an
+    operator-recording mode or transform, a layout or device the kernels do not cover, parameters
+    whose sizes do not fit ``z``).
+
+    Args:
+        z: the convolution's input ``(N, C_in, H, W)``.
+        weight, bias: the convolution's ``[C_out, C_in, 1, 1]`` weight and ``(C_out)`` bias or ``None``.
+        running_mean, running_var, norm_weight, norm_bias, eps: the BatchNorm's statistics and affine.
+
+    Returns:
+        ``(N, C_out)`` in float32 (float64 for float64 input), or ``None``.
+
+    Example:
+        >>> z, weight = torch.ones(2, 3, 4, 4), torch.ones(5, 3, 1, 1)
+        >>> pooled = eager_pooled_projection(z, weight, None, torch.zeros(5), torch.ones(5), None, None, 0.0)
+        >>> pooled is None or torch.equal(pooled, torch.full((2, 5), 3.0))
+        True
+    """
+    if not z.is_cpu or _operators_must_be_seen((z, weight, bias, running_mean, running_var, norm_weight, norm_bias)):
+        return None
+    entry = cpu_kernels.entry("pooled_projection")
+    if entry is None:
+        return None
+    return entry(z, weight, bias, running_mean, running_var, norm_weight, norm_bias, eps)
 
 
 def fast_mean(x: Tensor, channel_dim: int) -> Tensor | None:

@@ -745,6 +745,45 @@ std::optional<at::Tensor> eca_inference(const at::Tensor& x, const at::Tensor& w
   return out;
 }
 
+// A bottleneck's pooled descriptor through its 1x1 convolution and eval-mode BatchNorm at
+// inference, mean(bn(conv(z))) = bn(conv(mean(z))), in one C++ step (ecanet/models/pooling.py,
+// pooled_through_projection): the pooling pass, then a few operations on (N, C) tensors that
+// from Python would each cost more than the arithmetic. Returns (N, C_out) in the accumulation
+// type, or nothing wherever the Python path must run (a graph to record, an operator-recording
+// mode, layouts, dtypes or devices the kernels do not cover, parameters that do not fit).
+std::optional<at::Tensor> pooled_projection(const at::Tensor& z, const at::Tensor& weight,
+                                            const std::optional<at::Tensor>& bias, const at::Tensor& running_mean,
+                                            const at::Tensor& running_var,
+                                            const std::optional<at::Tensor>& norm_weight,
+                                            const std::optional<at::Tensor>& norm_bias, double eps) {
+  if (c10::impl::TorchDispatchModeTLS::stack_len() > 0 || z.dim() != 4 || !plain_cpu(z) ||
+      !kernel_dtype(z.scalar_type())) {
+    return std::nullopt;
+  }
+  const std::optional<Layout> L = dense_layout(z, 1);
+  if (!L) return std::nullopt;
+  const int64_t inputs = L->c, outputs = weight.size(0);
+  const bool recording = at::GradMode::is_enabled();
+  auto fits = [&](const at::Tensor& t, int64_t numel) {
+    return plain_cpu(t) && t.numel() == numel && !(recording && t.requires_grad());
+  };
+  if (recording && z.requires_grad()) return std::nullopt;
+  if (!fits(weight, outputs * inputs) || (bias && !fits(*bias, outputs)) || !fits(running_mean, outputs) ||
+      !fits(running_var, outputs) || (norm_weight && !fits(*norm_weight, outputs)) ||
+      (norm_bias && !fits(*norm_bias, outputs))) {
+    return std::nullopt;
+  }
+  const at::ScalarType acc = at::toOpMathType(z.scalar_type());
+  const at::Tensor pooled = eca_mean(z.flatten(2));  // a view: z is dense
+  const at::Tensor matrix = weight.reshape({outputs, inputs}).to(acc).t();
+  const at::Tensor projected = bias ? at::addmm(bias->to(acc), pooled, matrix) : at::mm(pooled, matrix);
+  at::Tensor scale = running_var.to(acc).add(eps).rsqrt_();
+  if (norm_weight) scale.mul_(norm_weight->to(acc));
+  at::Tensor shift = running_mean.to(acc).mul(scale).neg_();
+  if (norm_bias) shift.add_(norm_bias->to(acc));
+  return projected.mul_(scale).add_(shift);
+}
+
 at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const std::optional<at::Tensor>& relu_out3,
                         const at::Tensor& mean, const at::Tensor& gates, const at::Tensor& weight,
                         const std::string& padding, const std::string& gate, bool inplace,
@@ -842,4 +881,6 @@ TORCH_LIBRARY_IMPL(ecanet, CPU, m) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("eca_inference", &ecanet::eca_inference, "ECA or a block tail at inference, or None (see the C++ source)");
+  m.def("pooled_projection", &ecanet::pooled_projection,
+        "A bottleneck's ECA descriptor through its 1x1 convolution and BatchNorm, or None (see the C++ source)");
 }
