@@ -33,7 +33,7 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
     small activations against bare pool + rescale (float32, both formats); ECA-ResNet-50 against
     ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in NCHW
     float32) and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px; bfloat16 under
-    autocast). Models get two thirds of the rounds. ``quick`` keeps the first and last stage
+    autocast). Models get as many rounds as layers. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds.
 
     Args:
@@ -50,9 +50,8 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
         raise ValueError(f"unknown benchmark groups {unknown}; valid: {list(GROUPS)}")
     rounds = rounds if rounds is not None else (5 if quick else 15)
     warmup = 1 if quick else 2
+    # Models too: their goals (<= 2% overhead) sit below the run-to-run scatter of a few rounds.
     timing = {"rounds": rounds, "warmup": warmup}
-    # A model call takes seconds on a small CPU: fewer rounds (still alternating) keep the run bounded.
-    model_timing = {"rounds": rounds if quick else max(5, (rounds * 2) // 3), "warmup": warmup}
     shapes = (RESNET50_STAGE_SHAPES[0], RESNET50_STAGE_SHAPES[-1]) if quick else RESNET50_STAGE_SHAPES
     dtypes = ("float32",) if quick else ("float32", "bfloat16")
     formats = ("nchw", "channels_last")
@@ -76,15 +75,15 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
         for dtype in dtypes:
             for memory_format in formats:
                 label = f"model resnet50 inference {memory_format} {dtype}"
-                run = partial(benchmark_model_inference, memory_format=memory_format, dtype=dtype, **model_timing)
+                run = partial(benchmark_model_inference, memory_format=memory_format, dtype=dtype, **timing)
                 cases.append((label, run))
         if not quick:
             label = "model resnet50 inference-compiled nchw float32"
-            cases.append((label, partial(benchmark_model_inference, compiled=True, **model_timing)))
+            cases.append((label, partial(benchmark_model_inference, compiled=True, **timing)))
         for dtype in dtypes:
             for memory_format in formats:
                 label = f"model resnet18 training {memory_format} {dtype}"
-                run = partial(benchmark_model_training, memory_format=memory_format, dtype=dtype, **model_timing)
+                run = partial(benchmark_model_training, memory_format=memory_format, dtype=dtype, **timing)
                 cases.append((label, run))
     return cases
 
