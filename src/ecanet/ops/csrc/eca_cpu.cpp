@@ -31,6 +31,9 @@
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
+#if __has_include(<unistd.h>)
+#include <unistd.h>  // sysconf
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -157,6 +160,21 @@ int64_t tasks_grain(int64_t elements_per_task) {
 // ---------------------------------------------------------------------------------------------
 // Large passes.
 
+// v rounded to scalar_t. For bfloat16 the rounding c10::BFloat16 does (to nearest even, NaN to
+// the quiet NaN) without its early return for NaN, so the loops around it vectorise.
+template <typename scalar_t, typename acc_t>
+inline scalar_t narrowed(acc_t v) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+    const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+    return c10::BFloat16(static_cast<uint16_t>(nan ? 0x7FC0u : rounded), c10::BFloat16::from_bits());
+  } else {
+    return static_cast<scalar_t>(v);
+  }
+}
+
 // One element of a channel reduction: `a` (masked to 0 where mask <= 0, and then stored to
 // `masked` when kStore) times `other` (or 1; minus `offset` when kOffset), in the accumulation type.
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
@@ -164,7 +182,7 @@ inline acc_t reduction_term(const scalar_t* a, const scalar_t* other, const scal
                             scalar_t* masked, int64_t i) {
   acc_t value = static_cast<acc_t>(a[i]);
   if constexpr (kMask) value = static_cast<acc_t>(mask[i]) > acc_t(0) ? value : acc_t(0);
-  if constexpr (kStore) masked[i] = static_cast<scalar_t>(value);
+  if constexpr (kStore) masked[i] = narrowed<scalar_t>(value);
   if constexpr (kOther && kOffset) value *= static_cast<acc_t>(other[i]) - static_cast<acc_t>(offset[i]);
   if constexpr (kOther && !kOffset) value *= static_cast<acc_t>(other[i]);
   return value;
@@ -256,7 +274,7 @@ inline scalar_t rescaled(scalar_t x, acc_t scale, acc_t shift, const scalar_t* i
   if constexpr (kShift) v += shift;
   if constexpr (kIdentity) v += static_cast<acc_t>(identity[i]);
   if constexpr (kRelu) v = v > acc_t(0) ? v : acc_t(0);
-  return static_cast<scalar_t>(v);
+  return narrowed<scalar_t>(v);
 }
 
 // out = rescaled(x) with scale and shift per (n, c), one pass; out may be x itself.
@@ -507,9 +525,20 @@ at::Tensor eca_mean(const at::Tensor& x3) {
 }
 
 // Samples of at most this many bytes are pooled, gated and rescaled one after the other, so the
-// rescale reads each sample back from the L2 cache its pooling pass just filled (half of this
-// machine's 2 MiB L2; larger samples go pass by pass over the whole batch).
-constexpr int64_t kSampleCacheBytes = int64_t(1) << 20;
+// rescale reads each sample back from the L2 cache its pooling pass just filled; larger samples
+// go pass by pass over the whole batch. The L2's size where the system reports it (else 1 MiB):
+// on the build machine (2 MiB L2) in-place ECA on 1.5 MiB samples (32x512x28x28 float32,
+// 32x256x56x56 bfloat16) took 10-25% less time sample by sample than pass by pass.
+int64_t sample_cache_bytes() {
+  static const int64_t bytes = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (l2 > 0) return static_cast<int64_t>(l2);
+#endif
+    return int64_t(1) << 20;
+  }();
+  return bytes;
+}
 
 // The forward on validated arguments: x and out (and identity) share the geometry L.
 std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout& L, const GateArgs& args,
@@ -546,7 +575,7 @@ std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout&
       }
     };
     const bool sample_by_sample =
-        known_mean == nullptr && L.n > 1 && L.c * L.s * static_cast<int64_t>(sizeof(scalar_t)) <= kSampleCacheBytes;
+        known_mean == nullptr && L.n > 1 && L.c * L.s * static_cast<int64_t>(sizeof(scalar_t)) <= sample_cache_bytes();
     if (sample_by_sample) {
       const Layout sample{1, L.c, L.s, L.batch_stride, L.channels_last};
       at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
