@@ -160,21 +160,6 @@ int64_t tasks_grain(int64_t elements_per_task) {
 // ---------------------------------------------------------------------------------------------
 // Large passes.
 
-// v rounded to scalar_t. For bfloat16 the rounding c10::BFloat16 does (to nearest even, NaN to
-// the quiet NaN) without its early return for NaN, so the loops around it vectorise.
-template <typename scalar_t, typename acc_t>
-inline scalar_t narrowed(acc_t v) {
-  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-    uint32_t bits;
-    std::memcpy(&bits, &v, sizeof(bits));
-    const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
-    const bool nan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
-    return c10::BFloat16(static_cast<uint16_t>(nan ? 0x7FC0u : rounded), c10::BFloat16::from_bits());
-  } else {
-    return static_cast<scalar_t>(v);
-  }
-}
-
 // One element of a channel reduction: `a` (masked to 0 where mask <= 0, and then stored to
 // `masked` when kStore) times `other` (or 1; minus `offset` when kOffset), in the accumulation type.
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
@@ -182,7 +167,7 @@ inline acc_t reduction_term(const scalar_t* a, const scalar_t* other, const scal
                             scalar_t* masked, int64_t i) {
   acc_t value = static_cast<acc_t>(a[i]);
   if constexpr (kMask) value = static_cast<acc_t>(mask[i]) > acc_t(0) ? value : acc_t(0);
-  if constexpr (kStore) masked[i] = narrowed<scalar_t>(value);
+  if constexpr (kStore) masked[i] = static_cast<scalar_t>(value);
   if constexpr (kOther && kOffset) value *= static_cast<acc_t>(other[i]) - static_cast<acc_t>(offset[i]);
   if constexpr (kOther && !kOffset) value *= static_cast<acc_t>(other[i]);
   return value;
@@ -274,7 +259,7 @@ inline scalar_t rescaled(scalar_t x, acc_t scale, acc_t shift, const scalar_t* i
   if constexpr (kShift) v += shift;
   if constexpr (kIdentity) v += static_cast<acc_t>(identity[i]);
   if constexpr (kRelu) v = v > acc_t(0) ? v : acc_t(0);
-  return narrowed<scalar_t>(v);
+  return static_cast<scalar_t>(v);
 }
 
 // out = rescaled(x) with scale and shift per (n, c), one pass; out may be x itself.
