@@ -88,14 +88,14 @@ def test_declines_where_pooling_does_not_commute(conv, norm):
     assert pooled_through_projection(z, conv, norm) is None
 
 
-def test_projection_declines_where_pooling_the_output_costs_less():
-    """Per sample: C_in * (S + C_out) operations through the projection against C_out * S on the output."""
+def test_projection_declines_where_pooling_the_output_moves_more_values():
+    """Pooling z and reading the weights, N * C_in * S + C_in * C_out values, against N * C_out * S."""
     conv, norm = _projection(bias=False, affine=True, dtype=torch.float32)
-    large = torch.randn(2, IN_CHANNELS, 4, 4)  # 6 * (16 + 16) < 16 * 16
-    small = torch.randn(2, IN_CHANNELS, 3, 3)  # 6 * (9 + 16) > 16 * 9
+    few = torch.randn(2, IN_CHANNELS, 2, 2)  # 2 * 6 * 4 + 6 * 16 = 144 > 2 * 16 * 4 = 128
+    many = torch.randn(8, IN_CHANNELS, 2, 2)  # 8 * 6 * 4 + 6 * 16 = 288 < 8 * 16 * 4 = 512
     with torch.no_grad():
-        assert pooled_through_projection(large, conv, norm) is not None
-        assert pooled_through_projection(small, conv, norm) is None
+        assert pooled_through_projection(few, conv, norm) is None
+        assert pooled_through_projection(many, conv, norm) is not None
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])

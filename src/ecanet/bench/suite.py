@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ecanet.bench.allocator import pin_glibc_thresholds
 from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_call, benchmark_layer, benchmark_tail
 from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
@@ -33,7 +34,8 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
     small activations against bare pool + rescale (float32, both formats); ECA-ResNet-50 against
     ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in NCHW
     float32) and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px; bfloat16 under
-    autocast). Models get as many rounds as layers. ``quick`` keeps the first and last stage
+    autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`). Models
+    get as many rounds as layers. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds.
 
     Args:
@@ -72,20 +74,33 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
                 label = f"call {'x'.join(map(str, shape))} inference {memory_format} float32"
                 cases.append((label, partial(benchmark_call, shape, memory_format, "float32", **timing)))
     if "model" in groups:
+        model_cases: list[Case] = []
         for dtype in dtypes:
             for memory_format in formats:
                 label = f"model resnet50 inference {memory_format} {dtype}"
                 run = partial(benchmark_model_inference, memory_format=memory_format, dtype=dtype, **timing)
-                cases.append((label, run))
+                model_cases.append((label, run))
         if not quick:
             label = "model resnet50 inference-compiled nchw float32"
-            cases.append((label, partial(benchmark_model_inference, compiled=True, **timing)))
+            model_cases.append((label, partial(benchmark_model_inference, compiled=True, **timing)))
         for dtype in dtypes:
             for memory_format in formats:
                 label = f"model resnet18 training {memory_format} {dtype}"
                 run = partial(benchmark_model_training, memory_format=memory_format, dtype=dtype, **timing)
-                cases.append((label, run))
+                model_cases.append((label, run))
+        cases += [(label, _with_pinned_allocator(run)) for label, run in model_cases]
     return cases
+
+
+def _with_pinned_allocator(run: Callable[[], list[BenchRow]]) -> Callable[[], list[BenchRow]]:
+    """``run`` after :func:`ecanet.bench.allocator.pin_glibc_thresholds` (networks run last, so the
+    layer cases keep glibc's default behaviour, page faults of fresh outputs included)."""
+
+    def pinned() -> list[BenchRow]:
+        pin_glibc_thresholds()
+        return run()
+
+    return pinned
 
 
 def machine_description() -> dict[str, object]:
