@@ -19,7 +19,6 @@ import pytest
 import torch
 import torch.autograd.forward_ad as forward_ad
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 from torch.profiler import ProfilerActivity, profile
 
 from ecanet import ECA
@@ -27,6 +26,7 @@ from ecanet.functional import eca, eca_residual
 from ecanet.models import eca_resnet18, eca_resnet50
 from ecanet.ops import cpu_kernels
 from ecanet.ops.dispatch import eager_inference
+from handover_cases import Args, HandOver, PassThroughFunctionMode, PlainSubclass, dual, replace, within
 from operator_log import OperatorLog
 from reference import eca_reference
 
@@ -433,45 +433,6 @@ def test_nan_reaches_the_channels_whose_gate_reads_it(
 # Where the checked path must run: None.
 
 
-class _Subclass(torch.Tensor):
-    """A tensor subclass with the default ``__torch_function__``."""
-
-
-class _PassThroughFunctionMode(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
-
-
-Args = dict[str, object]
-
-
-def _set(**changes: Callable[[Args], object] | object) -> Callable[[Args], contextlib.AbstractContextManager]:
-    """A case that replaces arguments (a callable gets the current arguments) and runs without a context."""
-
-    def apply(args: Args) -> contextlib.AbstractContextManager:
-        for name, change in changes.items():
-            args[name] = change(args) if callable(change) else change
-        return contextlib.nullcontext()
-
-    return apply
-
-
-def _within(
-    mode: Callable[[], contextlib.AbstractContextManager],
-) -> Callable[[Args], contextlib.AbstractContextManager]:
-    return lambda args: mode()
-
-
-def _dual_x(args: Args) -> contextlib.AbstractContextManager:
-    """Forward-mode AD (which ``no_grad`` does not turn off): ``x`` carries a tangent the result must get."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(forward_ad.dual_level())
-    with warnings.catch_warnings():  # torch's first make_dual scripts its decompositions (deprecated API)
-        warnings.simplefilter("ignore", FutureWarning)
-        args["x"] = forward_ad.make_dual(args["x"], torch.ones_like(args["x"]))
-    return stack
-
-
 def _base_args() -> Args:
     """A valid call (the entry returns a result for it), which each case changes in one respect."""
     x = torch.randn(2, 6, 4, 4, generator=_generator(0))
@@ -494,52 +455,52 @@ def _randn(*shape: int, **kwargs) -> Tensor:
     return torch.randn(*shape, generator=_generator(6), **kwargs)
 
 
-NONE_CASES: dict[str, Callable[[Args], contextlib.AbstractContextManager]] = {
-    "x-requires-grad": _set(x=lambda a: a["x"].requires_grad_()),
-    "weight-requires-grad": _set(weight=lambda a: a["weight"].requires_grad_()),
-    "identity-requires-grad": _set(identity=lambda a: torch.randn_like(a["x"]).requires_grad_()),
-    "forward-ad-dual-x": _dual_x,
-    "operator-log-dispatch-mode": _within(OperatorLog),
-    "torch-function-mode": _within(_PassThroughFunctionMode),
-    "subclass-x": _set(x=lambda a: a["x"].as_subclass(_Subclass)),
-    "subclass-weight": _set(weight=lambda a: a["weight"].as_subclass(_Subclass)),
-    "subclass-identity": _set(identity=lambda a: torch.randn_like(a["x"]).as_subclass(_Subclass)),
-    "subclass-descriptor": _set(descriptor=lambda a: torch.zeros(2, 6).as_subclass(_Subclass)),
-    "strided-slice": _set(x=lambda a: _randn(2, 6, 4, 8)[:, :, ::2]),
-    "channel-slice": _set(x=lambda a: _randn(2, 8, 4, 4)[:, :6]),
-    "channel-slice-channels-last": _set(
+NONE_CASES: dict[str, HandOver] = {
+    "x-requires-grad": replace(x=lambda a: a["x"].requires_grad_()),
+    "weight-requires-grad": replace(weight=lambda a: a["weight"].requires_grad_()),
+    "identity-requires-grad": replace(identity=lambda a: torch.randn_like(a["x"]).requires_grad_()),
+    "forward-ad-dual-x": dual("x"),
+    "operator-log-dispatch-mode": within(OperatorLog),
+    "torch-function-mode": within(PassThroughFunctionMode),
+    "subclass-x": replace(x=lambda a: a["x"].as_subclass(PlainSubclass)),
+    "subclass-weight": replace(weight=lambda a: a["weight"].as_subclass(PlainSubclass)),
+    "subclass-identity": replace(identity=lambda a: torch.randn_like(a["x"]).as_subclass(PlainSubclass)),
+    "subclass-descriptor": replace(descriptor=lambda a: torch.zeros(2, 6).as_subclass(PlainSubclass)),
+    "strided-slice": replace(x=lambda a: _randn(2, 6, 4, 8)[:, :, ::2]),
+    "channel-slice": replace(x=lambda a: _randn(2, 8, 4, 4)[:, :6]),
+    "channel-slice-channels-last": replace(
         x=lambda a: _randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)[:, :6]
     ),
-    "batch-slice": _set(x=lambda a: _randn(4, 6, 4, 4)[::2]),
-    "broadcast-batch": _set(x=lambda a: _randn(1, 6, 4, 4).expand(2, 6, 4, 4)),
-    "transposed-spatial": _set(x=lambda a: _randn(2, 6, 4, 4).transpose(2, 3)),
-    "wrong-channels": _set(channels=5),
-    "even-k": _set(weight=_randn(1, 1, 4)),
-    "weight-rank-2": _set(weight=_randn(1, 3)),
-    "weight-rank-4": _set(weight=_randn(1, 1, 1, 3)),
-    "weight-rows": _set(weight=_randn(4, 1, 3)),
-    "weight-middle-dim": _set(weight=_randn(1, 2, 3)),
-    "weight-meta": _set(weight=_randn(1, 1, 3).to("meta")),
-    "unknown-padding": _set(padding="reflect"),
-    "unknown-gate": _set(gate="tanh"),
-    "circular-k-over-channels": _set(x=_randn(2, 2, 4, 4), channels=2, weight=_randn(1, 1, 7), padding="circular"),
-    "pooling-avgmax": _set(pooling="avgmax"),
-    "activation-gelu": _set(activation="gelu"),
-    "channel-dim-2": _set(channel_dim=2),
-    "identity-shape": _set(identity=_randn(2, 6, 4, 3)),
-    "identity-dtype": _set(identity=_randn(2, 6, 4, 4, dtype=torch.float64)),
-    "identity-memory-format": _set(identity=_randn(2, 6, 4, 4).contiguous(memory_format=torch.channels_last)),
-    "identity-meta": _set(identity=_randn(2, 6, 4, 4).to("meta")),
-    "descriptor-shape": _set(descriptor=torch.zeros(2, 5)),
-    "descriptor-rank": _set(descriptor=torch.zeros(2, 6, 1)),
-    "descriptor-meta": _set(descriptor=torch.zeros(2, 6, device="meta")),
-    "empty-batch": _set(x=torch.zeros(0, 6, 4, 4)),
-    "empty-spatial": _set(x=torch.zeros(2, 6, 0)),
-    "rank-2": _set(x=_randn(2, 6)),
-    "integer-dtype": _set(x=torch.ones(2, 6, 4, 4, dtype=torch.int64)),
-    "complex-dtype": _set(x=_randn(2, 6, 4, 4, dtype=torch.complex64)),
-    "meta-x": _set(x=lambda a: a["x"].to("meta")),
-    "sparse-x": _set(x=lambda a: a["x"].to_sparse()),
+    "batch-slice": replace(x=lambda a: _randn(4, 6, 4, 4)[::2]),
+    "broadcast-batch": replace(x=lambda a: _randn(1, 6, 4, 4).expand(2, 6, 4, 4)),
+    "transposed-spatial": replace(x=lambda a: _randn(2, 6, 4, 4).transpose(2, 3)),
+    "wrong-channels": replace(channels=5),
+    "even-k": replace(weight=_randn(1, 1, 4)),
+    "weight-rank-2": replace(weight=_randn(1, 3)),
+    "weight-rank-4": replace(weight=_randn(1, 1, 1, 3)),
+    "weight-rows": replace(weight=_randn(4, 1, 3)),
+    "weight-middle-dim": replace(weight=_randn(1, 2, 3)),
+    "weight-meta": replace(weight=_randn(1, 1, 3).to("meta")),
+    "unknown-padding": replace(padding="reflect"),
+    "unknown-gate": replace(gate="tanh"),
+    "circular-k-over-channels": replace(x=_randn(2, 2, 4, 4), channels=2, weight=_randn(1, 1, 7), padding="circular"),
+    "pooling-avgmax": replace(pooling="avgmax"),
+    "activation-gelu": replace(activation="gelu"),
+    "channel-dim-2": replace(channel_dim=2),
+    "identity-shape": replace(identity=_randn(2, 6, 4, 3)),
+    "identity-dtype": replace(identity=_randn(2, 6, 4, 4, dtype=torch.float64)),
+    "identity-memory-format": replace(identity=_randn(2, 6, 4, 4).contiguous(memory_format=torch.channels_last)),
+    "identity-meta": replace(identity=_randn(2, 6, 4, 4).to("meta")),
+    "descriptor-shape": replace(descriptor=torch.zeros(2, 5)),
+    "descriptor-rank": replace(descriptor=torch.zeros(2, 6, 1)),
+    "descriptor-meta": replace(descriptor=torch.zeros(2, 6, device="meta")),
+    "empty-batch": replace(x=torch.zeros(0, 6, 4, 4)),
+    "empty-spatial": replace(x=torch.zeros(2, 6, 0)),
+    "rank-2": replace(x=_randn(2, 6)),
+    "integer-dtype": replace(x=torch.ones(2, 6, 4, 4, dtype=torch.int64)),
+    "complex-dtype": replace(x=_randn(2, 6, 4, 4, dtype=torch.complex64)),
+    "meta-x": replace(x=lambda a: a["x"].to("meta")),
+    "sparse-x": replace(x=lambda a: a["x"].to_sparse()),
 }
 
 

@@ -8,19 +8,16 @@ where it must hand over to the Python path (returning ``None``); and its use by
 from __future__ import annotations
 
 import contextlib
-import warnings
-from collections.abc import Callable
 
 import pytest
 import torch
-import torch.autograd.forward_ad as forward_ad
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 from torch.profiler import ProfilerActivity, profile
 
 from ecanet.models.pooling import pooled_through_projection
 from ecanet.ops import cpu_kernels
 from ecanet.ops.dispatch import eager_pooled_projection
+from handover_cases import HandOver, PassThroughFunctionMode, PlainSubclass, dual, replace, within
 from operator_log import OperatorLog
 
 IN_CHANNELS, OUT_CHANNELS = 6, 16
@@ -81,51 +78,25 @@ def test_equals_pooling_after_convolution_and_batchnorm_in_float64(dtype, memory
     torch.testing.assert_close(pooled.double(), expected, rtol=0, atol=TOLERANCES[dtype] * scale)
 
 
-class _Subclass(torch.Tensor):
-    """A tensor subclass with the default ``__torch_function__``."""
-
-
-class _PassThroughFunctionMode(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        return func(*args, **(kwargs or {}))
-
-
-def _change(name: str, value: Callable[[dict], object]) -> Callable[[dict], contextlib.AbstractContextManager]:
-    def apply(args: dict) -> contextlib.AbstractContextManager:
-        args[name] = value(args)
-        return contextlib.nullcontext()
-
-    return apply
-
-
-def _dual_z(args: dict) -> contextlib.AbstractContextManager:
-    stack = contextlib.ExitStack()
-    stack.enter_context(forward_ad.dual_level())
-    with warnings.catch_warnings():  # torch's first make_dual scripts its decompositions (deprecated API)
-        warnings.simplefilter("ignore", FutureWarning)
-        args["z"] = forward_ad.make_dual(args["z"], torch.ones_like(args["z"]))
-    return stack
-
-
-NONE_CASES: dict[str, Callable[[dict], contextlib.AbstractContextManager]] = {
-    "z-requires-grad": _change("z", lambda a: a["z"].requires_grad_()),
-    "weight-requires-grad": _change("weight", lambda a: a["weight"].requires_grad_()),
-    "norm-weight-requires-grad": _change("norm_weight", lambda a: a["norm_weight"].requires_grad_()),
-    "forward-ad-dual-z": _dual_z,
-    "operator-log-dispatch-mode": lambda args: OperatorLog(),
-    "torch-function-mode": lambda args: _PassThroughFunctionMode(),
-    "subclass-z": _change("z", lambda a: a["z"].as_subclass(_Subclass)),
-    "subclass-running-var": _change("running_var", lambda a: a["running_var"].as_subclass(_Subclass)),
-    "meta-z": _change("z", lambda a: a["z"].to("meta")),
-    "integer-z": _change("z", lambda a: a["z"].to(torch.int32)),
-    "z-rank-3": _change("z", lambda a: a["z"].flatten(2)),
-    "strided-z": _change("z", lambda a: torch.randn(3, IN_CHANNELS, 5, 14)[..., ::2]),
-    "channel-slice-z": _change("z", lambda a: torch.randn(3, IN_CHANNELS + 2, 5, 7)[:, :IN_CHANNELS]),
-    "empty-z": _change("z", lambda a: torch.randn(0, IN_CHANNELS, 5, 7)),
-    "weight-for-other-inputs": _change("weight", lambda a: torch.randn(OUT_CHANNELS, IN_CHANNELS + 1, 1, 1)),
-    "bias-size": _change("bias", lambda a: torch.randn(OUT_CHANNELS + 1)),
-    "running-mean-size": _change("running_mean", lambda a: torch.randn(OUT_CHANNELS - 1)),
-    "norm-bias-size": _change("norm_bias", lambda a: torch.randn(2 * OUT_CHANNELS)),
+NONE_CASES: dict[str, HandOver] = {
+    "z-requires-grad": replace(z=lambda a: a["z"].requires_grad_()),
+    "weight-requires-grad": replace(weight=lambda a: a["weight"].requires_grad_()),
+    "norm-weight-requires-grad": replace(norm_weight=lambda a: a["norm_weight"].requires_grad_()),
+    "forward-ad-dual-z": dual("z"),
+    "operator-log-dispatch-mode": within(OperatorLog),
+    "torch-function-mode": within(PassThroughFunctionMode),
+    "subclass-z": replace(z=lambda a: a["z"].as_subclass(PlainSubclass)),
+    "subclass-running-var": replace(running_var=lambda a: a["running_var"].as_subclass(PlainSubclass)),
+    "meta-z": replace(z=lambda a: a["z"].to("meta")),
+    "integer-z": replace(z=lambda a: a["z"].to(torch.int32)),
+    "z-rank-3": replace(z=lambda a: a["z"].flatten(2)),
+    "strided-z": replace(z=lambda a: torch.randn(3, IN_CHANNELS, 5, 14)[..., ::2]),
+    "channel-slice-z": replace(z=lambda a: torch.randn(3, IN_CHANNELS + 2, 5, 7)[:, :IN_CHANNELS]),
+    "empty-z": replace(z=lambda a: torch.randn(0, IN_CHANNELS, 5, 7)),
+    "weight-for-other-inputs": replace(weight=lambda a: torch.randn(OUT_CHANNELS, IN_CHANNELS + 1, 1, 1)),
+    "bias-size": replace(bias=lambda a: torch.randn(OUT_CHANNELS + 1)),
+    "running-mean-size": replace(running_mean=lambda a: torch.randn(OUT_CHANNELS - 1)),
+    "norm-bias-size": replace(norm_bias=lambda a: torch.randn(2 * OUT_CHANNELS)),
 }
 
 
