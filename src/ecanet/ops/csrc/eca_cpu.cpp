@@ -775,7 +775,7 @@ std::optional<at::Tensor> pooled_projection(const at::Tensor& z, const at::Tenso
     return std::nullopt;
   }
   const std::optional<Layout> L = dense_layout(z, 1);
-  if (!L) return std::nullopt;
+  if (!L || weight.dim() != 4) return std::nullopt;
   const int64_t inputs = L->c, outputs = weight.size(0);
   const bool recording = at::GradMode::is_enabled();
   auto fits = [&](const at::Tensor& t, int64_t numel) {
