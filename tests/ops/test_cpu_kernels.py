@@ -213,16 +213,17 @@ DEGENERATE = {  # shape, memory format, channel_dim, padding, rows, k
     "C<k-zeros": ((2, 2, 3, 3), torch.contiguous_format, 1, "zeros", 2, 7),
     "C<k-circular": ((2, 3, 3, 3), torch.channels_last, 1, "circular", 1, 7),  # k // 2 == C: wraps fully
     "C=2048-channels-last": ((2, 2048, 2, 2), torch.channels_last, 1, "circular", 1, 7),
-    "C=300-channels-last": ((2, 300, 3, 1), torch.channels_last, 1, "zeros", 300, 5),  # a partial channel block
+    "C=300-channels-last": ((2, 300, 3, 1), torch.channels_last, 1, "zeros", 300, 5),
+    "C=2100-channels-last": ((2, 2100, 2, 1), torch.channels_last, 1, "zeros", 1, 3),  # a partial channel block
     # Past the kernels' parallel grain (32768 elements): rows and channel blocks split into tasks.
     "large-S": ((2, 4, 72, 72), torch.contiguous_format, 1, "zeros", 1, 3),
     "large-S-tokens": ((2, 4000, 5), torch.contiguous_format, -1, "circular", 5, 3),
 }
-# The float64 reference loops over channels in Python: C=2048 runs in one mode only.
+# The float64 reference loops over channels in Python: C=2048 and C=2100 run in one mode only.
 DEGENERATE_CASES = [
     (case, mode)
     for case, mode in itertools.product(DEGENERATE, ["residual-relu", "residual-relu-in-place", "layer-in-place"])
-    if not case.startswith("C=2048") or mode == "residual-relu-in-place"
+    if not case.startswith(("C=2048", "C=2100")) or mode == "residual-relu-in-place"
 ]
 
 
