@@ -103,8 +103,8 @@ def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Te
     """``norm(conv(z))`` averaged over H and W, ``(N, C_out)``, from the pooled ``z``, or ``None``.
 
     Applies when ``conv`` is a 1x1, stride-1, unpadded, ungrouped ``nn.Conv2d`` and ``norm`` an
-    ``nn.BatchNorm2d`` in eval mode with running statistics, and when it costs fewer operations
-    than pooling the output would (see the module's notes).
+    ``nn.BatchNorm2d`` in eval mode with running statistics, and when it reads fewer values than
+    pooling the output would (see the module's notes).
 
     Args:
         z: the convolution's input ``(N, C_in, H, W)``.

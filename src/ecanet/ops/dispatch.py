@@ -163,16 +163,9 @@ def fast_eca(
 
 
 def _operators_must_be_seen(tensors: tuple[Tensor | None, ...]) -> bool:
-    """Whether something records or transforms the operators, so one opaque C++ step will not do:
-    ``torch.compile``, tracing, ``torch.func`` transforms, forward-mode AD, ``__torch_function__``
+    """Whether one opaque C++ step will not do: :func:`use_plain_operators`, or ``__torch_function__``
     overrides (the C++ steps rule out dispatch modes and tensor subclasses themselves)."""
-    return (
-        torch.compiler.is_compiling()
-        or torch._C._is_tracing()
-        or torch._C._are_functorch_transforms_active()
-        or _forward_ad_active()
-        or torch._C._has_torch_function(tensors)
-    )
+    return use_plain_operators() or torch._C._has_torch_function(tensors)
 
 
 @torch.jit.unused  # TorchScript sees the plain operators
