@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(VENV)/.installed-dev
 # Layer, call and model benchmarks on one thread (about 10 minutes here); `ecanet bench --quick` is the short run.
 bench: $(VENV)/.installed-dev
 	$(BIN)/ecanet bench --threads 1 --out benchmarks/cpu-1-thread
+
+# On a machine with a CUDA GPU: the Triton kernels compiled for it and the layer and networks on
+# CUDA, against float64 references (CI has no GPU; it checks the kernels in Triton's interpreter).
+gpu-check: $(VENV)/.installed-dev
+	ECANET_TRITON_DEVICE=cuda $(BIN)/python -m pytest tests/ops/triton_kernel_checks.py tests/ops/cuda_checks.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

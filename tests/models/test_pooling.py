@@ -39,6 +39,15 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float
     torch.testing.assert_close(actual.double(), expected.double(), rtol=0, atol=tolerance * scale)
 
 
+def test_projection_is_for_cpu_tensors_only():
+    """On a GPU its small operations cost more in launches than the pass they save (here: meta tensors)."""
+    conv, norm = _projection(bias=False, affine=True, dtype=torch.float32)
+    many = torch.randn(8, IN_CHANNELS, 2, 2)
+    with torch.no_grad():
+        assert pooled_through_projection(many, conv, norm) is not None
+        assert pooled_through_projection(many.to("meta"), conv.to("meta"), norm.to("meta")) is None
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("bias", [True, False])

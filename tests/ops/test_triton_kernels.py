@@ -1,8 +1,9 @@
-"""The Triton kernels, run on CPU tensors through Triton's interpreter (``TRITON_INTERPRET=1``).
+"""The Triton kernels against the float64 reference, in a fresh process (``triton_kernel_checks.py``).
 
-No GPU is needed: the interpreter executes the same kernel code with NumPy. It must be switched on
-before Triton is first imported, and other tests (torch.compile) import Triton earlier in this
-process, so the checks live in ``triton_kernels_interpreted.py`` and run in a fresh process.
+On CPU tensors through Triton's interpreter (``TRITON_INTERPRET=1``): no GPU needed, so CI runs
+it. The interpreter must be switched on before Triton is first imported, and other tests
+(torch.compile) import Triton earlier in this process, hence the subprocess. On a machine with a
+CUDA GPU, ``make gpu-check`` runs the same checks compiled, plus ``cuda_checks.py``.
 """
 
 import os
@@ -16,11 +17,11 @@ pytest.importorskip("triton", reason="Triton is an optional accelerator dependen
 
 
 def test_kernels_match_the_reference_in_the_interpreter():
-    checks = Path(__file__).with_name("triton_kernels_interpreted.py")
+    checks = Path(__file__).with_name("triton_kernel_checks.py")
     result = subprocess.run(
         [sys.executable, "-m", "pytest", str(checks), "-q", "-p", "no:cacheprovider"],
         cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "TRITON_INTERPRET": "1"},
+        env={**os.environ, "ECANET_TRITON_DEVICE": "cpu"},
         capture_output=True,
         text=True,
         timeout=600,

@@ -83,17 +83,33 @@ class ComposedKernels:
         if identity3 is not None:  # in place: x * gate = output - identity
             saved3 = torch.sub(saved3, identity3, out=scratch3)
         sums = self.kernels.gated_channel_dot(grad3, saved3, relu_out3, masked3, scratch3)
+        shift, d_weight = self.gate_backward(sums, gate, mean, weight, padding, gate_kind, inplace, grad3.shape[2])
+        if dx3 is not None:
+            masked_grad3 = masked3 if relu_out3 is not None else grad3
+            self.kernels.input_grad(masked_grad3, gate, shift, dx3)
+        return d_weight
+
+    def gate_backward(
+        self,
+        d_gate: Tensor,
+        gate: Tensor,
+        mean: Tensor,
+        weight: Tensor,
+        padding: str,
+        gate_kind: str,
+        inplace: bool,
+        positions: int,
+    ) -> tuple[Tensor, Tensor]:
+        """``(dL/dmean / S, dL/dweight)`` from the gate's gradient ``d_gate`` (in place: times the
+        gate), by re-running the gate's few torch operators on ``(N, C)`` under autograd."""
         if inplace:
             # sum(grad * out) = gate * sum(grad * x); where the gate is exactly 0 both gates
             # (sigmoid, hard sigmoid) have zero derivative, so that channel's gradient is 0.
-            sums = torch.where(gate == 0, torch.zeros_like(sums), sums / gate)
+            d_gate = torch.where(gate == 0, torch.zeros_like(d_gate), d_gate / gate)
         with torch.enable_grad():
             mean = mean.detach().requires_grad_(True)
             kernel = weight.detach().requires_grad_(True)
             d_mean, d_weight = torch.autograd.grad(
-                channel_gate(mean, kernel, padding, gate_kind), (mean, kernel), sums.to(gate.dtype)
+                channel_gate(mean, kernel, padding, gate_kind), (mean, kernel), d_gate.to(gate.dtype)
             )
-        if dx3 is not None:
-            masked_grad3 = masked3 if relu_out3 is not None else grad3
-            self.kernels.input_grad(masked_grad3, gate, d_mean / grad3.shape[2], dx3)
-        return d_weight
+        return d_mean / positions, d_weight

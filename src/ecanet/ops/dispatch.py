@@ -59,6 +59,13 @@ def _composed(module_name: str) -> ComposedKernels:
     return ComposedKernels(importlib.import_module(module_name))
 
 
+@functools.cache
+def _triton_backend() -> EcaKernels:
+    from ecanet.ops.triton_backend import TritonKernels
+
+    return TritonKernels()
+
+
 def kernels_for(x: Tensor) -> EcaKernels | None:
     """The kernel backend for ``x``'s device, or ``None`` for devices the fast path does not cover.
 
@@ -74,7 +81,7 @@ def kernels_for(x: Tensor) -> EcaKernels | None:
     if x.device.type == "cpu":
         return cpu_kernels if cpu_kernels.available() else _composed("ecanet.ops.aten_kernels")
     if x.device.type == "cuda":
-        return _composed("ecanet.ops.triton_kernels" if _triton_available() else "ecanet.ops.aten_kernels")
+        return _triton_backend() if _triton_available() else _composed("ecanet.ops.aten_kernels")
     return None
 
 

@@ -1,8 +1,19 @@
-"""The fast path's four kernels in Triton, for CUDA tensors (same contract as :mod:`ecanet.ops.aten_kernels`).
+"""The fast path's kernels in Triton, for CUDA tensors (same contract as :mod:`ecanet.ops.aten_kernels`).
 
-Every kernel walks ``(N, C, S)`` views through their strides, so channels-first and channels-last
-memory share one code path; the tile is long along whichever axis is contiguous. Accumulation is
-in float32 (float64 for float64 input). The kernels are compiled on first use, which is also when
+Two kernels do all the work, each over ``(N, C, S)`` views walked through their strides, so
+channels-first and channels-last memory share one code path:
+
+- a **channel reduction**, ``sum_s x`` (the pooled descriptor) or ``sum_s g * x`` (the gate
+  gradient, with the ReLU mask applied on the way), accumulated in float32 (float64 for float64);
+- a **per-channel affine pass**, ``act(x * a[c] + b[c] + identity)``: the rescale (optionally
+  with ECA's gate computed inside the kernel from the descriptor: the k-tap channel convolution
+  and the sigmoid, so the forward is two launches whatever k) and the input gradient.
+
+Tiles are long along whichever axis is contiguous and sized to the data (a 7x7 map does not waste
+four fifths of a 256-wide tile). Grids are one-dimensional, so no axis meets CUDA's 65535 limit,
+and offsets are 64-bit. A reduction with too few ``(sample, channel block)`` programs to fill the
+GPU splits its positions among several programs that write partial sums, added up afterwards
+(deterministic, unlike atomics). Kernels are compiled on first use, which is also when
 ``TRITON_INTERPRET=1`` is read: set it before the first call to run them on CPU tensors through
 Triton's interpreter (how the test suite checks them on machines without a GPU).
 """
@@ -10,120 +21,111 @@ Triton's interpreter (how the test suite checks them on machines without a GPU).
 from __future__ import annotations
 
 import functools
-from types import SimpleNamespace
+import importlib
+import math
+from types import ModuleType
 
 import torch
 from torch import Tensor
 
-__all__ = ["channel_sum", "gated_channel_dot", "input_grad", "scale_shift"]
+__all__ = [
+    "channel_mean",
+    "channel_sum",
+    "gate_backward",
+    "gated_channel_dot",
+    "gated_rescale",
+    "input_grad",
+    "reduction_splits",
+    "scale_shift",
+    "tile",
+]
+
+_TILE_ELEMENTS = 2048
+"""Elements per program tile (16 per thread with Triton's default four warps)."""
+
+_INTERPRETER_PROGRAMS = 8
+"""Programs a reduction aims for on CPU tensors (Triton's interpreter): enough to split the
+positions of the test suite's longer inputs, so the partial-sum path is checked there too."""
+
+_GATES = {"sigmoid": 0, "hard_sigmoid": 1}
 
 
 @functools.cache
-def _kernels() -> SimpleNamespace:
-    """Compiles (or, under ``TRITON_INTERPRET=1``, wraps) the kernels once."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def channel_sum_kernel(x_ptr, sums_ptr, C, S, sn, sc, ss, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-        n = tl.program_id(0)
-        channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=sums_ptr.dtype.element_ty)
-        for start in range(0, S, BLOCK_S):
-            positions = start + tl.arange(0, BLOCK_S)
-            mask = (channels[:, None] < C) & (positions[None, :] < S)
-            offsets = n * sn + channels[:, None] * sc + positions[None, :] * ss
-            acc += tl.load(x_ptr + offsets, mask=mask, other=0.0).to(acc.dtype)
-        tl.store(sums_ptr + n * C + channels, tl.sum(acc, axis=1), mask=channels < C)
-
-    @triton.jit
-    def scale_shift_kernel(
-        x_ptr,
-        gate_ptr,
-        identity_ptr,
-        out_ptr,
-        C,
-        S,
-        sn,
-        sc,
-        ss,
-        HAS_IDENTITY: tl.constexpr,
-        RELU: tl.constexpr,
-        BLOCK_C: tl.constexpr,
-        BLOCK_S: tl.constexpr,
-    ):
-        n = tl.program_id(0)
-        channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        positions = tl.program_id(2) * BLOCK_S + tl.arange(0, BLOCK_S)
-        mask = (channels[:, None] < C) & (positions[None, :] < S)
-        offsets = n * sn + channels[:, None] * sc + positions[None, :] * ss
-        gate = tl.load(gate_ptr + n * C + channels, mask=channels < C, other=0.0)
-        out = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(gate.dtype) * gate[:, None]
-        if HAS_IDENTITY:
-            out += tl.load(identity_ptr + offsets, mask=mask, other=0.0).to(gate.dtype)
-        if RELU:
-            out = tl.maximum(out, 0.0)
-        tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
-
-    @triton.jit
-    def gated_dot_kernel(
-        grad_ptr,
-        x_ptr,
-        out_ptr,
-        masked_ptr,
-        sums_ptr,
-        C,
-        S,
-        sn,
-        sc,
-        ss,
-        RELU: tl.constexpr,
-        BLOCK_C: tl.constexpr,
-        BLOCK_S: tl.constexpr,
-    ):
-        n = tl.program_id(0)
-        channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=sums_ptr.dtype.element_ty)
-        for start in range(0, S, BLOCK_S):
-            positions = start + tl.arange(0, BLOCK_S)
-            mask = (channels[:, None] < C) & (positions[None, :] < S)
-            offsets = n * sn + channels[:, None] * sc + positions[None, :] * ss
-            grad = tl.load(grad_ptr + offsets, mask=mask, other=0.0)
-            if RELU:
-                out = tl.load(out_ptr + offsets, mask=mask, other=0.0)
-                grad = tl.where(out > 0, grad, tl.zeros_like(grad))
-                tl.store(masked_ptr + offsets, grad, mask=mask)
-            acc += grad.to(acc.dtype) * tl.load(x_ptr + offsets, mask=mask, other=0.0).to(acc.dtype)
-        tl.store(sums_ptr + n * C + channels, tl.sum(acc, axis=1), mask=channels < C)
-
-    @triton.jit
-    def input_grad_kernel(
-        grad_ptr, gate_ptr, shift_ptr, dx_ptr, C, S, sn, sc, ss, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr
-    ):
-        n = tl.program_id(0)
-        channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        positions = tl.program_id(2) * BLOCK_S + tl.arange(0, BLOCK_S)
-        mask = (channels[:, None] < C) & (positions[None, :] < S)
-        offsets = n * sn + channels[:, None] * sc + positions[None, :] * ss
-        gate = tl.load(gate_ptr + n * C + channels, mask=channels < C, other=0.0)
-        shift = tl.load(shift_ptr + n * C + channels, mask=channels < C, other=0.0)
-        grad = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(gate.dtype)
-        dx = grad * gate[:, None] + shift[:, None]
-        tl.store(dx_ptr + offsets, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-    return SimpleNamespace(
-        channel_sum=channel_sum_kernel,
-        scale_shift=scale_shift_kernel,
-        gated_dot=gated_dot_kernel,
-        input_grad=input_grad_kernel,
-    )
+def _kernels() -> ModuleType:
+    """The ``@triton.jit`` kernels, imported on first use (see :mod:`ecanet.ops.triton_jit`)."""
+    return importlib.import_module("ecanet.ops.triton_jit")
 
 
-def _blocks(x3: Tensor) -> tuple[int, int]:
-    """Tile ``(BLOCK_C, BLOCK_S)``: long along the contiguous axis of the ``(N, C, S)`` view."""
-    if x3.stride(2) == 1:
-        return 4, 256
-    return 64, 16
+def tile(x3: Tensor, channel_run: int = 256) -> tuple[int, int]:
+    """Tile ``(BLOCK_C, BLOCK_S)`` for a ``(N, C, S)`` view: long along the contiguous axis, no
+    longer than that axis (rounded up to a power of two), about :data:`_TILE_ELEMENTS` in all.
+
+    Args:
+        x3: the view.
+        channel_run: most channels in a tile of channels-last memory. The reductions take 64 (one
+            128-byte line of bfloat16), so that their ``(sample, channel block)`` programs fill the
+            GPU without splitting positions (which costs one more launch to add the parts up).
+
+    Example:
+        >>> tile(torch.empty(8, 512, 3136))  # channels-first 56x56: whole 256-position rows
+        (8, 256)
+        >>> tile(torch.empty(8, 2048, 49))  # channels-first 7x7: rows of 49 in 64 lanes
+        (32, 64)
+        >>> tile(torch.empty(8, 49, 2048).transpose(1, 2))  # channels-last: runs of channels
+        (256, 8)
+        >>> tile(torch.empty(8, 49, 2048).transpose(1, 2), channel_run=64)
+        (64, 32)
+    """
+    _, c, s = x3.shape
+    if _channels_inner(x3):
+        block_c = min(channel_run, triton_next_power_of_2(c))
+        return block_c, max(1, _TILE_ELEMENTS // block_c)
+    block_s = min(256, triton_next_power_of_2(s))
+    return max(1, _TILE_ELEMENTS // block_s), block_s
+
+
+def triton_next_power_of_2(size: int) -> int:
+    """The smallest power of two ``>= size`` (at least 1), as Triton's block sizes must be."""
+    return 1 << max(0, size - 1).bit_length()
+
+
+def _channels_inner(x3: Tensor) -> bool:
+    return x3.stride(1) == 1 and x3.stride(2) != 1
+
+
+def reduction_splits(programs: int, position_blocks: int, target: int) -> tuple[int, int]:
+    """How many programs share one ``(sample, channel block)``'s positions: ``(splits, blocks_per_split)``.
+
+    Splits only as far as needed to reach ``target`` programs, and never into empty splits.
+
+    Args:
+        programs: ``(sample, channel block)`` pairs.
+        position_blocks: tiles along ``S``.
+        target: programs that fill the device.
+
+    Example:
+        >>> reduction_splits(8 * 4, 98, 132)  # 8x256x56x56 channels-last on 132 SMs
+        (5, 20)
+        >>> reduction_splits(64 * 4, 98, 132)  # batch 64: enough programs already
+        (1, 98)
+    """
+    wanted = min(max(1, position_blocks), max(1, math.ceil(target / max(1, programs))))
+    blocks_per_split = math.ceil(position_blocks / wanted) if position_blocks else 0
+    splits = math.ceil(position_blocks / blocks_per_split) if blocks_per_split else 1
+    return splits, blocks_per_split
+
+
+@functools.cache
+def _device_programs(device_index: int) -> int:
+    """Programs below which a reduction splits its positions: one per streaming multiprocessor
+    (each program keeps a 2048-element tile of loads in flight)."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _target_programs(device: torch.device) -> int:
+    if device.type == "cuda":
+        return _device_programs(device.index if device.index is not None else torch.cuda.current_device())
+    return _INTERPRETER_PROGRAMS
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -137,40 +139,52 @@ def _check_same_layout(*tensors: Tensor | None) -> tuple[int, int, int]:
     return strides[0]
 
 
-def _grid(x3: Tensor, block_c: int, block_s: int | None = None) -> tuple[int, ...]:
+def _reduce(
+    x3: Tensor, other3: Tensor | None, relu_out3: Tensor | None, masked3: Tensor | None, scale: float
+) -> Tensor:
+    """``scale * sum_s x`` (or of ``relu-masked x * other``) as ``(N, C)`` in the accumulation dtype."""
     n, c, s = x3.shape
-    grid = (n, -(-c // block_c))
-    return grid if block_s is None else (*grid, -(-s // block_s))
+    strides = _check_same_layout(x3, other3, relu_out3, masked3)
+    accumulate = _accumulate_dtype(x3.dtype)
+    block_c, block_s = tile(x3, channel_run=64)
+    c_blocks = -(-c // block_c)
+    splits, blocks_per_split = reduction_splits(n * c_blocks, -(-s // block_s), _target_programs(x3.device))
+    partial = torch.empty(n, splits, c, dtype=accumulate, device=x3.device)
+    if partial.numel():
+        _kernels().channel_reduce_kernel[(n * splits * c_blocks,)](
+            x3,
+            x3 if other3 is None else other3,
+            x3 if relu_out3 is None else relu_out3,
+            x3 if masked3 is None else masked3,
+            partial,
+            c,
+            s,
+            *strides,
+            splits,
+            blocks_per_split,
+            scale,
+            PRODUCT=other3 is not None,
+            RELU=relu_out3 is not None,
+            BLOCK_C=block_c,
+            BLOCK_S=block_s,
+        )
+    return partial[:, 0] if splits == 1 else partial.sum(1)
 
 
 def channel_sum(x3: Tensor) -> Tensor:
     """Per-channel sums ``(N, C)`` of a ``(N, C, S)`` view; see :func:`ecanet.ops.aten_kernels.channel_sum`."""
-    n, c, s = x3.shape
-    sums = torch.empty(n, c, dtype=_accumulate_dtype(x3.dtype), device=x3.device)
-    block_c, block_s = _blocks(x3)
-    _kernels().channel_sum[_grid(x3, block_c)](x3, sums, c, s, *x3.stride(), BLOCK_C=block_c, BLOCK_S=block_s)
-    return sums
+    return _reduce(x3, None, None, None, 1.0)
 
 
-def scale_shift(x3: Tensor, gate: Tensor, identity3: Tensor | None, relu: bool, out3: Tensor) -> None:
-    """Writes ``act(x3 * gate + identity3)`` into ``out3``; see :func:`ecanet.ops.aten_kernels.scale_shift`."""
-    _, c, s = x3.shape
-    strides = _check_same_layout(x3, identity3, out3)
-    gate = gate.to(_accumulate_dtype(x3.dtype)).contiguous()
-    block_c, block_s = _blocks(x3)
-    _kernels().scale_shift[_grid(x3, block_c, block_s)](
-        x3,
-        gate,
-        x3 if identity3 is None else identity3,
-        out3,
-        c,
-        s,
-        *strides,
-        HAS_IDENTITY=identity3 is not None,
-        RELU=relu,
-        BLOCK_C=block_c,
-        BLOCK_S=block_s,
-    )
+def channel_mean(x3: Tensor) -> Tensor:
+    """Per-channel means ``(N, C)`` of a ``(N, C, S)`` view in one pass (float32: the division folded into it).
+
+    Triton passes Python floats as float32 scalars, so float64 sums are divided afterwards.
+    """
+    s = x3.shape[2]
+    if x3.dtype == torch.float64:
+        return _reduce(x3, None, None, None, 1.0) / s
+    return _reduce(x3, None, None, None, 1.0 / s if s else math.nan)
 
 
 def gated_channel_dot(
@@ -182,40 +196,146 @@ def gated_channel_dot(
     """
     if out3 is not None and masked3 is None:
         raise ValueError("gated_channel_dot needs masked3 (a buffer for the masked gradient) when out3 is given")
+    return _reduce(grad3, x3, out3, masked3, 1.0)
+
+
+def _affine(
+    x3: Tensor,
+    a: Tensor,
+    shift: Tensor | None,
+    identity3: Tensor | None,
+    relu: bool,
+    out3: Tensor,
+    gate_options: tuple[Tensor, str, str, Tensor] | None = None,
+) -> None:
+    """Writes ``act(x3 * a + shift + identity3)`` into ``out3``; with ``gate_options`` =
+    ``(weight, padding, gate, gates_out)``, ``a`` holds the pooled means and the gate is computed."""
     n, c, s = x3.shape
-    strides = _check_same_layout(grad3, x3, out3, masked3)
-    sums = torch.empty(n, c, dtype=_accumulate_dtype(x3.dtype), device=x3.device)
-    block_c, block_s = _blocks(x3)
-    _kernels().gated_dot[_grid(x3, block_c)](
-        grad3,
+    strides = _check_same_layout(x3, identity3, out3)
+    block_c, block_s = tile(x3)
+    c_blocks, s_blocks = -(-c // block_c), -(-s // block_s)
+    if n * c_blocks * s_blocks == 0:
+        return
+    weight, padding, gate, gates_out = gate_options or (a, "zeros", "sigmoid", a)
+    _kernels().channel_affine_kernel[(n * c_blocks * s_blocks,)](
         x3,
-        grad3 if out3 is None else out3,
-        grad3 if masked3 is None else masked3,
-        sums,
+        a,
+        a if shift is None else shift,
+        x3 if identity3 is None else identity3,
+        out3,
+        weight,
+        gates_out,
         c,
         s,
         *strides,
-        RELU=out3 is not None,
+        GATE_FROM_DESCRIPTOR=gate_options is not None,
+        K=weight.shape[-1] if gate_options is not None else 1,
+        PER_CHANNEL=gate_options is not None and weight.shape[0] > 1,
+        CIRCULAR=padding == "circular",
+        GATE=_GATES[gate],
+        HAS_SHIFT=shift is not None,
+        HAS_IDENTITY=identity3 is not None,
+        RELU=relu,
+        CHANNELS_INNER=_channels_inner(x3),
         BLOCK_C=block_c,
         BLOCK_S=block_s,
     )
-    return sums
+
+
+def scale_shift(x3: Tensor, gate: Tensor, identity3: Tensor | None, relu: bool, out3: Tensor) -> None:
+    """Writes ``act(x3 * gate + identity3)`` into ``out3``; see :func:`ecanet.ops.aten_kernels.scale_shift`."""
+    _affine(x3, gate.to(_accumulate_dtype(x3.dtype)).contiguous(), None, identity3, relu, out3)
 
 
 def input_grad(grad3: Tensor, gate: Tensor, shift: Tensor, dx3: Tensor) -> None:
     """Writes ``grad3 * gate + shift`` into ``dx3``; see :func:`ecanet.ops.aten_kernels.input_grad`."""
-    _, c, s = grad3.shape
-    strides = _check_same_layout(grad3, dx3)
     accumulate = _accumulate_dtype(grad3.dtype)
-    block_c, block_s = _blocks(grad3)
-    _kernels().input_grad[_grid(grad3, block_c, block_s)](
-        grad3,
-        gate.to(accumulate).contiguous(),
-        shift.to(accumulate).contiguous(),
-        dx3,
-        c,
-        s,
-        *strides,
-        BLOCK_C=block_c,
-        BLOCK_S=block_s,
-    )
+    _affine(grad3, gate.to(accumulate).contiguous(), shift.to(accumulate).contiguous(), None, False, dx3)
+
+
+def gated_rescale(
+    x3: Tensor,
+    mean: Tensor,
+    weight: Tensor,
+    padding: str,
+    gate: str,
+    identity3: Tensor | None,
+    relu: bool,
+    out3: Tensor,
+) -> Tensor:
+    """ECA's gate and ``act(x3 * gate + identity3)`` in one pass; returns the gate ``(N, C)``.
+
+    The gate, :func:`ecanet.ops.channel_gate.channel_gate` of ``mean``, is worked out inside the
+    kernel by every tile from the k neighbouring means, so no separate launches run on the tiny
+    ``(N, C)`` tensor.
+
+    Args:
+        x3: ``(N, C, S)`` input.
+        mean: ``(N, C)`` pooled descriptor in the accumulation dtype.
+        weight: ECA kernel ``[1 or C, 1, k]``.
+        padding: ``"zeros"`` or ``"circular"``.
+        gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
+        identity3: ``(N, C, S)`` shortcut or ``None``.
+        relu: apply ReLU at the end.
+        out3: ``(N, C, S)`` destination (may be ``x3``).
+
+    Returns:
+        The gate ``(N, C)`` in ``mean``'s dtype.
+    """
+    mean = mean.contiguous()
+    gates = torch.empty_like(mean)
+    _affine(x3, mean, None, identity3, relu, out3, (weight.contiguous(), padding, gate, gates))
+    return gates
+
+
+def gate_backward(
+    d_gate: Tensor,
+    gate: Tensor,
+    mean: Tensor,
+    weight: Tensor,
+    padding: str,
+    gate_kind: str,
+    inplace: bool,
+    positions: int,
+) -> tuple[Tensor, Tensor]:
+    """Backward through ECA's gate on ``(N, C)`` tensors in one launch (plus a sum over samples).
+
+    Args:
+        d_gate: ``(N, C)`` gradient of the gate, or with ``inplace`` the gradient times the gate
+            (see :meth:`ecanet.ops.function.EcaKernels.backward`).
+        gate, mean: as the forward returned them.
+        weight: ECA kernel ``[1 or C, 1, k]``.
+        padding, gate_kind: the gate's options.
+        inplace: ``d_gate`` is multiplied by the gate.
+        positions: ``S``, the positions each mean averaged.
+
+    Returns:
+        ``(shift, d_weight)``: ``dL/dmean / S`` as ``(N, C)`` in ``mean``'s dtype, and the kernel's
+        gradient shaped and typed like ``weight``.
+    """
+    n, c = d_gate.shape
+    k = weight.shape[-1]
+    per_channel = weight.shape[0] > 1
+    block_c = min(1024, triton_next_power_of_2(c))
+    c_blocks = -(-c // block_c)
+    mean = mean.contiguous()
+    shift = torch.empty_like(mean)
+    partial = torch.empty((n, c, k) if per_channel else (n * c_blocks, k), dtype=mean.dtype, device=mean.device)
+    if n * c_blocks:
+        _kernels().gate_backward_kernel[(n * c_blocks,)](
+            d_gate.contiguous(),
+            gate.contiguous(),
+            mean,
+            weight.contiguous(),
+            shift,
+            partial,
+            c,
+            positions,
+            K=k,
+            PER_CHANNEL=per_channel,
+            CIRCULAR=padding == "circular",
+            GATE=_GATES[gate_kind],
+            INPLACE=inplace,
+            BLOCK_C=block_c,
+        )
+    return shift, partial.sum(0).reshape(weight.shape).to(weight.dtype)

@@ -1,0 +1,129 @@
+"""Checks that need a CUDA GPU: the layer and the networks on CUDA against float64 CPU references.
+
+Not collected by a plain ``pytest`` run (the name does not start with ``test_``; CI has no GPU and
+covers the same kernels in Triton's interpreter). ``make gpu-check`` runs this module together
+with ``triton_kernel_checks.py`` compiled for the GPU.
+"""
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ecanet import ECA
+from ecanet.models import create_model
+from ecanet.ops.dispatch import kernels_for
+from ecanet.ops.triton_backend import TritonKernels
+from reference import eca_reference
+
+if not torch.cuda.is_available():
+    raise RuntimeError("cuda_checks.py needs a CUDA GPU; without one, the interpreter checks cover the kernels")
+
+CUDA = torch.device("cuda")
+
+
+@pytest.fixture(autouse=True)
+def _exact_float32():
+    """float32 convolutions and products without TF32, so networks can be compared closely."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_cuda_tensors_take_the_triton_backend():
+    assert isinstance(kernels_for(torch.zeros(1, device=CUDA)), TritonKernels)
+
+
+def test_forward_is_two_triton_launches():
+    layer = ECA(256).to(CUDA)
+    x = torch.randn(8, 256, 14, 14, device=CUDA)
+    with torch.no_grad():
+        layer(x)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as trace:
+            layer(x)
+            torch.cuda.synchronize()
+    kernels = [event.name for event in trace.events() if event.device_type.name == "CUDA"]
+    assert sum("channel_reduce_kernel" in name for name in kernels) == 1, kernels
+    assert sum("channel_affine_kernel" in name for name in kernels) == 1, kernels
+    assert len(kernels) == 2, kernels
+
+
+SHAPES = {
+    "1d": ((4, 64, 500), torch.contiguous_format, 1),
+    "2d": ((4, 96, 20, 20), torch.contiguous_format, 1),
+    "2d-channels-last": ((4, 96, 20, 20), torch.channels_last, 1),
+    "3d": ((2, 48, 6, 7, 8), torch.contiguous_format, 1),
+    "3d-channels-last": ((2, 48, 6, 7, 8), torch.channels_last_3d, 1),
+    "tokens": ((3, 197, 384), torch.contiguous_format, -1),
+    "large-7x7": ((64, 2048, 7, 7), torch.channels_last, 1),
+    "large-56x56": ((32, 256, 56, 56), torch.contiguous_format, 1),
+}
+
+
+@pytest.mark.parametrize("shape_name", list(SHAPES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("residual", [False, True])
+def test_layer_matches_reference_forward_and_backward(shape_name, dtype, residual):
+    shape, memory_format, channel_dim = SHAPES[shape_name]
+    channels = shape[channel_dim]
+    layer = ECA(channels, channel_dim=channel_dim).to(CUDA)
+    x = torch.randn(shape, device=CUDA).to(dtype=dtype, memory_format=memory_format).requires_grad_()
+    identity = torch.randn(shape, device=CUDA).to(dtype=dtype, memory_format=memory_format).requires_grad_()
+    grad = torch.randn(shape, device=CUDA).to(dtype=dtype, memory_format=memory_format)
+    out = layer.residual(x * 1.0, identity, inplace=False) if residual else layer(x)
+    out.backward(grad)
+
+    x64, id64 = x.detach().cpu().double().requires_grad_(), identity.detach().cpu().double().requires_grad_()
+    w64 = layer.conv.weight.detach().cpu().double().requires_grad_()
+    expected = eca_reference(x64, w64, channel_dim=channel_dim)
+    if residual:  # the ReLU's mask from the tested output: low precision may round a tiny value to 0
+        expected = (expected + id64) * (out.detach().cpu() > 0)
+    expected.backward(grad.cpu().double())
+    tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 3e-2, "atol": 3e-2}
+    assert out.dtype == dtype and out.is_contiguous(memory_format=memory_format)
+    torch.testing.assert_close(out.detach().cpu().double(), expected, **tolerance)
+    torch.testing.assert_close(x.grad.cpu().double(), x64.grad, **tolerance)
+    weight_scale = w64.grad.abs().max().item()
+    torch.testing.assert_close(layer.conv.weight.grad.cpu().double(), w64.grad, rtol=3e-2, atol=3e-2 * weight_scale)
+    if residual:
+        torch.testing.assert_close(identity.grad.cpu().double(), id64.grad, **tolerance)
+
+
+@pytest.mark.parametrize("name", ["eca_resnet50", "eca_mobilenet_v2"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_network_inference_matches_float64_cpu(name, memory_format):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    x = torch.randn(4, 3, 160, 160)
+    with torch.inference_mode():
+        expected = model.double()(x.double())
+        model = model.float().to(CUDA, memory_format=memory_format)
+        got = model(x.to(CUDA, memory_format=memory_format))
+    torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_network_gradients_match_float64_cpu():
+    # BatchNorm in eval mode: in training mode its statistics over 4x4 maps of 8 samples are so
+    # ill-conditioned that float32 gradients differ from float64 by ~0.5% with or without ECA.
+    torch.manual_seed(0)
+    model = create_model("eca_resnet18", num_classes=10, small_input=True).eval()
+    x, target = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    reference = create_model("eca_resnet18", num_classes=10, small_input=True).eval().double()
+    reference.load_state_dict(model.state_dict())
+    torch.nn.functional.cross_entropy(reference(x.double()), target).backward()
+    model = model.to(CUDA, memory_format=torch.channels_last)
+    torch.nn.functional.cross_entropy(model(x.to(CUDA, memory_format=torch.channels_last)), target.to(CUDA)).backward()
+    for (name, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
+        error = (got.grad.cpu().double() - expected.grad).norm() / expected.grad.norm()
+        assert error < 1e-4, (name, error.item())
+
+
+def test_compiled_network_matches_eager():
+    torch.manual_seed(0)
+    model = create_model("eca_resnet18").eval().to(CUDA, memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 64, 64, device=CUDA).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager = model(x)
+        compiled = torch.compile(model, fullgraph=True)(x)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,175 @@
+"""Checks of the Triton kernels, run by ``test_triton_kernels.py`` in a fresh process.
+
+Not collected by a plain ``pytest`` run (the name does not start with ``test_``). With
+``ECANET_TRITON_DEVICE=cpu`` (the default) the kernels run on CPU tensors in Triton's interpreter,
+which must be switched on before Triton is first imported (this module does so on its first
+lines); with ``ECANET_TRITON_DEVICE=cuda`` they are compiled and run on the GPU.
+"""
+
+import os
+
+os.environ["TRITON_INTERPRET"] = "1" if os.environ.get("ECANET_TRITON_DEVICE", "cpu") == "cpu" else "0"
+
+import pytest
+import torch
+
+from ecanet.ops import triton_kernels
+from ecanet.ops.function import fused_eca_function
+from ecanet.ops.triton_backend import TritonKernels
+from ecanet.ops.views import channel_view
+from reference import eca_reference
+
+DEVICE = os.environ.get("ECANET_TRITON_DEVICE", "cpu")
+
+LAYOUTS = {
+    "channels-first": ((2, 6, 3, 5), torch.contiguous_format, 1),
+    "channels-last": ((2, 6, 3, 5), torch.channels_last, 1),
+    "tokens": ((2, 7, 70), torch.contiguous_format, -1),
+    "1d-long": ((1, 3, 300), torch.contiguous_format, 1),
+    # Long rows with few (sample, channel block) pairs: the reductions split their positions.
+    "split-positions": ((2, 5, 2000), torch.contiguous_format, 1),
+    "split-positions-channels-last": ((1, 40, 30, 30), torch.channels_last, 1),
+}
+
+TOLERANCES = {
+    torch.float64: {"rtol": 1e-10, "atol": 1e-10},
+    torch.float32: {"rtol": 1e-5, "atol": 1e-5},
+    torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2},
+    torch.float16: {"rtol": 2e-3, "atol": 2e-3},
+}
+
+
+def _random(shape, dtype, memory_format=torch.contiguous_format):
+    return torch.randn(shape, dtype=torch.float64).to(device=DEVICE, dtype=dtype, memory_format=memory_format)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize(("residual", "inplace"), [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_and_backward_match_reference(layout, residual, inplace, dtype):
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    tolerance = TOLERANCES[dtype]
+    x = _random(shape, dtype, memory_format)
+    identity = _random(shape, dtype, memory_format)
+    weight = _random((1, 1, 3), torch.float64)
+    grad = _random(shape, torch.float64)
+
+    x_ref = x.double().clone().requires_grad_()
+    id_ref = identity.double().clone().requires_grad_()
+    w_ref = weight.clone().requires_grad_()
+    expected = eca_reference(x_ref, w_ref, channel_dim=channel_dim)
+    if residual:
+        expected = torch.clamp(expected + id_ref, min=0)
+    expected.backward(grad)
+
+    source = x.clone().requires_grad_()
+    kernel = weight.to(dtype).requires_grad_()
+    shortcut = identity.clone().requires_grad_() if residual else None
+    out = fused_eca_function(
+        source * 1.0, kernel, shortcut, residual, inplace, "zeros", "sigmoid", channel_dim, TritonKernels()
+    )
+    out.backward(grad.to(dtype))
+    torch.testing.assert_close(out.double(), expected, **tolerance)
+    torch.testing.assert_close(source.grad.double(), x_ref.grad, **tolerance)
+    torch.testing.assert_close(kernel.grad.double(), w_ref.grad, rtol=tolerance["rtol"], atol=1e-4)
+    if residual:
+        torch.testing.assert_close(shortcut.grad.double(), id_ref.grad, **tolerance)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 9])
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_gate_inside_the_rescale_matches_reference(k, padding, gate, per_channel):
+    # 12 channels in 2 channels-last samples of 4x5: the taps cross channel-block edges and wrap.
+    x = _random((2, 12, 4, 5), torch.float32, torch.channels_last)
+    weight = _random((12 if per_channel else 1, 1, k), torch.float32)
+    out = torch.full_like(x, float("nan"))
+    x3, out3 = channel_view(x, 1), channel_view(out, 1)
+    mean = triton_kernels.channel_mean(x3)
+    gates = triton_kernels.gated_rescale(x3, mean, weight, padding, gate, None, False, out3)
+    expected = eca_reference(x.double(), weight.double(), padding=padding, gate=gate)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    ones = torch.ones_like(x, dtype=torch.float64)
+    descriptor = x.double().mean((2, 3))
+    expected_gates = eca_reference(ones, weight.double(), padding=padding, gate=gate, descriptor=descriptor)
+    torch.testing.assert_close(gates.double(), expected_gates[:, :, 0, 0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_gate_backward_matches_reference(k, padding, gate, per_channel, inplace):
+    # float64 on 2 channels-last samples of 9 channels: gradients through every tap, both paddings.
+    x = _random((2, 9, 3, 4), torch.float64, torch.channels_last)
+    weight = _random((9 if per_channel else 1, 1, k), torch.float64)
+    grad = _random((2, 9, 3, 4), torch.float64, torch.channels_last)
+    x_ref, w_ref = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    eca_reference(x_ref, w_ref, padding=padding, gate=gate).backward(grad)
+    source, kernel = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    out = fused_eca_function(source * 1.0, kernel, None, False, inplace, padding, gate, 1, TritonKernels())
+    out.backward(grad)
+    torch.testing.assert_close(source.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(kernel.grad, w_ref.grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last", "split-positions"])
+def test_half_precision_forward_and_backward(dtype, layout):
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    x = _random(shape, dtype, memory_format)
+    weight = _random((1, 1, 3), torch.float32)
+    grad = _random(shape, dtype, memory_format)
+    x_ref = x.double().requires_grad_()
+    w_ref = weight.double().requires_grad_()
+    expected = eca_reference(x_ref, w_ref, channel_dim=channel_dim)
+    expected.backward(grad.double())
+    source = x.clone().requires_grad_()
+    kernel = weight.clone().requires_grad_()
+    out = fused_eca_function(source, kernel, None, False, False, "zeros", "sigmoid", channel_dim, TritonKernels())
+    out.backward(grad)
+    assert out.dtype == dtype and source.grad.dtype == dtype
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+    torch.testing.assert_close(source.grad.double(), x_ref.grad, **TOLERANCES[dtype])
+    torch.testing.assert_close(kernel.grad.double(), w_ref.grad, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize(
+    "layout", ["channels-first", "channels-last", "split-positions", "split-positions-channels-last"]
+)
+def test_reductions_write_every_channel(layout):
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    x = _random(shape, torch.float32, memory_format)
+    x3 = channel_view(x, channel_dim)
+    expected = x3.double().sum(2)
+    torch.testing.assert_close(triton_kernels.channel_sum(x3).double(), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(triton_kernels.channel_mean(x3).double(), expected / x3.shape[2], rtol=1e-5, atol=1e-6)
+    grad3 = channel_view(_random(shape, torch.float32, memory_format), channel_dim)
+    relu_out = torch.relu(_random(shape, torch.float32, memory_format))
+    relu_out3 = channel_view(relu_out, channel_dim)
+    masked = torch.full_like(relu_out, float("nan"))
+    masked3 = channel_view(masked, channel_dim)
+    dot = triton_kernels.gated_channel_dot(grad3, x3, relu_out3, masked3, x3)
+    masked_expected = torch.where(relu_out3 > 0, grad3, torch.zeros_like(grad3))
+    torch.testing.assert_close(masked3, masked_expected, rtol=0, atol=0)
+    torch.testing.assert_close(dot.double(), (masked_expected.double() * x3.double()).sum(2), rtol=1e-5, atol=1e-4)
+
+
+def test_sums_accumulate_half_precision_in_float32():
+    # 4096 values of 1 + 2^-7: a bfloat16 running sum would stall far below the true total.
+    x3 = torch.full((1, 2, 4096), 1.0 + 2.0**-7, dtype=torch.bfloat16, device=DEVICE)
+    sums = triton_kernels.channel_sum(x3)
+    assert sums.dtype == torch.float32
+    torch.testing.assert_close(sums.cpu(), torch.full((1, 2), 4096 * (1.0 + 2.0**-7)), rtol=1e-6, atol=0)
+
+
+def test_empty_batch_launches_nothing():
+    x3 = torch.empty(0, 4, 9, device=DEVICE)
+    assert triton_kernels.channel_mean(x3).shape == (0, 4)
+    out3 = torch.empty_like(x3)
+    gates = triton_kernels.gated_rescale(
+        x3, torch.empty(0, 4, device=DEVICE), torch.ones(1, 1, 3, device=DEVICE), "zeros", "sigmoid", None, False, out3
+    )
+    assert gates.shape == (0, 4)
