@@ -1,8 +1,10 @@
 import json
 
 import pytest
+import torch
 
 from ecanet.bench.layers import benchmark_layer
+from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 from ecanet.bench.suite import bench_cases, run_bench
 
 
@@ -35,3 +37,16 @@ def test_run_writes_all_files_with_the_command(tmp_path):
     assert environment["command"] == "ecanet bench --quick" and environment["cases"] == ["tiny"]
     assert (tmp_path / "results.txt").read_text().count("\n") == len(rows) + 1
     assert (tmp_path / "results.csv").read_text().count("\n") == len(rows) + 1
+
+
+def test_gpu_plan_times_resnet50_at_224px_and_leaves_glibc_alone():
+    cases = dict(bench_cases(["model"], device="cuda"))
+    training = cases["model resnet50 training channels_last bfloat16"]
+    assert training.func is benchmark_model_training  # not wrapped: glibc's thresholds stay as they are
+    assert training.keywords["image_size"] == 224 and training.keywords["small_input"] is False
+    assert training.keywords["device"] == torch.device("cuda") and training.keywords["dtype"] == "bfloat16"
+    inference = cases["model resnet50 inference nchw float32"]
+    assert inference.func is benchmark_model_inference and inference.keywords["batch"] == 64
+    cpu_cases = dict(bench_cases(["model"]))
+    assert "model resnet18 training nchw float32" in cpu_cases
+    assert not hasattr(cpu_cases["model resnet18 training nchw float32"], "keywords")  # pinned glibc first

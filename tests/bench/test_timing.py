@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from ecanet.bench.timing import TimingStats, time_side_by_side
@@ -40,6 +42,27 @@ def test_min_round_seconds_repeats_a_short_call_within_a_round():
     calls: list[str] = []
     time_side_by_side({"a": _recorder(calls, "a")}, rounds=2, warmup=0, min_round_seconds=0.005)
     assert len(calls) > 2
+
+
+def test_synchronize_waits_for_queued_work_inside_the_timed_round():
+    # A stand-in for a GPU stream: calls only queue work; waiting on the stream does it (10 ms each).
+    queued: list[int] = []
+    events: list[str] = []
+
+    def wait() -> None:
+        events.append("wait")
+        time.sleep(0.01 * len(queued))
+        queued.clear()
+
+    def launch() -> None:
+        events.append("launch")
+        queued.append(1)
+
+    stats = time_side_by_side({"kernel": launch}, rounds=3, warmup=0, synchronize=wait)
+    assert stats["kernel"].median_s >= 0.01  # the queued work was waited for before the clock stopped
+    assert events == ["wait", "launch", "wait"] * 3
+    unsynchronized = time_side_by_side({"kernel": launch}, rounds=3, warmup=0)
+    assert unsynchronized["kernel"].median_s < 0.005
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ecanet.bench.bandwidth import copy_probe, traffic_floor_ms
 from ecanet.bench.baselines import attention_candidates
+from ecanet.bench.device import round_timing
 from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import TimingStats, time_side_by_side
 from ecanet.functional import eca_kernel_size
@@ -55,7 +56,7 @@ CALL_SHAPES: tuple[tuple[int, int, int, int], ...] = (
 """Small activations (one image, or small spatial sizes) where a call's fixed costs show."""
 
 CALL_ROUND_SECONDS = 0.1
-"""Time each candidate of the ``call`` group runs per round. On the build machine the first 3-4
+"""Time each candidate of the ``call`` group runs per round on CPU. On the build machine the first 3-4
 calls after another candidate ran take up to twice as long, whichever candidate it is (the data
 comes back from farther away); 20 ms rounds of 1 ms calls were dominated by those, and the
 differences between candidates by which one came before."""
@@ -73,12 +74,12 @@ _MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.chann
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def _inputs(shape: tuple[int, ...], memory_format: str, dtype: str, seed: int) -> Tensor:
+def _inputs(shape: tuple[int, ...], memory_format: str, dtype: str, seed: int, device: torch.device) -> Tensor:
     # Positive values (1 +- 0.5) with the candidates' all-8 kernels keep every gate within 1e-6 of
     # 1, so layers that overwrite their input neither decay to denormals nor blow up.
     generator = torch.Generator().manual_seed(seed)
     x = torch.rand(shape, generator=generator) + 0.5
-    return x.to(dtype=_DTYPES[dtype], memory_format=_MEMORY_FORMATS[memory_format])
+    return x.to(device=device, dtype=_DTYPES[dtype], memory_format=_MEMORY_FORMATS[memory_format])
 
 
 def _training_step(forward: Callable[[], Tensor], leaves: list[Tensor], grad: Tensor) -> Callable[[], object]:
@@ -105,13 +106,20 @@ def _rows(
     return rows_from_stats(group, case, memory_format, dtype, mode, stats, reference, floor_ms)
 
 
-def _modules(channels: int, dtype: str) -> dict[str, nn.Module]:
+def _modules(channels: int, dtype: str, device: torch.device) -> dict[str, nn.Module]:
     layers = attention_candidates(channels, eca_kernel_size(channels))
-    return {name: layer.to(_DTYPES[dtype]) for name, layer in layers.items()}
+    return {name: layer.to(device=device, dtype=_DTYPES[dtype]) for name, layer in layers.items()}
 
 
 def benchmark_layer(
-    shape: tuple[int, int, int, int], memory_format: str, dtype: str, mode: str, *, rounds: int, warmup: int
+    shape: tuple[int, int, int, int],
+    memory_format: str,
+    dtype: str,
+    mode: str,
+    *,
+    rounds: int,
+    warmup: int,
+    device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
     """Times the attention layers alone on one input; the reference is timm (else the blog version).
 
@@ -121,6 +129,7 @@ def benchmark_layer(
         dtype: ``"float32"`` or ``"bfloat16"``.
         mode: ``"inference"`` (under ``torch.no_grad``) or ``"training"`` (forward and backward).
         rounds, warmup: as for :func:`ecanet.bench.timing.time_side_by_side`.
+        device: where the layers and tensors live (see :func:`ecanet.bench.device.round_timing`).
 
     Returns:
         One :class:`ecanet.bench.report.BenchRow` per candidate (``ecanet-inplace`` at inference only).
@@ -130,9 +139,11 @@ def benchmark_layer(
         >>> "ecanet-inplace" in [r.candidate for r in rows]
         True
     """
-    layers = _modules(shape[1], dtype)
+    device = torch.device(device)
+    timing = {"rounds": rounds, "warmup": warmup, **round_timing(device)}
+    layers = _modules(shape[1], dtype, device)
     reference = "timm" if "timm" in layers else "blog"
-    x = _inputs(shape, memory_format, dtype, seed=0)
+    x = _inputs(shape, memory_format, dtype, seed=0, device=device)
     candidates: dict[str, Callable[[], object]] = {"copy": copy_probe(x)}
     if mode == "inference":
         # The in-place layer rescales x itself: its gate is 1 to within 1e-6 on these inputs (see
@@ -141,20 +152,27 @@ def benchmark_layer(
         for name, layer in layers.items():
             candidates[name] = lambda layer=layer: layer(x)
         with torch.no_grad():
-            stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+            stats = time_side_by_side(candidates, **timing)
     else:
         x.requires_grad_(True)
-        grad = _inputs(shape, memory_format, dtype, seed=1)
+        grad = _inputs(shape, memory_format, dtype, seed=1, device=device)
         for name, layer in layers.items():
             if name != "ecanet-inplace":  # a leaf cannot be overwritten under autograd
                 leaves = [x, *layer.parameters()]
                 candidates[name] = _training_step(lambda layer=layer: layer(x), leaves, grad)
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+        stats = time_side_by_side(candidates, **timing)
     return _rows("layer", shape, memory_format, dtype, mode, reference, stats)
 
 
 def benchmark_tail(
-    shape: tuple[int, int, int, int], memory_format: str, dtype: str, mode: str, *, rounds: int, warmup: int
+    shape: tuple[int, int, int, int],
+    memory_format: str,
+    dtype: str,
+    mode: str,
+    *,
+    rounds: int,
+    warmup: int,
+    device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
     """Times residual-block tails ``relu(attention(x) + shortcut)`` on one input; the reference has no attention.
 
@@ -167,11 +185,13 @@ def benchmark_tail(
         >>> rows[0].candidate, rows[0].reference
         ('none', 'none')
     """
-    layers = _modules(shape[1], dtype)
+    device = torch.device(device)
+    timing = {"rounds": rounds, "warmup": warmup, **round_timing(device)}
+    layers = _modules(shape[1], dtype, device)
     attentions = {name: layers[name] for name in ("timm", "se") if name in layers}
     eca = layers["ecanet"]
-    x = _inputs(shape, memory_format, dtype, seed=0)
-    shortcut = _inputs(shape, memory_format, dtype, seed=2)
+    x = _inputs(shape, memory_format, dtype, seed=0, device=device)
+    shortcut = _inputs(shape, memory_format, dtype, seed=2, device=device)
     candidates: dict[str, Callable[[], object]] = {"copy": copy_probe(x)}
     if mode == "inference":
         none_buffer, eca_buffer = x.clone(), x.clone()
@@ -180,18 +200,18 @@ def benchmark_tail(
         for name, layer in attentions.items():
             candidates[name] = lambda layer=layer: layer(x).add_(shortcut).relu_()
         with torch.no_grad():
-            stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+            stats = time_side_by_side(candidates, **timing)
     else:
         x.requires_grad_(True)
         shortcut.requires_grad_(True)
-        grad = _inputs(shape, memory_format, dtype, seed=1)
+        grad = _inputs(shape, memory_format, dtype, seed=1, device=device)
         candidates["none"] = _training_step(lambda: torch.relu(x + shortcut), [x, shortcut], grad)
         leaves = [x, shortcut, *eca.parameters()]
         candidates["ecanet"] = _training_step(lambda: eca.residual(x, shortcut), leaves, grad)
         for name, layer in attentions.items():
             leaves = [x, shortcut, *layer.parameters()]
             candidates[name] = _training_step(lambda layer=layer: torch.relu(layer(x) + shortcut), leaves, grad)
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+        stats = time_side_by_side(candidates, **timing)
     return _rows("tail", shape, memory_format, dtype, mode, "none", stats)
 
 
@@ -202,6 +222,7 @@ def benchmark_call(
     *,
     rounds: int,
     warmup: int,
+    device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
     """Times ``ECA(inplace=True)`` against pool + rescale (``x.mean``, ``x.mul_``) on a small input.
 
@@ -216,8 +237,9 @@ def benchmark_call(
         >>> rows[0].candidate, rows[0].reference
         ('pool+rescale', 'pool+rescale')
     """
-    layers = _modules(shape[1], dtype)
-    x = _inputs(shape, memory_format, dtype, seed=0)
+    device = torch.device(device)
+    layers = _modules(shape[1], dtype, device)
+    x = _inputs(shape, memory_format, dtype, seed=0, device=device)
 
     def pool_and_rescale() -> None:
         # Rescaling by 1 (the candidates' gates are 1 to within 1e-6, see attention_candidates)
@@ -234,5 +256,5 @@ def benchmark_call(
     if "timm" in layers:
         candidates["timm"] = lambda: layers["timm"](x)
     with torch.no_grad():
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=CALL_ROUND_SECONDS)
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device, CALL_ROUND_SECONDS))
     return _rows("call", shape, memory_format, dtype, "inference", "pool+rescale", stats)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ecanet.bench.device import round_timing
 from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import time_side_by_side
 from ecanet.models import create_model
@@ -31,6 +32,7 @@ def benchmark_model_inference(
     compiled: bool = False,
     rounds: int = 15,
     warmup: int = 2,
+    device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
     """Times ``model(x)`` under ``torch.inference_mode`` for each model; the first name is the reference.
 
@@ -41,24 +43,26 @@ def benchmark_model_inference(
         dtype: ``"float32"`` or ``"bfloat16"`` (model and input converted).
         compiled: wrap each model in ``torch.compile`` (compilation happens in the warm-up rounds).
         rounds, warmup: as for :func:`ecanet.bench.timing.time_side_by_side` (``warmup >= 1`` when compiled).
+        device: where the models and inputs live (see :func:`ecanet.bench.device.round_timing`).
 
     Example:
         >>> rows = benchmark_model_inference(("resnet18", "eca_resnet18"), batch=1, image_size=32, rounds=1, warmup=0)
         >>> [r.candidate for r in rows], rows[1].reference
         (['resnet18', 'eca_resnet18'], 'resnet18')
     """
+    device = torch.device(device)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     layout = _MEMORY_FORMATS[memory_format]
     x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    x = x.to(dtype=torch_dtype, memory_format=layout)
+    x = x.to(device=device, dtype=torch_dtype, memory_format=layout)
     candidates: dict[str, Callable[[], object]] = {}
     for name in names:
         torch.manual_seed(0)
-        model = create_model(name).eval().to(dtype=torch_dtype, memory_format=layout)
+        model = create_model(name).eval().to(device=device, dtype=torch_dtype, memory_format=layout)
         runner = torch.compile(model) if compiled else model
         candidates[name] = lambda runner=runner: runner(x)
     with torch.inference_mode():
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
     mode = "inference-compiled" if compiled else "inference"
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])
 
@@ -69,42 +73,47 @@ def benchmark_model_training(
     batch: int = 64,
     image_size: int = 32,
     num_classes: int = 10,
+    small_input: bool = True,
     memory_format: str = "nchw",
     dtype: str = "float32",
     rounds: int = 15,
     warmup: int = 2,
+    device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
-    """Times one SGD training step (forward, loss, backward, update) of small-input models.
+    """Times one SGD training step (forward, loss, backward, update) of each model.
 
-    The models use the small-input stem (3x3 stride 1, no max-pool) for CIFAR-sized images.
-    ``dtype="bfloat16"`` runs the step under CPU autocast. Arguments otherwise as for
-    :func:`benchmark_model_inference`.
+    By default the models use the small-input stem (3x3 stride 1, no max-pool) for CIFAR-sized
+    images (``small_input=False``: ImageNet's stem). ``dtype="bfloat16"`` runs the step under
+    autocast on the device. Arguments otherwise as for :func:`benchmark_model_inference`.
 
     Example:
         >>> rows = benchmark_model_training(batch=2, image_size=8, rounds=1, warmup=0)
         >>> rows[1].candidate, rows[1].mode
         ('eca_resnet18', 'training')
     """
+    device = torch.device(device)
     layout = _MEMORY_FORMATS[memory_format]
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(memory_format=layout)
-    target = torch.randint(0, num_classes, (batch,), generator=generator)
+    x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device=device, memory_format=layout)
+    target = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
     candidates: dict[str, Callable[[], object]] = {}
     for name in names:
         torch.manual_seed(0)
-        model = create_model(name, num_classes=num_classes, small_input=True).train().to(memory_format=layout)
+        model = create_model(name, num_classes=num_classes, small_input=small_input)
+        model = model.train().to(device=device, memory_format=layout)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
         def step(model=model, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext()
+            bfloat16 = dtype == "bfloat16"
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else contextlib.nullcontext()
             with autocast:
                 loss = F.cross_entropy(model(x), target)
             loss.backward()
             optimizer.step()
 
         candidates[name] = step
-    stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup)
+    stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
     return rows_from_stats(
         "model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, "training", stats, names[0]
     )

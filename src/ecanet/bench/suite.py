@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import platform
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -26,7 +28,32 @@ GROUPS = ("layer", "tail", "call", "model")
 Case = tuple[str, Callable[[], list[BenchRow]]]
 
 
-def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: int | None = None) -> list[Case]:
+MODEL_SETUPS: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu": {"inference": {"batch": 8}, "training": {"names": ("resnet18", "eca_resnet18")}},
+    "cuda": {
+        "inference": {"batch": 64},
+        "training": {
+            "names": ("resnet50", "eca_resnet50"),
+            "batch": 64,
+            "image_size": 224,
+            "num_classes": 1000,
+            "small_input": False,
+        },
+    },
+}
+"""Network cases per device type: on CPU ResNet-50 inference at batch 8 and small-input ResNet-18
+training (batch 64, 32 px); on a GPU, where those are too small to keep it busy, ResNet-50 at
+224 px and batch 64 for both (see :func:`ecanet.bench.models.benchmark_model_inference` and
+:func:`ecanet.bench.models.benchmark_model_training` for the other defaults)."""
+
+
+def bench_cases(
+    groups: Sequence[str] = GROUPS,
+    *,
+    quick: bool = False,
+    rounds: int | None = None,
+    device: str | torch.device = "cpu",
+) -> list[Case]:
     """The benchmark cases as ``(label, run)`` pairs, in the order they run.
 
     Full run: every ResNet-50 stage shape at batch 32, NCHW and channels-last, float32 and
@@ -52,8 +79,9 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
         raise ValueError(f"unknown benchmark groups {unknown}; valid: {list(GROUPS)}")
     rounds = rounds if rounds is not None else (5 if quick else 15)
     warmup = 1 if quick else 2
+    device = torch.device(device)
     # Models too: their goals (<= 2% overhead) sit below the run-to-run scatter of a few rounds.
-    timing = {"rounds": rounds, "warmup": warmup}
+    timing = {"rounds": rounds, "warmup": warmup, "device": device}
     shapes = (RESNET50_STAGE_SHAPES[0], RESNET50_STAGE_SHAPES[-1]) if quick else RESNET50_STAGE_SHAPES
     dtypes = ("float32",) if quick else ("float32", "bfloat16")
     formats = ("nchw", "channels_last")
@@ -74,21 +102,25 @@ def bench_cases(groups: Sequence[str] = GROUPS, *, quick: bool = False, rounds: 
                 label = f"call {'x'.join(map(str, shape))} inference {memory_format} float32"
                 cases.append((label, partial(benchmark_call, shape, memory_format, "float32", **timing)))
     if "model" in groups:
+        setups = MODEL_SETUPS[device.type]
         model_cases: list[Case] = []
         for dtype in dtypes:
             for memory_format in formats:
                 label = f"model resnet50 inference {memory_format} {dtype}"
-                run = partial(benchmark_model_inference, memory_format=memory_format, dtype=dtype, **timing)
-                model_cases.append((label, run))
+                options = {**setups["inference"], "memory_format": memory_format, "dtype": dtype, **timing}
+                model_cases.append((label, partial(benchmark_model_inference, **options)))
         if not quick:
             label = "model resnet50 inference-compiled nchw float32"
-            model_cases.append((label, partial(benchmark_model_inference, compiled=True, **timing)))
+            options = {**setups["inference"], "compiled": True, **timing}
+            model_cases.append((label, partial(benchmark_model_inference, **options)))
+        training = setups["training"]
         for dtype in dtypes:
             for memory_format in formats:
-                label = f"model resnet18 training {memory_format} {dtype}"
-                run = partial(benchmark_model_training, memory_format=memory_format, dtype=dtype, **timing)
-                model_cases.append((label, run))
-        cases += [(label, _with_pinned_allocator(run)) for label, run in model_cases]
+                label = f"model {training['names'][0]} training {memory_format} {dtype}"
+                options = {**training, "memory_format": memory_format, "dtype": dtype, **timing}
+                model_cases.append((label, partial(benchmark_model_training, **options)))
+        pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
+        cases += [(label, pin(run)) for label, run in model_cases]
     return cases
 
 
@@ -103,11 +135,16 @@ def _with_pinned_allocator(run: Callable[[], list[BenchRow]]) -> Callable[[], li
     return pinned
 
 
-def machine_description() -> dict[str, object]:
-    """CPU model, core and thread counts, and library versions, for the record next to the numbers.
+def _unchanged(run: Callable[[], list[BenchRow]]) -> Callable[[], list[BenchRow]]:
+    return run
+
+
+def machine_description(device: str | torch.device = "cpu") -> dict[str, object]:
+    """CPU model, core and thread counts, library versions and, for a CUDA ``device``, the GPU,
+    for the record next to the numbers.
 
     Example:
-        >>> {"cpu", "torch", "torch_threads"} <= set(machine_description())
+        >>> {"cpu", "torch", "torch_threads", "device"} <= set(machine_description())
         True
     """
     cpu = platform.processor() or platform.machine()
@@ -117,7 +154,8 @@ def machine_description() -> dict[str, object]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {
+    description: dict[str, object] = {
+        "device": str(device),
         "cpu": cpu,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),
@@ -127,6 +165,24 @@ def machine_description() -> dict[str, object]:
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
     }
+    device = torch.device(device)
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        description.update(
+            gpu=properties.name,
+            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
+            gpu_multiprocessors=properties.multi_processor_count,
+            cuda=torch.version.cuda,
+            triton=_version_of("triton"),
+        )
+    return description
+
+
+def _version_of(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def run_bench(
@@ -135,6 +191,7 @@ def run_bench(
     *,
     command: str = "",
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
     """Runs ``cases`` (see :func:`bench_cases`) and writes ``results.csv``, ``results.png``,
     ``results.txt`` (the table) and ``environment.json`` (machine, versions, command, duration).
@@ -144,6 +201,7 @@ def run_bench(
         cases: ``(label, run)`` pairs; each ``run()`` returns rows.
         command: the command line, recorded in ``environment.json``.
         progress: show a tqdm bar over the cases.
+        device: the device the cases run on, described in ``environment.json``.
 
     Returns:
         All rows, in case order.
@@ -165,7 +223,7 @@ def run_bench(
     for label, run in bar:
         bar.set_postfix_str(label)
         rows.extend(run())
-    environment = machine_description()
+    environment = machine_description(device)
     environment.update(command=command, cases=[label for label, _ in cases], seconds=round(time.time() - started, 1))
     environment["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
     write_csv(rows, out / "results.csv")

@@ -39,14 +39,16 @@ def time_side_by_side(
     rounds: int = 15,
     warmup: int = 2,
     min_round_seconds: float = 0.0,
+    synchronize: Callable[[], object] | None = None,
 ) -> dict[str, TimingStats]:
     """Times every candidate in every round, rotating the order from round to round.
 
     In round ``r`` the candidates run in their given order rotated left by ``r``, so each one is
     first equally often. Within a round a candidate is called repeatedly until at least
     ``min_round_seconds`` have passed (at least once); the round's sample is the mean time per
-    call. The first ``warmup`` rounds run but are not recorded. Callables must do their own GPU
-    synchronisation (e.g. ``torch.cuda.synchronize()``) if they launch asynchronous work.
+    call. The first ``warmup`` rounds run but are not recorded. For asynchronous work (CUDA),
+    pass ``synchronize``: it runs before a round's clock starts and before it stops, so a round
+    measures the work it queued, and calls within a round queue back to back as in a network.
 
     Args:
         candidates: name -> zero-argument callable to time. At least one.
@@ -54,6 +56,7 @@ def time_side_by_side(
         warmup: unrecorded rounds before the measured ones (``>= 0``).
         min_round_seconds: minimum time spent on one candidate per round (``>= 0``); raise it for
             calls much shorter than the timer's resolution.
+        synchronize: waits for queued asynchronous work (e.g. ``torch.cuda.synchronize``), or ``None``.
 
     Returns:
         name -> :class:`TimingStats`, in the order of ``candidates``.
@@ -82,22 +85,29 @@ def time_side_by_side(
     for round_index in range(warmup + rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            seconds = _time_one_round(candidates[name], min_round_seconds)
+            seconds = _time_one_round(candidates[name], min_round_seconds, synchronize or _no_wait)
             if round_index >= warmup:
                 samples[name].append(seconds)
     return {name: _summarise(samples[name]) for name in names}
 
 
-def _time_one_round(candidate: Callable[[], object], min_round_seconds: float) -> float:
+def _no_wait() -> None:
+    return None
+
+
+def _time_one_round(
+    candidate: Callable[[], object], min_round_seconds: float, synchronize: Callable[[], object]
+) -> float:
     """Mean seconds per call of ``candidate`` over at least ``min_round_seconds`` (at least one call)."""
     calls = 0
+    synchronize()
     start = time.perf_counter()
     while True:
         candidate()
         calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_round_seconds:
-            return elapsed / calls
+        if time.perf_counter() - start >= min_round_seconds:
+            synchronize()
+            return (time.perf_counter() - start) / calls
 
 
 def _summarise(samples: list[float]) -> TimingStats:

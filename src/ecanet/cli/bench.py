@@ -7,6 +7,7 @@ import shlex
 
 import torch
 
+from ecanet.bench.device import bench_device
 from ecanet.bench.report import format_table
 from ecanet.bench.suite import GROUPS, bench_cases, run_bench
 
@@ -33,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="torch intra-op threads (default: torch's); 1 avoids waiting on descheduled threads on shared cores",
     )
+    parser.add_argument(
+        "--device", default="cpu", help="where to run: cpu (default), cuda or cuda:N (GPU kernels through Triton)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
 
@@ -40,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.rounds is not None and args.rounds < 1:
         raise SystemExit(f"ecanet bench: --rounds must be >= 1, got {args.rounds}")
+    try:
+        device = bench_device(args.device)
+    except ValueError as error:
+        raise SystemExit(f"ecanet bench: {error}") from None
     if args.threads is not None:
         if args.threads < 1:
             raise SystemExit(f"ecanet bench: --threads must be >= 1, got {args.threads}")
@@ -48,8 +56,9 @@ def run(args: argparse.Namespace) -> int:
     command += [] if args.threads is None else ["--threads", str(args.threads)]
     command += ["--quick"] if args.quick else []
     command += [] if args.rounds is None else ["--rounds", str(args.rounds)]
-    cases = bench_cases(args.groups, quick=args.quick, rounds=args.rounds)
-    rows = run_bench(args.out, cases, command=shlex.join(command), progress=not args.no_progress)
+    command += [] if device.type == "cpu" else ["--device", args.device]
+    cases = bench_cases(args.groups, quick=args.quick, rounds=args.rounds, device=device)
+    rows = run_bench(args.out, cases, command=shlex.join(command), progress=not args.no_progress, device=device)
     print(format_table(rows))
     print(f"\nwrote {args.out}/results.csv, results.png, results.txt, environment.json")
     return 0

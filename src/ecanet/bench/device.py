@@ -1,0 +1,57 @@
+"""Where a benchmark runs: CPU or a CUDA device, and how rounds are timed there."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+__all__ = ["GPU_ROUND_SECONDS", "bench_device", "round_timing"]
+
+GPU_ROUND_SECONDS = 0.02
+"""Least time each candidate runs per round on a GPU: kernels take microseconds, and the
+synchronisation that ends a round costs some ten, so a round repeats a call many times (queued
+back to back, as a network's layers are)."""
+
+
+def bench_device(name: str) -> torch.device:
+    """The device called ``name`` (``"cpu"``, ``"cuda"``, ``"cuda:N"``), checked to be usable.
+
+    Example:
+        >>> bench_device("cpu")
+        device(type='cpu')
+        >>> bench_device("tpu")
+        Traceback (most recent call last):
+          ...
+        ValueError: benchmark device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"benchmark device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ValueError(f"benchmark device {name!r} asked for, but this machine has {count} usable CUDA devices")
+    return device
+
+
+def round_timing(device: torch.device, cpu_round_seconds: float = 0.0) -> dict[str, Any]:
+    """Keyword arguments for :func:`ecanet.bench.timing.time_side_by_side` on ``device``.
+
+    On CPU, rounds last at least ``cpu_round_seconds``. On CUDA they synchronise with the device
+    before the clock starts and before it stops, and last at least :data:`GPU_ROUND_SECONDS`.
+
+    Example:
+        >>> round_timing(torch.device("cpu"), 0.1)
+        {'min_round_seconds': 0.1}
+    """
+    if device.type == "cuda":
+        return {
+            "min_round_seconds": GPU_ROUND_SECONDS,
+            "synchronize": functools.partial(torch.cuda.synchronize, device),
+        }
+    return {"min_round_seconds": cpu_round_seconds}
