@@ -34,19 +34,39 @@ def test_cuda_tensors_take_the_triton_backend():
     assert isinstance(kernels_for(torch.zeros(1, device=CUDA)), TritonKernels)
 
 
+def _kernels_launched(run) -> list[str]:
+    """Names of the GPU kernels ``run()`` launches (the profiler's own events left out)."""
+    run()
+    torch.cuda.synchronize()
+    for _ in range(2):  # the first profile in a process also records the profiler's buffer setup
+        with profile(activities=[ProfilerActivity.CUDA]) as trace:
+            run()
+            torch.cuda.synchronize()
+    events = [event for event in trace.events() if event.device_type.name == "CUDA"]
+    return [event.name for event in events if not event.name.startswith("Activity Buffer")]
+
+
 def test_forward_is_two_triton_launches():
     layer = ECA(256).to(CUDA)
     x = torch.randn(8, 256, 14, 14, device=CUDA)
     with torch.no_grad():
-        layer(x)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as trace:
-            layer(x)
-            torch.cuda.synchronize()
-    kernels = [event.name for event in trace.events() if event.device_type.name == "CUDA"]
-    assert sum("channel_reduce_kernel" in name for name in kernels) == 1, kernels
-    assert sum("channel_affine_kernel" in name for name in kernels) == 1, kernels
+        kernels = _kernels_launched(lambda: layer(x))
     assert len(kernels) == 2, kernels
+    assert "channel_reduce_kernel" in kernels[0] and "channel_affine_kernel" in kernels[1], kernels
+
+
+def test_training_step_launches_no_gate_operators():
+    layer = ECA(256).to(CUDA)
+    x = torch.randn(8, 256, 14, 14, device=CUDA, requires_grad=True)
+
+    def step():
+        x.grad = layer.conv.weight.grad = None
+        layer(x).sum().backward()
+
+    kernels = _kernels_launched(step)
+    triton = [name for name in kernels if name.endswith("_kernel")]
+    assert len(triton) == 5, kernels  # mean, rescale; gradient sums, gate backward, input gradient
+    assert len(kernels) <= 10, kernels  # plus the loss's sum and fill, the kernel gradient's sum and cast
 
 
 SHAPES = {
