@@ -1,13 +1,15 @@
 """The fast path's kernels in Triton, for CUDA tensors (same contract as :mod:`ecanet.ops.aten_kernels`).
 
-Two kernels do all the work, each over ``(N, C, S)`` views walked through their strides, so
-channels-first and channels-last memory share one code path:
+Two kernels make the passes over large tensors, each over ``(N, C, S)`` views walked through
+their strides, so channels-first and channels-last memory share one code path:
 
 - a **channel reduction**, ``sum_s x`` (the pooled descriptor) or ``sum_s g * x`` (the gate
   gradient, with the ReLU mask applied on the way), accumulated in float32 (float64 for float64);
 - a **per-channel affine pass**, ``act(x * a[c] + b[c] + identity)``: the rescale (optionally
   with ECA's gate computed inside the kernel from the descriptor: the k-tap channel convolution
   and the sigmoid, so the forward is two launches whatever k) and the input gradient.
+
+A third works on the ``(N, C)`` tensors in between: the gate's backward (:func:`gate_backward`).
 
 Tiles are long along whichever axis is contiguous and sized to the data (a 7x7 map does not waste
 four fifths of a 256-wide tile). Grids are one-dimensional, so no axis meets CUDA's 65535 limit,
@@ -78,13 +80,13 @@ def tile(x3: Tensor, channel_run: int = 256) -> tuple[int, int]:
     """
     _, c, s = x3.shape
     if _channels_inner(x3):
-        block_c = min(channel_run, triton_next_power_of_2(c))
+        block_c = min(channel_run, _next_power_of_2(c))
         return block_c, max(1, _TILE_ELEMENTS // block_c)
-    block_s = min(256, triton_next_power_of_2(s))
+    block_s = min(256, _next_power_of_2(s))
     return max(1, _TILE_ELEMENTS // block_s), block_s
 
 
-def triton_next_power_of_2(size: int) -> int:
+def _next_power_of_2(size: int) -> int:
     """The smallest power of two ``>= size`` (at least 1), as Triton's block sizes must be."""
     return 1 << max(0, size - 1).bit_length()
 
@@ -316,7 +318,7 @@ def gate_backward(
     n, c = d_gate.shape
     k = weight.shape[-1]
     per_channel = weight.shape[0] > 1
-    block_c = min(1024, triton_next_power_of_2(c))
+    block_c = min(1024, _next_power_of_2(c))
     c_blocks = -(-c // block_c)
     mean = mean.contiguous()
     shift = torch.empty_like(mean)
