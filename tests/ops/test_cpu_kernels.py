@@ -313,6 +313,37 @@ def test_forward_keeps_mean_and_gate_in_float32_for_lower_precision(kernels, dty
     assert mean.dtype == gates.dtype == torch.float32
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(("identity", "relu"), [(False, False), (True, True)])
+@pytest.mark.parametrize("length", [5, 16, 37])  # whole 16-lane vectors and masked remainders
+def test_bfloat16_rescale_rounds_the_float32_result_to_nearest_even(memory_format, identity, relu, length):
+    """Bit for bit: the compiled kernels compute act(x * gate + identity) in float32 and round it once
+    to bfloat16 (NaN stays NaN, and the ReLU of NaN is 0 as everywhere in the kernels), whichever
+    narrowing the build uses. (The ATen backend multiplies in bfloat16, rounding twice.)"""
+    assert cpu_kernels.available()
+    x = torch.randn(3, length, 3, length).to(torch.bfloat16, memory_format=memory_format)
+    x[0, 0, 0, 0] = float("nan")
+    shortcut = torch.randn_like(x, dtype=torch.float32).to(torch.bfloat16) if identity else None
+    out = torch.empty_like(x)
+    x3 = channel_view(x, 1)
+    _, gates = cpu_kernels.forward(
+        x3,
+        _weight(),
+        None if shortcut is None else channel_view(shortcut, 1),
+        relu,
+        "zeros",
+        "sigmoid",
+        channel_view(out, 1),
+    )
+    expected = x.float() * gates[:, :, None, None]
+    if shortcut is not None:
+        expected = expected + shortcut.float()
+    if relu:
+        expected = torch.where(expected > 0, expected, torch.zeros_like(expected))
+    torch.testing.assert_close(out, expected.to(torch.bfloat16), rtol=0, atol=0, equal_nan=True)
+    assert out.isnan().any() != relu
+
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_forward_in_place_with_the_input_as_its_own_identity(kernels, relu):
     # An inference tail whose shortcut is the branch input itself: every element is read, then written.
