@@ -298,6 +298,7 @@ inline __m512 widen_bfloat16(__mmask16 lanes, const c10::BFloat16* p) {
 // narrowed by the hardware's round-to-nearest-even (vcvtneps2bf16; it treats denormal float32
 // values, below 1.2e-38, as zero). The scale and shift are one value for the whole run
 // (channels-first rows) or one per element (kPerElement: channels-last rows, one per channel).
+// Used for rows of kLongRow values and more.
 template <bool kIdentity, bool kRelu, bool kShift, bool kMask, bool kPerElement>
 void rescale_run_bfloat16(int64_t length, const c10::BFloat16* x, const float* scale, const float* shift,
                           const c10::BFloat16* identity, const c10::BFloat16* relu_of, c10::BFloat16* out) {
@@ -338,9 +339,11 @@ void rescale_pass(const Layout& L, const scalar_t* x, const acc_t* scale, const 
         scalar_t* po = out + base;
 #ifdef ECANET_BFLOAT16_VECTORS
         if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-          rescale_run_bfloat16<kIdentity, kRelu, kShift, kMask, false>(length, px, scale + r,
-                                                                        kShift ? shift + r : nullptr, pi, pm, po);
-          continue;
+          if (length >= kLongRow) {  // shorter rows (7x7: 49) ran 25% slower in masked vectors
+            rescale_run_bfloat16<kIdentity, kRelu, kShift, kMask, false>(length, px, scale + r,
+                                                                          kShift ? shift + r : nullptr, pi, pm, po);
+            continue;
+          }
         }
 #endif
         const acc_t g = scale[r], b = kShift ? shift[r] : acc_t(0);
@@ -364,8 +367,10 @@ void rescale_pass(const Layout& L, const scalar_t* x, const acc_t* scale, const 
       const acc_t* b = kShift ? shift + sample * L.c : g;
 #ifdef ECANET_BFLOAT16_VECTORS
       if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-        rescale_run_bfloat16<kIdentity, kRelu, kShift, kMask, true>(length, px, g, b, pi, pm, po);
-        continue;
+        if (length >= kLongRow) {
+          rescale_run_bfloat16<kIdentity, kRelu, kShift, kMask, true>(length, px, g, b, pi, pm, po);
+          continue;
+        }
       }
 #endif
 #pragma omp simd
