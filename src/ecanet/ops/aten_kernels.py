@@ -3,8 +3,7 @@
 Each works on ``(N, C, S)`` views (see :mod:`ecanet.ops.views`) that share one memory layout, and
 writes into buffers the caller owns, so the only large allocations are the ones the caller makes.
 Every function is one or two large ATen operations (no Python loops over chunks).
-:mod:`ecanet.ops.triton_kernels` implements the same functions for CUDA;
-:class:`ecanet.ops.composed.ComposedKernels` turns either into a backend. On CPU they are the
+:class:`ecanet.ops.composed.ComposedKernels` turns them into a backend. On CPU they are the
 fallback when the compiled kernels (:mod:`ecanet.ops.cpu_kernels`) cannot be built.
 """
 

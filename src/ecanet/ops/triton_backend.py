@@ -37,20 +37,18 @@ class TritonKernels(ComposedKernels):
     def mean(self, x3: Tensor) -> Tensor:
         return triton_kernels.channel_mean(x3)
 
-    def forward(
+    def gated_rescale(
         self,
         x3: Tensor,
+        mean: Tensor,
         weight: Tensor,
-        identity3: Tensor | None,
-        relu: bool,
         padding: str,
         gate: str,
+        identity3: Tensor | None,
+        relu: bool,
         out3: Tensor,
-        known_mean: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        mean = self.mean(x3) if known_mean is None else known_mean
-        gates = triton_kernels.gated_rescale(x3, mean, weight, padding, gate, identity3, relu, out3)
-        return mean, gates
+    ) -> Tensor:
+        return triton_kernels.gated_rescale(x3, mean, weight, padding, gate, identity3, relu, out3)
 
     def gate_backward(
         self,

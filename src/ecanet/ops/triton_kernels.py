@@ -1,4 +1,4 @@
-"""The fast path's kernels in Triton, for CUDA tensors (same contract as :mod:`ecanet.ops.aten_kernels`).
+"""The fast path's kernels in Triton, for CUDA tensors, as :class:`ecanet.ops.triton_backend.TritonKernels` uses them.
 
 Two kernels make the passes over large tensors, each over ``(N, C, S)`` views walked through
 their strides, so channels-first and channels-last memory share one code path:
@@ -32,13 +32,11 @@ from torch import Tensor
 
 __all__ = [
     "channel_mean",
-    "channel_sum",
     "gate_backward",
     "gated_channel_dot",
     "gated_rescale",
     "input_grad",
     "reduction_splits",
-    "scale_shift",
     "tile",
 ]
 
@@ -173,11 +171,6 @@ def _reduce(
     return partial[:, 0] if splits == 1 else partial.sum(1)
 
 
-def channel_sum(x3: Tensor) -> Tensor:
-    """Per-channel sums ``(N, C)`` of a ``(N, C, S)`` view; see :func:`ecanet.ops.aten_kernels.channel_sum`."""
-    return _reduce(x3, None, None, None, 1.0)
-
-
 def channel_mean(x3: Tensor) -> Tensor:
     """Per-channel means ``(N, C)`` of a ``(N, C, S)`` view in one pass (float32: the division folded into it).
 
@@ -242,11 +235,6 @@ def _affine(
         BLOCK_C=block_c,
         BLOCK_S=block_s,
     )
-
-
-def scale_shift(x3: Tensor, gate: Tensor, identity3: Tensor | None, relu: bool, out3: Tensor) -> None:
-    """Writes ``act(x3 * gate + identity3)`` into ``out3``; see :func:`ecanet.ops.aten_kernels.scale_shift`."""
-    _affine(x3, gate.to(_accumulate_dtype(x3.dtype)).contiguous(), None, identity3, relu, out3)
 
 
 def input_grad(grad3: Tensor, gate: Tensor, shift: Tensor, dx3: Tensor) -> None:
