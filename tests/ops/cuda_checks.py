@@ -11,6 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from ecanet import ECA
 from ecanet.models import create_model
+from ecanet.ops import prepared_calls, triton_kernels
 from ecanet.ops.dispatch import kernels_for
 from ecanet.ops.triton_backend import TritonKernels
 from reference import eca_reference
@@ -147,3 +148,62 @@ def test_compiled_network_matches_eager():
         eager = model(x)
         compiled = torch.compile(model, fullgraph=True)(x)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
+def test_direct_launches_match_across_specialisations():
+    # Offset 1 leaves the pointer off 16-byte alignment: another specialisation, compiled on its
+    # first launch and launched directly on the second.
+    launcher = triton_kernels._launcher("channel_reduce_kernel")
+    for offset in (0, 1):
+        memory = torch.randn(8 * 64 * 49 + 1, device=CUDA)
+        x3 = memory[offset : offset + 8 * 64 * 49].view(8, 64, 49)
+        for _ in range(2):
+            torch.testing.assert_close(triton_kernels.channel_mean(x3), x3.mean(2), rtol=1e-5, atol=1e-6)
+    aligned = {key for key in launcher._compiled if key[0] == x3.device.index}
+    assert len({key[2][1] for key in aligned}) == 2, aligned  # both alignments were kept
+
+
+def test_launch_hooks_see_every_launch():
+    from triton import knobs
+
+    seen = []
+    x3 = torch.randn(4, 32, 9, device=CUDA)
+    triton_kernels.channel_mean(x3)  # compiled and kept
+    knobs.runtime.launch_enter_hook = seen.append
+    try:
+        for _ in range(3):
+            triton_kernels.channel_mean(x3)
+    finally:
+        knobs.runtime.launch_enter_hook = None
+    assert len(seen) == 3
+
+
+def test_repeated_inference_calls_are_prepared_and_still_checked():
+    layer = ECA(256).to(CUDA)
+    x = torch.randn(4, 256, 7, 7, device=CUDA).to(memory_format=torch.channels_last)
+    weight = layer.conv.weight
+    key = prepared_calls.call_key(x, weight, None, None, False, False, layer.padding, layer.gate, 1)
+    with torch.no_grad():
+        first = layer(x)
+        assert key in prepared_calls._prepared
+        second = layer(x)
+        torch.testing.assert_close(second, first, rtol=0, atol=0)
+        expected = eca_reference(x.double().cpu(), weight.double().cpu())
+        torch.testing.assert_close(second.double().cpu(), expected, rtol=1e-5, atol=1e-5)
+        other = ECA(128).to(CUDA)  # same kernel size, so the same key: the channel count is checked per call
+        with pytest.raises(ValueError, match="built for 128 channels"):
+            other(x)
+    out = layer(x.requires_grad_())  # grad mode on: the autograd Function, not the prepared call
+    assert out.grad_fn is not None
+
+
+def test_in_place_inference_writes_are_seen_by_autograd():
+    layer = ECA(256, inplace=True).to(CUDA)
+    for _ in range(2):  # the checked call, then the prepared one
+        source = torch.randn(4, 256, 7, 7, device=CUDA, requires_grad=True)
+        y = source.sigmoid()  # its backward needs y
+        with torch.no_grad():
+            version = y._version
+            assert layer(y) is y and y._version == version + 1
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.sum().backward()

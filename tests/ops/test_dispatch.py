@@ -136,3 +136,14 @@ def test_torch_func_transforms_see_plain_operators():
     torch.testing.assert_close(gradient, expected, rtol=1e-10, atol=1e-12)
     batched = torch.vmap(lambda t: ECA_FUNCTION(t, weight))(x.unsqueeze(1))
     torch.testing.assert_close(batched.squeeze(1), eca_reference(x, weight), rtol=1e-12, atol=1e-12)
+
+
+def test_in_place_write_without_a_graph_is_seen_by_autograd():
+    source = torch.randn(2, 8, 5, 5, requires_grad=True)
+    y = source.sigmoid()  # its backward needs y
+    with torch.no_grad():
+        version = y._version
+        assert fast_eca(y, torch.ones(1, 1, 3), None, False, True, "zeros", "sigmoid", 1) is y
+        assert y._version > version
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()

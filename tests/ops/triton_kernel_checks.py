@@ -13,7 +13,7 @@ os.environ["TRITON_INTERPRET"] = "1" if os.environ.get("ECANET_TRITON_DEVICE", "
 import pytest
 import torch
 
-from ecanet.ops import triton_kernels
+from ecanet.ops import prepared_calls, triton_kernels
 from ecanet.ops.function import fused_eca_function
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.views import channel_view
@@ -86,8 +86,8 @@ def test_gate_inside_the_rescale_matches_reference(k, padding, gate, per_channel
     weight = _random((12 if per_channel else 1, 1, k), torch.float32)
     out = torch.full_like(x, float("nan"))
     x3, out3 = channel_view(x, 1), channel_view(out, 1)
-    mean = triton_kernels.channel_mean(x3)
-    gates = triton_kernels.gated_rescale(x3, mean, weight, padding, gate, None, False, out3)
+    shape = triton_kernels.geometry(x3, out3)
+    _, gates = triton_kernels.eca_forward(shape, x3, weight, None, False, padding, gate, out3)
     expected = eca_reference(x.double(), weight.double(), padding=padding, gate=gate)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
     ones = torch.ones_like(x, dtype=torch.float64)
@@ -168,7 +168,48 @@ def test_empty_batch_launches_nothing():
     x3 = torch.empty(0, 4, 9, device=DEVICE)
     assert triton_kernels.channel_mean(x3).shape == (0, 4)
     out3 = torch.empty_like(x3)
-    gates = triton_kernels.gated_rescale(
-        x3, torch.empty(0, 4, device=DEVICE), torch.ones(1, 1, 3, device=DEVICE), "zeros", "sigmoid", None, False, out3
-    )
-    assert gates.shape == (0, 4)
+    weight = torch.ones(1, 1, 3, device=DEVICE)
+    shape = triton_kernels.geometry(x3)
+    mean, gates = triton_kernels.eca_forward(shape, x3, weight, None, False, "zeros", "sigmoid", out3)
+    assert mean.shape == gates.shape == (0, 4)
+
+
+def test_prepared_call_repeats_a_checked_call():
+    x = _random((2, 6, 3, 5), torch.float32, torch.channels_last)
+    weight = _random((1, 1, 3), torch.float32)
+    options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
+    assert prepared_calls.run(x, *options) is None  # no call with this key was checked
+    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(channel_view(x, 1)))
+    out = prepared_calls.run(x, *options)
+    assert out is not x and out.stride() == x.stride()
+    torch.testing.assert_close(out.double(), eca_reference(x.double(), weight.double()), rtol=1e-5, atol=1e-5)
+    assert prepared_calls.run(x.contiguous(), *options) is None  # another layout, another key
+
+
+def test_prepared_in_place_tail_counts_its_write():
+    shape = (2, 6, 3, 5)
+    x, identity = _random(shape, torch.float32), _random(shape, torch.float32)
+    weight = _random((1, 1, 3), torch.float32)
+    descriptor = x.double().mean((2, 3)).float()
+    options = (weight, identity, descriptor, True, True, "circular", "hard_sigmoid", 1)
+    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(channel_view(x, 1)))
+    gated = eca_reference(x.double(), weight.double(), padding="circular", gate="hard_sigmoid")
+    expected = torch.relu(gated + identity)
+    version = x._version
+    out = prepared_calls.run(x, *options)
+    assert out is x and x._version == version + 1
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        frozen = x.clone()
+    assert prepared_calls.run(frozen, *options) is None  # in place on an inference tensor: ATen's error
+
+
+def test_launcher_keeps_compiled_kernels_for_gpu_launches_only():
+    # On CPU tensors every launch goes through Triton's interpreter; on the GPU a key's compiled
+    # kernel is kept after its first launch and launched directly from then on.
+    launcher = triton_kernels._launcher("channel_reduce_kernel")
+    x3 = _random((2, 3, 4), torch.float32)
+    for _ in range(2):
+        torch.testing.assert_close(triton_kernels.channel_mean(x3), x3.mean(2))
+    assert repr(launcher) == "KernelLauncher(channel_reduce_kernel)"
+    assert (len(launcher._compiled) == 0) if DEVICE == "cpu" else (len(launcher._compiled) >= 1)

@@ -2,9 +2,8 @@
 
 Wraps :mod:`ecanet.ops.aten_kernels` (CPU when the compiled kernels are unavailable, CUDA without
 Triton) into the :class:`ecanet.ops.function.EcaKernels` contract. The gate's gradient comes from
-re-running the tiny ``(N, C)`` gate graph under autograd. :meth:`ComposedKernels.mean`,
-:meth:`ComposedKernels.gated_rescale` and :meth:`ComposedKernels.gate_backward` are the steps a
-subclass replaces with fused kernels (:class:`ecanet.ops.triton_backend.TritonKernels`).
+re-running the tiny ``(N, C)`` gate graph under autograd. :meth:`ComposedKernels.gate_backward` is the
+step a subclass replaces with a fused kernel (:class:`ecanet.ops.triton_backend.TritonKernels`).
 """
 
 from __future__ import annotations
@@ -59,24 +58,9 @@ class ComposedKernels:
         known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         mean = self.mean(x3) if known_mean is None else known_mean
-        return mean, self.gated_rescale(x3, mean, weight, padding, gate, identity3, relu, out3)
-
-    def gated_rescale(
-        self,
-        x3: Tensor,
-        mean: Tensor,
-        weight: Tensor,
-        padding: str,
-        gate: str,
-        identity3: Tensor | None,
-        relu: bool,
-        out3: Tensor,
-    ) -> Tensor:
-        """The gate of ``mean`` (in torch operators), then ``act(x3 * gate + identity3)`` into ``out3``;
-        returns the gate."""
         gates = channel_gate(mean, weight, padding, gate)
         self.kernels.scale_shift(x3, gates, identity3, relu, out3)
-        return gates
+        return mean, gates
 
     def backward(
         self,

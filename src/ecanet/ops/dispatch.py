@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from ecanet.ops import cpu_kernels
+from ecanet.ops import cpu_kernels, prepared_calls, triton_kernels
 from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.function import EcaKernels, fused_eca_function, same_layout
 from ecanet.ops.views import channel_view
@@ -166,6 +166,11 @@ def fast_eca(
     out3 = x3 if inplace else channel_view(out, channel_dim)
     identity3 = None if identity is None else channel_view(identity, channel_dim)
     kernels.forward(x3, weight, identity3, relu, padding, gate, out3, descriptor)
+    if inplace:
+        prepared_calls.count_in_place_write(x)
+    if x.is_cuda and kernels is _triton_backend():  # checked: later calls like this one may skip the checks
+        key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
+        prepared_calls.remember(key, triton_kernels.geometry(x3))
     return out
 
 
@@ -189,15 +194,18 @@ def eager_inference(
     channel_dim: int,
     channels: int | None,
 ) -> Tensor | None:
-    """ECA or a block tail computed in one C++ step, before any checking in Python, or ``None``.
+    """ECA or a block tail computed in one step, before any checking in Python, or ``None``.
 
-    The common inference call (no autograd graph, a dense CPU tensor, the compiled kernels
-    built) spends more time in Python than in the kernels at small sizes, and the interpreter
-    runs on caches the kernel's pass just evicted. So :class:`~ecanet.layers.ECA` and
-    :mod:`ecanet.functional` try this first: the compiled extension checks everything itself and
-    returns ``None`` whenever the checked path must run (a graph to record, forward-mode AD, an
-    operator-recording mode or transform, an unusual layout, a CUDA tensor, or any invalid
+    The common inference call (no autograd graph, a dense tensor) spends more time in Python than
+    in the kernels at small sizes. So :class:`~ecanet.layers.ECA` and :mod:`ecanet.functional`
+    try this first; it returns ``None`` whenever the checked path must run (a graph to record,
+    forward-mode AD, an operator-recording mode or transform, an unusual layout, or any invalid
     argument, whose error that path raises), so results and errors are those of :func:`fast_eca`.
+
+    - CPU: the compiled extension checks everything itself and computes (and the interpreter no
+      longer runs on caches the kernel's pass just evicted).
+    - CUDA: :func:`ecanet.ops.prepared_calls.run` launches the Triton kernels directly when a call
+      with the same argument layout and options has passed the checked path before.
 
     Args:
         x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for :func:`fast_eca`.
@@ -214,6 +222,10 @@ def eager_inference(
         >>> out is None or torch.allclose(out, x * 0.5)
         True
     """
+    if x.is_cuda:
+        return _prepared_cuda_inference(
+            x, weight, identity, descriptor, activation, inplace, padding, pooling, gate, channel_dim, channels
+        )
     if (
         not x.is_cpu
         or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
@@ -229,6 +241,36 @@ def eager_inference(
     return entry(
         x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, -1 if channels is None else channels
     )
+
+
+def _prepared_cuda_inference(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor | None,
+    descriptor: Tensor | None,
+    activation: str,
+    inplace: bool,
+    padding: str,
+    pooling: str,
+    gate: str,
+    channel_dim: int,
+    channels: int | None,
+) -> Tensor | None:
+    """:func:`eager_inference` for a CUDA tensor: what may change between calls with one key is checked here."""
+    if (
+        (
+            torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad))
+        )
+        or pooling != "avg"
+        or (activation != "relu" and activation != "none")
+        or (channels is not None and x.dim() >= 3 and x.shape[channel_dim] != channels)
+        or _operators_must_be_seen((x, weight, identity, descriptor))
+        or torch._C._len_torch_dispatch_stack() > 0
+    ):
+        return None
+    relu = activation == "relu"
+    return prepared_calls.run(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
 
 
 def eager_pooled_projection(

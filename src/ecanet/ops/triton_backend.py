@@ -1,7 +1,7 @@
 """The CUDA backend: :mod:`ecanet.ops.triton_kernels` as :class:`~ecanet.ops.function.EcaKernels`.
 
 The forward is two launches whatever the kernel size: the pooled mean (one reading pass), then the
-rescale pass with the gate computed inside it (:func:`ecanet.ops.triton_kernels.gated_rescale`).
+rescale pass with the gate computed inside it (:func:`ecanet.ops.triton_kernels.eca_forward`).
 The backward is three, plus a sum over samples: the fused ``sum(grad * x)`` reduction, the gate's
 backward on ``(N, C)`` (:func:`ecanet.ops.triton_kernels.gate_backward`), and the input-gradient
 pass. On a GPU the host's time per launch is what a small layer costs: the gate in torch
@@ -37,18 +37,19 @@ class TritonKernels(ComposedKernels):
     def mean(self, x3: Tensor) -> Tensor:
         return triton_kernels.channel_mean(x3)
 
-    def gated_rescale(
+    def forward(
         self,
         x3: Tensor,
-        mean: Tensor,
         weight: Tensor,
-        padding: str,
-        gate: str,
         identity3: Tensor | None,
         relu: bool,
+        padding: str,
+        gate: str,
         out3: Tensor,
-    ) -> Tensor:
-        return triton_kernels.gated_rescale(x3, mean, weight, padding, gate, identity3, relu, out3)
+        known_mean: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        shape = triton_kernels.geometry(x3, identity3, out3)
+        return triton_kernels.eca_forward(shape, x3, weight, identity3, relu, padding, gate, out3, known_mean)
 
     def gate_backward(
         self,

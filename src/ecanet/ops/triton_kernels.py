@@ -26,15 +26,20 @@ import functools
 import importlib
 import math
 from types import ModuleType
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from ecanet.ops.triton_launch import KernelLauncher
+
 __all__ = [
+    "Geometry",
     "channel_mean",
+    "eca_forward",
     "gate_backward",
     "gated_channel_dot",
-    "gated_rescale",
+    "geometry",
     "input_grad",
     "reduction_splits",
     "tile",
@@ -54,6 +59,39 @@ _GATES = {"sigmoid": 0, "hard_sigmoid": 1}
 def _kernels() -> ModuleType:
     """The ``@triton.jit`` kernels, imported on first use (see :mod:`ecanet.ops.triton_jit`)."""
     return importlib.import_module("ecanet.ops.triton_jit")
+
+
+class Geometry(NamedTuple):
+    """Sizes and strides of an ``(N, C, S)`` view, all the kernels need to walk its memory.
+
+    Example:
+        >>> geometry(torch.empty(8, 49, 2048).transpose(1, 2))
+        Geometry(n=8, c=2048, s=49, sn=100352, sc=1, ss=2048)
+    """
+
+    n: int
+    c: int
+    s: int
+    sn: int
+    sc: int
+    ss: int
+
+    @property
+    def channels_inner(self) -> bool:
+        """Whether channels are the contiguous axis (channels-last memory, tokens)."""
+        return self.sc == 1 and self.ss != 1
+
+
+def geometry(x3: Tensor, *others: Tensor | None) -> Geometry:
+    """The :class:`Geometry` of ``x3``, which every other given view must share (the dispatcher lays
+    every operand out like ``x``)."""
+    strides = x3.stride()
+    for other in others:
+        if other is not None and other.stride() != strides:
+            raise RuntimeError(
+                f"Triton ECA kernels need operands with one layout, got strides {strides} and {other.stride()}"
+            )
+    return Geometry(*x3.shape, *strides)
 
 
 def tile(x3: Tensor, channel_run: int = 256) -> tuple[int, int]:
@@ -76,8 +114,13 @@ def tile(x3: Tensor, channel_run: int = 256) -> tuple[int, int]:
         >>> tile(torch.empty(8, 49, 2048).transpose(1, 2), channel_run=64)
         (64, 32)
     """
-    _, c, s = x3.shape
-    if _channels_inner(x3):
+    shape = geometry(x3)
+    return _tile(shape.c, shape.s, shape.channels_inner, channel_run)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tile(c: int, s: int, channels_inner: bool, channel_run: int) -> tuple[int, int]:
+    if channels_inner:
         block_c = min(channel_run, _next_power_of_2(c))
         return block_c, max(1, _TILE_ELEMENTS // block_c)
     block_s = min(256, _next_power_of_2(s))
@@ -87,10 +130,6 @@ def tile(x3: Tensor, channel_run: int = 256) -> tuple[int, int]:
 def _next_power_of_2(size: int) -> int:
     """The smallest power of two ``>= size`` (at least 1), as Triton's block sizes must be."""
     return 1 << max(0, size - 1).bit_length()
-
-
-def _channels_inner(x3: Tensor) -> bool:
-    return x3.stride(1) == 1 and x3.stride(2) != 1
 
 
 def reduction_splits(programs: int, position_blocks: int, target: int) -> tuple[int, int]:
@@ -115,6 +154,22 @@ def reduction_splits(programs: int, position_blocks: int, target: int) -> tuple[
     return splits, blocks_per_split
 
 
+class _ReductionPlan(NamedTuple):
+    block_c: int
+    block_s: int
+    c_blocks: int
+    splits: int
+    blocks_per_split: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _reduction_plan(shape: Geometry, target: int) -> _ReductionPlan:
+    block_c, block_s = _tile(shape.c, shape.s, shape.channels_inner, 64)
+    c_blocks = -(-shape.c // block_c)
+    splits, blocks_per_split = reduction_splits(shape.n * c_blocks, -(-shape.s // block_s), target)
+    return _ReductionPlan(block_c, block_s, c_blocks, splits, blocks_per_split)
+
+
 @functools.cache
 def _device_programs(device_index: int) -> int:
     """Programs below which a reduction splits its positions: one per streaming multiprocessor
@@ -129,57 +184,60 @@ def _target_programs(device: torch.device) -> int:
 
 
 def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.promote_types(dtype, torch.float32)
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _check_same_layout(*tensors: Tensor | None) -> tuple[int, int, int]:
-    strides = [t.stride() for t in tensors if t is not None]
-    if any(s != strides[0] for s in strides):  # the dispatcher lays every operand out like x
-        raise RuntimeError(f"Triton ECA kernels need operands with one layout, got strides {strides}")
-    return strides[0]
+@functools.cache
+def _launcher(name: str) -> KernelLauncher:
+    return KernelLauncher(getattr(_kernels(), name))
 
 
 def _reduce(
-    x3: Tensor, other3: Tensor | None, relu_out3: Tensor | None, masked3: Tensor | None, scale: float
+    shape: Geometry, x: Tensor, other: Tensor | None, relu_out: Tensor | None, masked: Tensor | None, scale: float
 ) -> Tensor:
-    """``scale * sum_s x`` (or of ``relu-masked x * other``) as ``(N, C)`` in the accumulation dtype."""
-    n, c, s = x3.shape
-    strides = _check_same_layout(x3, other3, relu_out3, masked3)
-    accumulate = _accumulate_dtype(x3.dtype)
-    block_c, block_s = tile(x3, channel_run=64)
-    c_blocks = -(-c // block_c)
-    splits, blocks_per_split = reduction_splits(n * c_blocks, -(-s // block_s), _target_programs(x3.device))
-    partial = torch.empty(n, splits, c, dtype=accumulate, device=x3.device)
+    """``scale * sum_s x`` (or of ``relu-masked x * other``) as ``(N, C)`` in the accumulation dtype.
+
+    ``x`` and the others are the tensors the ``(N, C, S)`` views of ``shape`` look into (the views
+    themselves or the tensors they were taken from: same memory, same first element).
+    """
+    plan = _reduction_plan(shape, _target_programs(x.device))
+    n, c, splits = shape.n, shape.c, plan.splits
+    accumulate = _accumulate_dtype(x.dtype)
+    partial = torch.empty((n, c) if splits == 1 else (n, splits, c), dtype=accumulate, device=x.device)
     if partial.numel():
-        _kernels().channel_reduce_kernel[(n * splits * c_blocks,)](
-            x3,
-            x3 if other3 is None else other3,
-            x3 if relu_out3 is None else relu_out3,
-            x3 if masked3 is None else masked3,
+        _launcher("channel_reduce_kernel")(
+            n * splits * plan.c_blocks,
+            x,
+            x if other is None else other,
+            x if relu_out is None else relu_out,
+            x if masked is None else masked,
             partial,
             c,
-            s,
-            *strides,
+            shape.s,
+            shape.sn,
+            shape.sc,
+            shape.ss,
             splits,
-            blocks_per_split,
+            plan.blocks_per_split,
             scale,
-            PRODUCT=other3 is not None,
-            RELU=relu_out3 is not None,
-            BLOCK_C=block_c,
-            BLOCK_S=block_s,
+            PRODUCT=other is not None,
+            RELU=relu_out is not None,
+            BLOCK_C=plan.block_c,
+            BLOCK_S=plan.block_s,
         )
-    return partial[:, 0] if splits == 1 else partial.sum(1)
+    return partial if splits == 1 else partial.sum(1)
+
+
+def _mean(shape: Geometry, x: Tensor) -> Tensor:
+    # Triton passes Python floats as float32 scalars, so float64 sums are divided afterwards.
+    if x.dtype == torch.float64:
+        return _reduce(shape, x, None, None, None, 1.0) / shape.s
+    return _reduce(shape, x, None, None, None, 1.0 / shape.s if shape.s else math.nan)
 
 
 def channel_mean(x3: Tensor) -> Tensor:
-    """Per-channel means ``(N, C)`` of a ``(N, C, S)`` view in one pass (float32: the division folded into it).
-
-    Triton passes Python floats as float32 scalars, so float64 sums are divided afterwards.
-    """
-    s = x3.shape[2]
-    if x3.dtype == torch.float64:
-        return _reduce(x3, None, None, None, 1.0) / s
-    return _reduce(x3, None, None, None, 1.0 / s if s else math.nan)
+    """Per-channel means ``(N, C)`` of a ``(N, C, S)`` view in one pass (float32: the division folded into it)."""
+    return _mean(geometry(x3), x3)
 
 
 def gated_channel_dot(
@@ -191,47 +249,56 @@ def gated_channel_dot(
     """
     if out3 is not None and masked3 is None:
         raise ValueError("gated_channel_dot needs masked3 (a buffer for the masked gradient) when out3 is given")
-    return _reduce(grad3, x3, out3, masked3, 1.0)
+    return _reduce(geometry(grad3, x3, out3, masked3), grad3, x3, out3, masked3, 1.0)
+
+
+@functools.lru_cache(maxsize=4096)
+def _affine_plan(shape: Geometry) -> tuple[int, int, int]:
+    """``(BLOCK_C, BLOCK_S, programs)`` of the per-channel affine pass."""
+    block_c, block_s = _tile(shape.c, shape.s, shape.channels_inner, 256)
+    return block_c, block_s, shape.n * -(-shape.c // block_c) * -(-shape.s // block_s)
 
 
 def _affine(
-    x3: Tensor,
+    shape: Geometry,
+    x: Tensor,
     a: Tensor,
     shift: Tensor | None,
-    identity3: Tensor | None,
+    identity: Tensor | None,
     relu: bool,
-    out3: Tensor,
+    out: Tensor,
     gate_options: tuple[Tensor, str, str, Tensor] | None = None,
 ) -> None:
-    """Writes ``act(x3 * a + shift + identity3)`` into ``out3``; with ``gate_options`` =
-    ``(weight, padding, gate, gates_out)``, ``a`` holds the pooled means and the gate is computed."""
-    n, c, s = x3.shape
-    strides = _check_same_layout(x3, identity3, out3)
-    block_c, block_s = tile(x3)
-    c_blocks, s_blocks = -(-c // block_c), -(-s // block_s)
-    if n * c_blocks * s_blocks == 0:
+    """Writes ``act(x * a + shift + identity)`` into ``out`` (tensors as for :func:`_reduce`); with
+    ``gate_options`` = ``(weight, padding, gate, gates_out)``, ``a`` holds the pooled means and the
+    gate is computed."""
+    block_c, block_s, programs = _affine_plan(shape)
+    if programs == 0:
         return
     weight, padding, gate, gates_out = gate_options or (a, "zeros", "sigmoid", a)
-    _kernels().channel_affine_kernel[(n * c_blocks * s_blocks,)](
-        x3,
+    _launcher("channel_affine_kernel")(
+        programs,
+        x,
         a,
         a if shift is None else shift,
-        x3 if identity3 is None else identity3,
-        out3,
+        x if identity is None else identity,
+        out,
         weight,
         gates_out,
-        c,
-        s,
-        *strides,
+        shape.c,
+        shape.s,
+        shape.sn,
+        shape.sc,
+        shape.ss,
         GATE_FROM_DESCRIPTOR=gate_options is not None,
         K=weight.shape[-1] if gate_options is not None else 1,
         PER_CHANNEL=gate_options is not None and weight.shape[0] > 1,
         CIRCULAR=padding == "circular",
         GATE=_GATES[gate],
         HAS_SHIFT=shift is not None,
-        HAS_IDENTITY=identity3 is not None,
+        HAS_IDENTITY=identity is not None,
         RELU=relu,
-        CHANNELS_INNER=_channels_inner(x3),
+        CHANNELS_INNER=shape.channels_inner,
         BLOCK_C=block_c,
         BLOCK_S=block_s,
     )
@@ -240,42 +307,45 @@ def _affine(
 def input_grad(grad3: Tensor, gate: Tensor, shift: Tensor, dx3: Tensor) -> None:
     """Writes ``grad3 * gate + shift`` into ``dx3``; see :func:`ecanet.ops.aten_kernels.input_grad`."""
     accumulate = _accumulate_dtype(grad3.dtype)
-    _affine(grad3, gate.to(accumulate).contiguous(), shift.to(accumulate).contiguous(), None, False, dx3)
+    shape = geometry(grad3, dx3)
+    _affine(shape, grad3, gate.to(accumulate).contiguous(), shift.to(accumulate).contiguous(), None, False, dx3)
 
 
-def gated_rescale(
-    x3: Tensor,
-    mean: Tensor,
+def eca_forward(
+    shape: Geometry,
+    x: Tensor,
     weight: Tensor,
+    identity: Tensor | None,
+    relu: bool,
     padding: str,
     gate: str,
-    identity3: Tensor | None,
-    relu: bool,
-    out3: Tensor,
-) -> Tensor:
-    """ECA's gate and ``act(x3 * gate + identity3)`` in one pass; returns the gate ``(N, C)``.
+    out: Tensor,
+    known_mean: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """ECA (or a block tail) in two launches: the pooled mean, then ``act(x * gate + identity)``
+    into ``out`` with the gate worked out inside the rescale.
 
-    The gate, :func:`ecanet.ops.channel_gate.channel_gate` of ``mean``, is worked out inside the
-    kernel by every tile from the k neighbouring means, so no separate launches run on the tiny
-    ``(N, C)`` tensor.
+    Every tile of the rescale computes its channels' gates (:func:`ecanet.ops.channel_gate.channel_gate`
+    of the mean) from the k neighbouring means, so no launches run on the tiny ``(N, C)`` tensors.
 
     Args:
-        x3: ``(N, C, S)`` input.
-        mean: ``(N, C)`` pooled descriptor in the accumulation dtype.
+        shape: the :class:`Geometry` shared by the ``(N, C, S)`` views of ``x``, ``identity`` and ``out``.
+        x: input (the view, or the tensor it was taken from).
         weight: ECA kernel ``[1 or C, 1, k]``.
+        identity: shortcut, or ``None``.
+        relu: apply ReLU at the end.
         padding: ``"zeros"`` or ``"circular"``.
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
-        identity3: ``(N, C, S)`` shortcut or ``None``.
-        relu: apply ReLU at the end.
-        out3: ``(N, C, S)`` destination (may be ``x3``).
+        out: destination (may be ``x``).
+        known_mean: ``x``'s pooled mean ``(N, C)`` if already known; the pooling pass is skipped.
 
     Returns:
-        The gate ``(N, C)`` in ``mean``'s dtype.
+        ``(mean, gate)``, both ``(N, C)`` in the accumulation dtype (float32, float64 for float64).
     """
-    mean = mean.contiguous()
+    mean = _mean(shape, x) if known_mean is None else known_mean.contiguous()
     gates = torch.empty_like(mean)
-    _affine(x3, mean, None, identity3, relu, out3, (weight.contiguous(), padding, gate, gates))
-    return gates
+    _affine(shape, x, mean, None, identity, relu, out, (weight.contiguous(), padding, gate, gates))
+    return mean, gates
 
 
 def gate_backward(
@@ -312,7 +382,8 @@ def gate_backward(
     shift = torch.empty_like(mean)
     partial = torch.empty((n, c, k) if per_channel else (n * c_blocks, k), dtype=mean.dtype, device=mean.device)
     if n * c_blocks:
-        _kernels().gate_backward_kernel[(n * c_blocks,)](
+        _launcher("gate_backward_kernel")(
+            n * c_blocks,
             d_gate.contiguous(),
             gate.contiguous(),
             mean,

@@ -1,0 +1,123 @@
+"""Repeated eager inference calls on CUDA tensors: checked once per argument layout, then launched directly.
+
+A GPU runs ECA's two passes over an activation in microseconds; an eager call costs what the host
+needs to issue them. Through the checked path (the argument checks of :mod:`ecanet.functional`,
+:func:`ecanet.ops.dispatch.fast_eca`, the channel views) that was about 50 µs of an H200
+machine's host time per call, more than the two launches and more than timm's whole layer, and a
+network whose host only just keeps ahead of its GPU waits for every microsecond of it.
+
+Whether a call passes those checks, and the sizes and strides the kernels walk, depend only on
+the arguments' shapes, strides, dtypes and devices and on the options. So once a call has passed
+them on the Triton backend, :func:`ecanet.ops.dispatch.fast_eca` stores its
+:class:`~ecanet.ops.triton_kernels.Geometry` under :func:`call_key` (:func:`remember`), and
+:func:`run` serves later calls with the same key straight from the store. What may change from
+one call to the next (grad mode, operator-recording modes, tensor subclasses, the layer's channel
+count) the caller checks every time (:func:`ecanet.ops.dispatch.eager_inference`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ecanet.ops import triton_kernels
+from ecanet.ops.triton_kernels import Geometry
+
+__all__ = ["call_key", "count_in_place_write", "remember", "run"]
+
+_MOST_KEYS = 4096
+"""Keys kept; past this (endlessly varying shapes), new layouts take the checked path every time."""
+
+_prepared: dict[tuple, Geometry] = {}
+
+
+def call_key(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor | None,
+    descriptor: Tensor | None,
+    relu: bool,
+    inplace: bool,
+    padding: str,
+    gate: str,
+    channel_dim: int,
+) -> tuple:
+    """Everything the checks of an inference call depend on (arguments as for :func:`run`).
+
+    Example:
+        >>> key = call_key(torch.ones(2, 3, 4), torch.ones(1, 1, 3), None, None, False, False, "zeros", "sigmoid", 1)
+        >>> key == call_key(torch.zeros(2, 3, 4), torch.zeros(1, 1, 3), None, None, False, False, "zeros", "sigmoid", 1)
+        True
+    """
+    return (
+        x.shape,
+        x.stride(),
+        x.dtype,
+        x.device,
+        weight.shape,
+        weight.stride(),
+        weight.dtype,
+        weight.device,
+        None if identity is None else (identity.shape, identity.stride(), identity.dtype, identity.device),
+        None if descriptor is None else (descriptor.shape, descriptor.stride(), descriptor.dtype, descriptor.device),
+        relu,
+        inplace,
+        padding,
+        gate,
+        channel_dim,
+    )
+
+
+def remember(key: tuple, shape: Geometry) -> None:
+    """Stores the geometry of a call with ``key`` that passed every check on the Triton backend."""
+    if len(_prepared) < _MOST_KEYS:
+        _prepared[key] = shape
+
+
+def run(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor | None,
+    descriptor: Tensor | None,
+    relu: bool,
+    inplace: bool,
+    padding: str,
+    gate: str,
+    channel_dim: int,
+) -> Tensor | None:
+    """``act(x * gate + identity)`` by :func:`ecanet.ops.triton_kernels.eca_forward` if a call with the
+    same key passed the checks before, else ``None``.
+
+    The caller has made sure that no autograd graph is to be recorded and that no mode needs to
+    see the operators (as :func:`ecanet.ops.dispatch.eager_inference` does).
+
+    Args:
+        x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for
+            :func:`ecanet.ops.dispatch.fast_eca`.
+        relu: apply ReLU at the end.
+
+    Returns:
+        The result, or ``None``.
+    """
+    shape = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim))
+    if shape is None or (inplace and x.is_inference() and not torch.is_inference_mode_enabled()):
+        return None
+    out = x if inplace else torch.empty_like(x)
+    triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, descriptor)
+    if inplace:
+        count_in_place_write(x)
+    return out
+
+
+def count_in_place_write(x: Tensor) -> None:
+    """Advances ``x``'s version counter after a kernel wrote into it, as an in-place operator does,
+    so autograd rejects a backward that needs the overwritten values (inference tensors have none).
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> count_in_place_write(x)
+        >>> x._version
+        1
+    """
+    if not x.is_inference():
+        torch.autograd.graph.increment_version(x)
