@@ -169,12 +169,18 @@ def test_launch_hooks_see_every_launch():
     seen = []
     x3 = torch.randn(4, 32, 9, device=CUDA)
     triton_kernels.channel_mean(x3)  # compiled and kept
-    knobs.runtime.launch_enter_hook = seen.append
+    chain = knobs.runtime.launch_enter_hook
+    if hasattr(chain, "add"):  # Triton >= 3.5: a chain of hooks
+        chain.add(seen.append)
+    else:
+        knobs.runtime.launch_enter_hook = seen.append
     try:
         for _ in range(3):
             triton_kernels.channel_mean(x3)
     finally:
-        knobs.runtime.launch_enter_hook = None
+        if hasattr(chain, "remove"):
+            chain.remove(seen.append)
+        knobs.runtime.launch_enter_hook = chain
     assert len(seen) == 3
 
 

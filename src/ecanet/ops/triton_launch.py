@@ -91,7 +91,7 @@ class KernelLauncher:
             self.kernel[(programs,)](*args, **constexprs)
             return
         with _current_device(device.index):
-            if hooks.launch_enter_hook is not None:
+            if _listening(hooks.launch_enter_hook) or _listening(hooks.launch_exit_hook):
                 self.kernel[(programs,)](*args, **constexprs)
                 return
             values = tuple(constexprs[name] for name in self._constexpr_names)
@@ -115,6 +115,12 @@ class KernelLauncher:
                 *args,
                 *values,
             )
+
+
+def _listening(hook: Any) -> bool:
+    """Whether a launch hook is set. Since Triton 3.5 the setting holds a chain of hooks, empty
+    when none is added; before, ``None``."""
+    return hook is not None and bool(getattr(hook, "calls", True))
 
 
 def _tensor_key(t: Tensor) -> tuple[torch.dtype, bool]:

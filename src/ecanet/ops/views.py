@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor
 
 __all__ = ["channel_view"]
@@ -26,7 +27,6 @@ def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
         - Output: ``(N, C, S)``
 
     Example:
-        >>> import torch
         >>> channel_view(torch.zeros(2, 8, 4, 4), 1).stride()
         (128, 16, 1)
         >>> channel_view(torch.zeros(2, 8, 4, 4).to(memory_format=torch.channels_last), 1).stride()
@@ -34,6 +34,19 @@ def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
         >>> channel_view(torch.zeros(2, 8, 4, 4)[:, :, ::2], 1) is None
         True
     """
+    if x.numel():  # the common layouts first, without intermediate views
+        if x.is_contiguous():
+            if channel_dim == 1:
+                return x.view(x.shape[0], x.shape[1], -1)
+            if x.dim() == 3:  # (N, L, C) tokens
+                return x.transpose(1, 2)
+        elif channel_dim == 1 and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+            n, c, h, w = x.shape
+            return x.as_strided((n, c, h * w), (h * w * c, 1, c))
+    return _any_dense_view(x, channel_dim)
+
+
+def _any_dense_view(x: Tensor, channel_dim: int) -> Tensor | None:
     moved = x.movedim(channel_dim, 1) if channel_dim != 1 else x
     n, c = moved.shape[0], moved.shape[1]
     s = math.prod(moved.shape[2:])  # explicit: an empty tensor has no -1 to infer
