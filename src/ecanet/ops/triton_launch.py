@@ -28,6 +28,8 @@ from torch import Tensor
 
 __all__ = ["KernelLauncher", "direct_launches_supported"]
 
+_STAY = contextlib.nullcontext()
+
 _MOST_SPECIALISATIONS = 4096
 """Keys kept per kernel; past this (endlessly varying shapes), launches take Triton's own path."""
 
@@ -85,17 +87,18 @@ class KernelLauncher:
 
     def __call__(self, programs: int, *args: Any, **constexprs: Any) -> None:
         """Runs ``programs`` programs of the kernel on ``args`` (the first a tensor on the launch device)."""
-        device = args[0].device
-        hooks = _launch_hooks() if device.type == "cuda" else None
+        first = args[0]
+        hooks = _launch_hooks() if first.is_cuda else None
         if hooks is None:
             self.kernel[(programs,)](*args, **constexprs)
             return
-        with _current_device(device.index):
+        index = first.get_device()
+        with _current_device(index):
             if _listening(hooks.launch_enter_hook) or _listening(hooks.launch_exit_hook):
                 self.kernel[(programs,)](*args, **constexprs)
                 return
             values = tuple(constexprs[name] for name in self._constexpr_names)
-            key = (device.index, values, *(_tensor_key(a) if isinstance(a, Tensor) else a for a in args))
+            key = (index, values, *(_tensor_key(a) if isinstance(a, Tensor) else a for a in args))
             compiled = self._compiled.get(key)
             if compiled is None:
                 compiled = self.kernel[(programs,)](*args, **constexprs)
@@ -106,7 +109,7 @@ class KernelLauncher:
                 programs,
                 1,
                 1,
-                _stream_of()(device.index),
+                _stream_of()(index),
                 compiled.function,
                 compiled.packed_metadata,
                 None,
@@ -128,8 +131,13 @@ def _tensor_key(t: Tensor) -> tuple[torch.dtype, bool]:
     return t.dtype, t.data_ptr() % 16 == 0
 
 
-def _current_device(index: int | None) -> contextlib.AbstractContextManager:
+def _current_device(index: int) -> contextlib.AbstractContextManager:
     """Makes ``index`` the current CUDA device if it is not already (Triton loads and launches kernels there)."""
-    if index is None or index == torch.cuda.current_device():
-        return contextlib.nullcontext()
+    if _one_device() or index == torch.cuda.current_device():
+        return _STAY
     return torch.cuda.device(index)
+
+
+@functools.cache
+def _one_device() -> bool:
+    return torch.cuda.device_count() == 1
