@@ -281,3 +281,13 @@ def test_descriptor_stays_differentiable(layout):
     dims = [d for d in range(1, x.dim()) if d != (1 if channel_dim == 1 else x.dim() - 1)]
     (expected,) = torch.autograd.grad(x.mean(dims), x, grad_output)
     torch.testing.assert_close(gradient, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_kernel_on_another_device_is_named(residual):
+    x, weight = torch.randn(2, 8, 4, 4), torch.ones(1, 1, 3, device="meta")
+    with pytest.raises(RuntimeError, match="ECA kernel is on meta but the input is on cpu"):
+        if residual:
+            eca_residual(x, weight, torch.randn(2, 8, 4, 4))
+        else:
+            eca(x, weight)

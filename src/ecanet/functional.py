@@ -121,6 +121,13 @@ def _check_kernel(weight: Tensor, channels: int, padding: str) -> int:
     return k
 
 
+def _check_device(x: Tensor, weight: Tensor) -> None:
+    if weight.device != x.device:
+        raise RuntimeError(
+            f"the ECA kernel is on {weight.device} but the input is on {x.device}; move the layer (or weight) there"
+        )
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 for half types (accumulate the pooled mean in float32), else the dtype itself."""
     return torch.promote_types(dtype, torch.float32)
@@ -252,6 +259,7 @@ def eca(
             return out
         check_eca_options(padding, pooling, gate)
         _check_kernel(weight, x.shape[_check_input(x, channel_dim)], padding)
+        _check_device(x, weight)
         fast = _fast_path(x, weight, None, False, inplace, padding, pooling, gate, channel_dim)
         if fast is not None:
             return fast
@@ -322,6 +330,7 @@ def eca_residual(
     if not torch.jit.is_scripting():
         check_eca_options(padding, pooling, gate)
         _check_kernel(weight, x.shape[cdim], padding)
+        _check_device(x, weight)
         relu = activation == "relu"
         fast = _fast_path(x, weight, identity, relu, inplace, padding, pooling, gate, channel_dim, descriptor)
         if fast is not None:

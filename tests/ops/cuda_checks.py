@@ -245,3 +245,9 @@ def test_in_place_inference_writes_are_seen_by_autograd():
             assert layer(y) is y and y._version == version + 1
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             y.sum().backward()
+
+
+def test_kernel_on_the_cpu_is_named_as_a_device_mismatch():
+    layer = ECA(256)  # left on the CPU
+    with torch.no_grad(), pytest.raises(RuntimeError, match="ECA kernel is on cpu but the input is on cuda"):
+        layer(torch.randn(2, 256, 7, 7, device=CUDA))

@@ -147,3 +147,10 @@ def test_in_place_write_without_a_graph_is_seen_by_autograd():
         assert y._version > version
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+def test_weight_on_another_device_takes_the_plain_operators():
+    x = torch.randn(2, 4, 3, 3)
+    assert fast_eca(x, torch.ones(1, 1, 3, device="meta"), None, False, False, "zeros", "sigmoid", 1) is None
+    descriptor = torch.ones(2, 4, device="meta")
+    assert fast_eca(x, torch.ones(1, 1, 3), None, False, False, "zeros", "sigmoid", 1, descriptor) is None

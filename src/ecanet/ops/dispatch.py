@@ -140,8 +140,8 @@ def fast_eca(
     if use_plain_operators() or torch.overrides.has_torch_function((x, weight)):
         return None
     x3 = channel_view(x, channel_dim) if x.dtype in _FLOATING else None
-    if x3 is None:
-        return None
+    if x3 is None or weight.device != x.device or (descriptor is not None and descriptor.device != x.device):
+        return None  # the plain operators name the device mismatch
     if identity is not None and (
         identity.dtype != x.dtype
         or identity.device != x.device

@@ -126,9 +126,10 @@ def _listening(hook: Any) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
-def _tensor_key(t: Tensor) -> tuple[torch.dtype, bool]:
-    # What Triton specialises a pointer argument on: its element type and 16-byte alignment.
-    return t.dtype, t.data_ptr() % 16 == 0
+def _tensor_key(t: Tensor) -> tuple[torch.dtype, bool, int]:
+    # What Triton specialises a pointer argument on (its element type and 16-byte alignment), and
+    # its device: a tensor elsewhere must meet Triton's own check, never the GPU.
+    return t.dtype, t.data_ptr() % 16 == 0, t.get_device()
 
 
 def _current_device(index: int) -> contextlib.AbstractContextManager:
