@@ -8,13 +8,14 @@ and a GPU network whose host issues work barely ahead of the GPU waits for it.
 
 :class:`KernelLauncher` keeps each compiled specialisation under a key that determines
 everything Triton specialises on (the constexpr values, the dtype and 16-byte alignment of each
-tensor, and the exact value of each other argument) and hands later launches with that key
-straight to the compiled kernel's launcher. A key's first launch goes through
+tensor, and the exact value of each other argument) plus each tensor's device, and hands later
+launches with that key straight to the compiled kernel's launcher. A key's first launch goes through
 ``kernel[grid]``, which compiles the kernel (or finds it in Triton's cache) and returns it.
 
-It launches through ``kernel[grid]`` every time for CPU tensors (Triton's interpreter), while
-a launch hook is set (profilers such as Proton read the launch metadata that path builds), and
-with Triton releases before 3.4, whose launchers take other arguments.
+It launches through ``kernel[grid]`` every time for CPU tensors and interpreted kernels
+(``TRITON_INTERPRET=1``), while a launch hook is set (profilers such as Proton read the launch
+metadata that path builds), and with Triton releases before 3.4, whose launchers take other
+arguments.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["KernelLauncher", "direct_launches_supported"]
+__all__ = ["KernelLauncher"]
 
 _STAY = contextlib.nullcontext()
 
@@ -34,19 +35,10 @@ _MOST_SPECIALISATIONS = 4096
 """Keys kept per kernel; past this (endlessly varying shapes), launches take Triton's own path."""
 
 
-def direct_launches_supported() -> bool:
-    """Whether this Triton's compiled kernels take the launcher arguments used here (Triton >= 3.4).
-
-    Example:
-        >>> isinstance(direct_launches_supported(), bool)
-        True
-    """
-    return _launch_hooks() is not None
-
-
 @functools.cache
 def _launch_hooks() -> Any:
-    """Triton's runtime settings, whose launch hooks say when a profiler is listening, or ``None`` before Triton 3.4."""
+    """Triton's runtime settings, whose launch hooks say when a profiler is listening, or ``None``
+    before Triton 3.4 (whose compiled kernels take other launcher arguments)."""
     try:
         from triton import knobs
     except ImportError:
@@ -76,11 +68,8 @@ class KernelLauncher:
     def __init__(self, kernel: Any) -> None:
         self.kernel = kernel
         self._compiled: dict[tuple, Any] = {}
-
-    @functools.cached_property
-    def _constexpr_names(self) -> tuple[str, ...]:
-        # Read on the first direct launch: an interpreted kernel (CPU tensors) has no parameter list.
-        return tuple(p.name for p in self.kernel.params if p.is_constexpr)
+        # An interpreted kernel (TRITON_INTERPRET=1) has no parameter list and nothing compiled to keep.
+        self._constexpr_names = _trailing_constexprs(kernel) if hasattr(kernel, "params") else None
 
     def __repr__(self) -> str:
         return f"KernelLauncher({self.kernel.fn.__name__})"
@@ -88,7 +77,7 @@ class KernelLauncher:
     def __call__(self, programs: int, *args: Any, **constexprs: Any) -> None:
         """Runs ``programs`` programs of the kernel on ``args`` (the first a tensor on the launch device)."""
         first = args[0]
-        hooks = _launch_hooks() if first.is_cuda else None
+        hooks = _launch_hooks() if first.is_cuda and self._constexpr_names is not None else None
         if hooks is None:
             self.kernel[(programs,)](*args, **constexprs)
             return
@@ -118,6 +107,15 @@ class KernelLauncher:
                 *args,
                 *values,
             )
+
+
+def _trailing_constexprs(kernel: Any) -> tuple[str, ...]:
+    """Names of the kernel's constexpr parameters, which must come after all others."""
+    params = kernel.params
+    first = next((i for i, p in enumerate(params) if p.is_constexpr), len(params))
+    if not all(p.is_constexpr for p in params[first:]):
+        raise TypeError(f"{kernel.fn.__name__}: KernelLauncher needs the constexpr parameters last")
+    return tuple(p.name for p in params[first:])
 
 
 def _listening(hook: Any) -> bool:
