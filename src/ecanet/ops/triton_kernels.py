@@ -308,7 +308,13 @@ def input_grad(grad3: Tensor, gate: Tensor, shift: Tensor, dx3: Tensor) -> None:
     """Writes ``grad3 * gate + shift`` into ``dx3``; see :func:`ecanet.ops.aten_kernels.input_grad`."""
     accumulate = _accumulate_dtype(grad3.dtype)
     shape = geometry(grad3, dx3)
-    _affine(shape, grad3, gate.to(accumulate).contiguous(), shift.to(accumulate).contiguous(), None, False, dx3)
+    _affine(shape, grad3, _dense(gate, accumulate), _dense(shift, accumulate), None, False, dx3)
+
+
+def _dense(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` as a contiguous tensor of ``dtype``, without an operator call when it already is one
+    (each call is host time on a GPU)."""
+    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
 
 
 def eca_forward(
@@ -399,4 +405,5 @@ def gate_backward(
             INPLACE=inplace,
             BLOCK_C=block_c,
         )
-    return shift, partial.sum(0).reshape(weight.shape).to(weight.dtype)
+    d_weight = partial.sum(0).view(weight.shape)
+    return shift, _dense(d_weight, weight.dtype)
