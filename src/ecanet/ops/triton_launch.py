@@ -14,8 +14,8 @@ launches with that key straight to the compiled kernel's launcher. A key's first
 
 It launches through ``kernel[grid]`` every time for CPU tensors and interpreted kernels
 (``TRITON_INTERPRET=1``), while a launch hook is set (profilers such as Proton read the launch
-metadata that path builds), and with Triton releases before 3.4, whose launchers take other
-arguments.
+metadata that path builds), and with Triton releases it was not checked with (before 3.4 the
+launchers take other arguments; later ones may again).
 """
 
 from __future__ import annotations
@@ -35,15 +35,34 @@ _MOST_SPECIALISATIONS = 4096
 """Keys kept per kernel; past this (endlessly varying shapes), launches take Triton's own path."""
 
 
+_CHECKED_TRITON = ((3, 4), (3, 8))
+"""Triton releases whose compiled kernels are launched the way checked here (3.4, 3.6 and 3.8 read;
+3.6 and 3.8 run). Others launch through ``kernel[grid]``: slower, never wrong."""
+
+
 @functools.cache
 def _launch_hooks() -> Any:
     """Triton's runtime settings, whose launch hooks say when a profiler is listening, or ``None``
-    before Triton 3.4 (whose compiled kernels take other launcher arguments)."""
+    where direct launches are not used (a Triton outside :data:`_CHECKED_TRITON`)."""
     try:
+        import triton
         from triton import knobs
     except ImportError:
         return None
-    return knobs.runtime if hasattr(knobs, "runtime") and hasattr(knobs.runtime, "launch_enter_hook") else None
+    if not _CHECKED_TRITON[0] <= _release(triton.__version__) <= _CHECKED_TRITON[1]:
+        return None
+    return knobs.runtime
+
+
+def _release(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of a version string such as ``"3.6.0"`` or ``"3.8.0+git1234"``.
+
+    Example:
+        >>> _release("3.8.0+gitabc"), _release("3.10")
+        ((3, 8), (3, 10))
+    """
+    major, minor = version.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 @functools.cache
