@@ -233,3 +233,16 @@ def test_bad_arguments_are_named(tmp_path: Path, changes: dict, error: type, mes
     with pytest.raises(error, match=message):
         train(dataclasses.replace(config, **changes))
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_backward_runs_on_the_training_thread(tmp_path: Path) -> None:
+    import tiny_model
+
+    tiny_model.BACKWARD_THREADING.clear()
+    config = TrainConfig(
+        model="tiny_model:build_recording", epochs=1, batch_size=16, max_steps_per_epoch=2,
+        run_dir=str(tmp_path), progress=False,
+    )  # fmt: skip
+    train(config)
+    assert tiny_model.BACKWARD_THREADING == [False, False]
+    assert torch._C._is_multithreading_enabled()  # the setting is the trainer's alone

@@ -6,6 +6,7 @@ this directory is on the path (tests/training/conftest.py puts it there; subproc
 PYTHONPATH).
 """
 
+import torch
 from torch import nn
 
 from ecanet import ECA
@@ -26,3 +27,14 @@ def build(num_classes: int, in_chans: int, width: int = 8) -> nn.Module:
         nn.Flatten(),
         nn.Linear(2 * width * 16, num_classes),
     )
+
+
+BACKWARD_THREADING: list[bool] = []
+"""What :func:`build_recording`'s model saw during each backward: whether multithreaded autograd was on."""
+
+
+def build_recording(num_classes: int, in_chans: int) -> nn.Module:
+    """:func:`build`, with a hook that appends to :data:`BACKWARD_THREADING` in every backward."""
+    model = build(num_classes, in_chans)
+    model[-1].weight.register_hook(lambda grad: BACKWARD_THREADING.append(torch._C._is_multithreading_enabled()))
+    return model

@@ -59,7 +59,8 @@ def _train_step(model: nn.Module, batch: torch.Tensor, targets: torch.Tensor) ->
     def call() -> object:
         loss = nn.functional.cross_entropy(model(batch), targets)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.autograd.set_multithreading_enabled(False):  # as ecanet.training.Trainer runs it
+            loss.backward()
         optimizer.step()
         _synchronize(batch.device)
         return loss

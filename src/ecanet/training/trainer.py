@@ -378,7 +378,11 @@ class _Run:
             logits = self.parallel_model(images)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        # Backward on this thread rather than autograd's per-device worker: on one GPU per process
+        # the worker gains nothing, and Python in the backward (ECA's fused Function) ran about
+        # twice as slowly there (an ECA layer's training step on an H200: 673 against 369 us).
+        with torch.autograd.set_multithreading_enabled(False):
+            self.scaler.scale(loss).backward()
         if self.config.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
