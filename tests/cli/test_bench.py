@@ -1,4 +1,7 @@
+import json
+
 import pytest
+import torch
 
 from ecanet.cli.main import build_parser
 
@@ -14,3 +17,14 @@ def test_bench_refuses_a_device_that_is_not_there(tmp_path, capsys):
     with pytest.raises(SystemExit, match="ecanet bench: benchmark device 'cuda:99' asked for"):
         args.handler(args)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("on_caller", [False, True])
+def test_bench_records_where_backward_runs(tmp_path, capsys, on_caller):
+    arguments = ["bench", "--quick", "--groups", "call", "--rounds", "1", "--no-progress", "--out", str(tmp_path)]
+    args = build_parser().parse_args(arguments + (["--backward-on-caller"] if on_caller else []))
+    assert args.handler(args) == 0
+    environment = json.loads((tmp_path / "environment.json").read_text())
+    assert environment["autograd_multithreading"] is not on_caller
+    assert ("--backward-on-caller" in environment["command"]) is on_caller
+    assert torch._C._is_multithreading_enabled()  # the setting ends with the run

@@ -164,6 +164,7 @@ def machine_description(device: str | torch.device = "cpu") -> dict[str, object]
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
+        "autograd_multithreading": torch._C._is_multithreading_enabled(),
     }
     device = torch.device(device)
     if device.type == "cuda":

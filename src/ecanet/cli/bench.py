@@ -37,6 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device", default="cpu", help="where to run: cpu (default), cuda or cuda:N (GPU kernels through Triton)"
     )
+    parser.add_argument(
+        "--backward-on-caller",
+        action="store_true",
+        help="run backward passes on the calling thread, as `ecanet train` does "
+        "(default: PyTorch's worker thread per GPU; no difference on a CPU)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=run)
 
@@ -57,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     command += ["--quick"] if args.quick else []
     command += [] if args.rounds is None else ["--rounds", str(args.rounds)]
     command += [] if device.type == "cpu" else ["--device", args.device]
+    command += ["--backward-on-caller"] if args.backward_on_caller else []
     cases = bench_cases(args.groups, quick=args.quick, rounds=args.rounds, device=device)
-    rows = run_bench(args.out, cases, command=shlex.join(command), progress=not args.no_progress, device=device)
+    with torch.autograd.set_multithreading_enabled(not args.backward_on_caller):
+        rows = run_bench(args.out, cases, command=shlex.join(command), progress=not args.no_progress, device=device)
     print(format_table(rows))
     print(f"\nwrote {args.out}/results.csv, results.png, results.txt, environment.json")
     return 0
