@@ -11,7 +11,7 @@ from torch.autograd import forward_ad
 
 from ecanet.ops import cpu_kernels, prepared_calls, triton_kernels
 from ecanet.ops.composed import ComposedKernels
-from ecanet.ops.function import EcaKernels, fused_eca_function, same_layout
+from ecanet.ops.function import EcaKernels, count_in_place_write, fused_eca_function, same_layout
 from ecanet.ops.views import channel_view
 
 __all__ = ["eager_inference", "eager_pooled_projection", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
@@ -167,7 +167,7 @@ def fast_eca(
     identity3 = None if identity is None else channel_view(identity, channel_dim)
     kernels.forward(x3, weight, identity3, relu, padding, gate, out3, descriptor)
     if inplace:
-        prepared_calls.count_in_place_write(x)
+        count_in_place_write(x)
     if x.is_cuda and kernels is _triton_backend():  # checked: later calls like this one may skip the checks
         key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
         prepared_calls.remember(key, triton_kernels.geometry(x3))
@@ -222,18 +222,24 @@ def eager_inference(
         >>> out is None or torch.allclose(out, x * 0.5)
         True
     """
-    if x.is_cuda:
-        return _prepared_cuda_inference(
-            x, weight, identity, descriptor, activation, inplace, padding, pooling, gate, channel_dim, channels
-        )
     if (
-        not x.is_cpu
-        or (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+        not (x.is_cpu or x.is_cuda)
+        or (
+            torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad))
+        )
         or pooling != "avg"
         or (activation != "relu" and activation != "none")
         or _operators_must_be_seen((x, weight, identity, descriptor))
     ):
         return None
+    if x.is_cuda:  # what may change between calls with one key is checked above and here
+        if (channels is not None and x.dim() >= 3 and x.shape[channel_dim] != channels) or (
+            torch._C._len_torch_dispatch_stack() > 0
+        ):
+            return None
+        relu = activation == "relu"
+        return prepared_calls.run(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
     entry = cpu_kernels.entry("eca_inference")
     if entry is None:
         return None
@@ -241,36 +247,6 @@ def eager_inference(
     return entry(
         x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, -1 if channels is None else channels
     )
-
-
-def _prepared_cuda_inference(
-    x: Tensor,
-    weight: Tensor,
-    identity: Tensor | None,
-    descriptor: Tensor | None,
-    activation: str,
-    inplace: bool,
-    padding: str,
-    pooling: str,
-    gate: str,
-    channel_dim: int,
-    channels: int | None,
-) -> Tensor | None:
-    """:func:`eager_inference` for a CUDA tensor: what may change between calls with one key is checked here."""
-    if (
-        (
-            torch.is_grad_enabled()
-            and (x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad))
-        )
-        or pooling != "avg"
-        or (activation != "relu" and activation != "none")
-        or (channels is not None and x.dim() >= 3 and x.shape[channel_dim] != channels)
-        or _operators_must_be_seen((x, weight, identity, descriptor))
-        or torch._C._len_torch_dispatch_stack() > 0
-    ):
-        return None
-    relu = activation == "relu"
-    return prepared_calls.run(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
 
 
 def eager_pooled_projection(

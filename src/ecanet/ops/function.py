@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from ecanet.ops.views import channel_view
 
-__all__ = ["EcaKernels", "fused_eca_function", "same_layout"]
+__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function", "same_layout"]
 
 
 class EcaKernels(Protocol):
@@ -223,3 +223,17 @@ def fused_eca_function(
     if inplace and identity is not None and identity.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
         raise ValueError("in place, identity must not share memory with x (x is overwritten); use inplace=False")
     return _FusedEca.apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
+
+
+def count_in_place_write(x: Tensor) -> None:
+    """Advances ``x``'s version counter after a kernel wrote into it, as an in-place operator does,
+    so autograd rejects a backward that needs the overwritten values (inference tensors have none).
+
+    Example:
+        >>> x = torch.zeros(2)
+        >>> count_in_place_write(x)
+        >>> x._version
+        1
+    """
+    if not x.is_inference():
+        torch.autograd.graph.increment_version(x)

@@ -21,9 +21,10 @@ import torch
 from torch import Tensor
 
 from ecanet.ops import triton_kernels
+from ecanet.ops.function import count_in_place_write
 from ecanet.ops.triton_kernels import Geometry
 
-__all__ = ["call_key", "count_in_place_write", "remember", "run"]
+__all__ = ["call_key", "remember", "run"]
 
 _MOST_KEYS = 4096
 """Keys kept; past this (endlessly varying shapes), new layouts take the checked path every time."""
@@ -107,17 +108,3 @@ def run(
     if inplace:
         count_in_place_write(x)
     return out
-
-
-def count_in_place_write(x: Tensor) -> None:
-    """Advances ``x``'s version counter after a kernel wrote into it, as an in-place operator does,
-    so autograd rejects a backward that needs the overwritten values (inference tensors have none).
-
-    Example:
-        >>> x = torch.zeros(2)
-        >>> count_in_place_write(x)
-        >>> x._version
-        1
-    """
-    if not x.is_inference():
-        torch.autograd.graph.increment_version(x)

@@ -94,32 +94,28 @@ def geometry(x3: Tensor, *others: Tensor | None) -> Geometry:
     return Geometry(*x3.shape, *strides)
 
 
-def tile(x3: Tensor, channel_run: int = 256) -> tuple[int, int]:
-    """Tile ``(BLOCK_C, BLOCK_S)`` for a ``(N, C, S)`` view: long along the contiguous axis, no
+@functools.lru_cache(maxsize=4096)
+def tile(c: int, s: int, channels_inner: bool, channel_run: int = 256) -> tuple[int, int]:
+    """Tile ``(BLOCK_C, BLOCK_S)`` for ``(N, C, S)`` memory: long along the contiguous axis, no
     longer than that axis (rounded up to a power of two), about :data:`_TILE_ELEMENTS` in all.
 
     Args:
-        x3: the view.
+        c, s: channels and positions.
+        channels_inner: channels are the contiguous axis (:attr:`Geometry.channels_inner`).
         channel_run: most channels in a tile of channels-last memory. The reductions take 64 (one
             128-byte line of bfloat16), so that their ``(sample, channel block)`` programs fill the
             GPU without splitting positions (which costs one more launch to add the parts up).
 
     Example:
-        >>> tile(torch.empty(8, 512, 3136))  # channels-first 56x56: whole 256-position rows
+        >>> tile(512, 3136, False)  # channels-first 56x56: whole 256-position rows
         (8, 256)
-        >>> tile(torch.empty(8, 2048, 49))  # channels-first 7x7: rows of 49 in 64 lanes
+        >>> tile(2048, 49, False)  # channels-first 7x7: rows of 49 in 64 lanes
         (32, 64)
-        >>> tile(torch.empty(8, 49, 2048).transpose(1, 2))  # channels-last: runs of channels
+        >>> tile(2048, 49, True)  # channels-last: runs of channels
         (256, 8)
-        >>> tile(torch.empty(8, 49, 2048).transpose(1, 2), channel_run=64)
+        >>> tile(2048, 49, True, channel_run=64)
         (64, 32)
     """
-    shape = geometry(x3)
-    return _tile(shape.c, shape.s, shape.channels_inner, channel_run)
-
-
-@functools.lru_cache(maxsize=4096)
-def _tile(c: int, s: int, channels_inner: bool, channel_run: int) -> tuple[int, int]:
     if channels_inner:
         block_c = min(channel_run, _next_power_of_2(c))
         return block_c, max(1, _TILE_ELEMENTS // block_c)
@@ -164,7 +160,7 @@ class _ReductionPlan(NamedTuple):
 
 @functools.lru_cache(maxsize=4096)
 def _reduction_plan(shape: Geometry, target: int) -> _ReductionPlan:
-    block_c, block_s = _tile(shape.c, shape.s, shape.channels_inner, 64)
+    block_c, block_s = tile(shape.c, shape.s, shape.channels_inner, 64)
     c_blocks = -(-shape.c // block_c)
     splits, blocks_per_split = reduction_splits(shape.n * c_blocks, -(-shape.s // block_s), target)
     return _ReductionPlan(block_c, block_s, c_blocks, splits, blocks_per_split)
@@ -255,7 +251,7 @@ def gated_channel_dot(
 @functools.lru_cache(maxsize=4096)
 def _affine_plan(shape: Geometry) -> tuple[int, int, int]:
     """``(BLOCK_C, BLOCK_S, programs)`` of the per-channel affine pass."""
-    block_c, block_s = _tile(shape.c, shape.s, shape.channels_inner, 256)
+    block_c, block_s = tile(shape.c, shape.s, shape.channels_inner, 256)
     return block_c, block_s, shape.n * -(-shape.c // block_c) * -(-shape.s // block_s)
 
 
