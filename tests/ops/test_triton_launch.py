@@ -19,7 +19,13 @@ def _constexpr_first(BLOCK: tl.constexpr, out_ptr):
 
 
 def test_constexprs_are_passed_in_parameter_order():
-    assert KernelLauncher(channel_reduce_kernel)._constexpr_names == ("PRODUCT", "RELU", "BLOCK_C", "BLOCK_S")
+    assert KernelLauncher(channel_reduce_kernel)._constexpr_names == (
+        "PRODUCT",
+        "RELU",
+        "SUBTRACT",
+        "BLOCK_C",
+        "BLOCK_S",
+    )
 
 
 def test_a_constexpr_before_other_parameters_is_refused():

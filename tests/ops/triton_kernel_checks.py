@@ -29,6 +29,8 @@ LAYOUTS = {
     # Long rows with few (sample, channel block) pairs: the reductions split their positions.
     "split-positions": ((2, 5, 2000), torch.contiguous_format, 1),
     "split-positions-channels-last": ((1, 40, 30, 30), torch.channels_last, 1),
+    # Channels in several blocks per sample: the gate's taps and the kernel's partial sums cross them.
+    "channel-blocks-channels-last": ((2, 600, 1, 3), torch.channels_last, 1),
 }
 
 TOLERANCES = {
@@ -101,17 +103,20 @@ def test_gate_inside_the_rescale_matches_reference(k, padding, gate, per_channel
 @pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
 @pytest.mark.parametrize("per_channel", [False, True])
 @pytest.mark.parametrize("inplace", [False, True])
-def test_gate_backward_matches_reference(k, padding, gate, per_channel, inplace):
-    # float64 on 2 channels-last samples of 9 channels: gradients through every tap, both paddings.
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_gate_backward_matches_reference(k, padding, gate, per_channel, inplace, input_grad):
+    # float64 on 2 channels-last samples of 9 channels: gradients through every tap, both paddings;
+    # inside the input-gradient pass, or alone when only the kernel needs a gradient.
     x = _random((2, 9, 3, 4), torch.float64, torch.channels_last)
     weight = _random((9 if per_channel else 1, 1, k), torch.float64)
     grad = _random((2, 9, 3, 4), torch.float64, torch.channels_last)
     x_ref, w_ref = x.clone().requires_grad_(), weight.clone().requires_grad_()
     eca_reference(x_ref, w_ref, padding=padding, gate=gate).backward(grad)
-    source, kernel = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    source, kernel = x.clone().requires_grad_(input_grad), weight.clone().requires_grad_()
     out = fused_eca_function(source * 1.0, kernel, None, False, inplace, padding, gate, 1, TritonKernels())
     out.backward(grad)
-    torch.testing.assert_close(source.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    if input_grad:
+        torch.testing.assert_close(source.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(kernel.grad, w_ref.grad, rtol=1e-10, atol=1e-10)
 
 
@@ -145,15 +150,21 @@ def test_reductions_write_every_channel(layout):
     x3 = channel_view(x, channel_dim)
     expected = x3.double().sum(2)
     torch.testing.assert_close(triton_kernels.channel_mean(x3).double(), expected / x3.shape[2], rtol=1e-5, atol=1e-6)
-    grad3 = channel_view(_random(shape, torch.float32, memory_format), channel_dim)
-    relu_out = torch.relu(_random(shape, torch.float32, memory_format))
-    relu_out3 = channel_view(relu_out, channel_dim)
-    masked = torch.full_like(relu_out, float("nan"))
-    masked3 = channel_view(masked, channel_dim)
-    dot = triton_kernels.gated_channel_dot(grad3, x3, relu_out3, masked3, x3)
-    masked_expected = torch.where(relu_out3 > 0, grad3, torch.zeros_like(grad3))
-    torch.testing.assert_close(masked3, masked_expected, rtol=0, atol=0)
-    torch.testing.assert_close(dot.double(), (masked_expected.double() * x3.double()).sum(2), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "layout", ["channels-first", "channels-last", "split-positions", "split-positions-channels-last"]
+)
+def test_gate_gradient_reduction_masks_and_subtracts(layout):
+    # After an in-place tail the reduction sums relu-masked grad * (output - shortcut).
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    grad3, out3, identity3 = (channel_view(_random(shape, torch.float32, memory_format), channel_dim) for _ in range(3))
+    masked = torch.full_like(grad3, float("nan"))
+    sums = triton_kernels._reduce(triton_kernels.geometry(grad3), grad3, out3, out3, masked, 1.0, identity3)
+    masked_expected = torch.where(out3 > 0, grad3, torch.zeros_like(grad3))
+    torch.testing.assert_close(masked, masked_expected, rtol=0, atol=0)
+    expected = (masked_expected.double() * (out3.double() - identity3.double())).sum(2)
+    torch.testing.assert_close(sums.double(), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_sums_accumulate_half_precision_in_float32():

@@ -8,7 +8,7 @@ not cover), so callers always have a correct fallback. The kernels come
 in interchangeable backends with one contract (:class:`ecanet.ops.function.EcaKernels`): the
 compiled CPU kernels (:mod:`ecanet.ops.cpu_kernels`, built on first use), and
 :class:`ecanet.ops.composed.ComposedKernels` over ATen operators (:mod:`ecanet.ops.aten_kernels`,
-CPU without a compiler, CUDA without Triton), and its Triton subclass
+CPU without a compiler, CUDA without Triton), and the Triton kernels
 (:class:`ecanet.ops.triton_backend.TritonKernels`, CUDA), driven by the autograd Function in
 :mod:`ecanet.ops.function`.
 :func:`ecanet.ops.dispatch.eager_pooled_projection` serves ResNet bottlenecks at inference (ECA's

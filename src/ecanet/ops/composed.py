@@ -2,8 +2,7 @@
 
 Wraps :mod:`ecanet.ops.aten_kernels` (CPU when the compiled kernels are unavailable, CUDA without
 Triton) into the :class:`ecanet.ops.function.EcaKernels` contract. The gate's gradient comes from
-re-running the tiny ``(N, C)`` gate graph under autograd. :meth:`ComposedKernels.gate_backward` is the
-step a subclass replaces with a fused kernel (:class:`ecanet.ops.triton_backend.TritonKernels`).
+re-running the tiny ``(N, C)`` gate graph under autograd.
 """
 
 from __future__ import annotations

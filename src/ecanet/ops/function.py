@@ -27,8 +27,8 @@ class EcaKernels(Protocol):
     All ``...3`` arguments are ``(N, C, S)`` views sharing one memory layout (see
     :mod:`ecanet.ops.views`); ``mean`` and ``gate`` are ``(N, C)`` in float32 (float64 for float64
     input). Implemented by :mod:`ecanet.ops.cpu_kernels` (compiled, CPU) and
-    :class:`ecanet.ops.composed.ComposedKernels` (ATen kernels plus the gate in torch) and its Triton
-    subclass :class:`ecanet.ops.triton_backend.TritonKernels` (CUDA).
+    :class:`ecanet.ops.composed.ComposedKernels` (ATen kernels plus the gate in torch) and
+    :class:`ecanet.ops.triton_backend.TritonKernels` (Triton, CUDA).
     """
 
     def mean(self, x3: Tensor) -> Tensor:

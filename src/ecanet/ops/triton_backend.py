@@ -2,40 +2,40 @@
 
 The forward is two launches whatever the kernel size: the pooled mean (one reading pass), then the
 rescale pass with the gate computed inside it (:func:`ecanet.ops.triton_kernels.eca_forward`).
-The backward is three, plus a sum over samples: the fused ``sum(grad * x)`` reduction, the gate's
-backward on ``(N, C)`` (:func:`ecanet.ops.triton_kernels.gate_backward`), and the input-gradient
-pass. On a GPU the host's time per launch is what a small layer costs: the gate in torch
-operators takes ten-odd launches forward and twenty-odd backward (re-run under autograd, inside
-autograd's own backward), which measured 1.8 ms per training step of a 32x2048x7x7 layer on an
-H200 against 0.2 ms for timm's four-operator layer.
+The backward is two as well: the fused ``sum(grad * x)`` reduction, then the input-gradient pass
+with the gate's backward computed inside it (:func:`ecanet.ops.triton_kernels.eca_backward`). On a
+GPU the host's time per launch and per operator call is what a small layer costs: the gate in
+torch operators took ten-odd launches forward and twenty-odd backward (re-run under autograd,
+inside autograd's own backward), which measured 1.8 ms per training step of a 32x2048x7x7 layer on
+an H200 against 0.2 ms for timm's four-operator layer.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ecanet.ops import triton_kernels
-from ecanet.ops.composed import ComposedKernels
 
 __all__ = ["TritonKernels"]
 
 
-class TritonKernels(ComposedKernels):
+class TritonKernels:
     """:class:`ecanet.ops.function.EcaKernels` for CUDA tensors, in Triton.
 
     Example:
         >>> TritonKernels()
-        TritonKernels(ecanet.ops.triton_kernels)
+        TritonKernels()
     """
 
-    def __init__(self) -> None:
-        super().__init__(triton_kernels)
-
     def __repr__(self) -> str:
-        return f"TritonKernels({self.kernels.__name__})"
+        return "TritonKernels()"
 
     def mean(self, x3: Tensor) -> Tensor:
         return triton_kernels.channel_mean(x3)
+
+    def empty_like(self, like: Tensor) -> Tensor:
+        return torch.empty_like(like)
 
     def forward(
         self,
@@ -51,15 +51,22 @@ class TritonKernels(ComposedKernels):
         shape = triton_kernels.geometry(x3, identity3, out3)
         return triton_kernels.eca_forward(shape, x3, weight, identity3, relu, padding, gate, out3, known_mean)
 
-    def gate_backward(
+    def backward(
         self,
-        d_gate: Tensor,
-        gate: Tensor,
+        grad3: Tensor,
+        saved3: Tensor,
+        relu_out3: Tensor | None,
         mean: Tensor,
+        gate: Tensor,
         weight: Tensor,
         padding: str,
         gate_kind: str,
         inplace: bool,
-        positions: int,
-    ) -> tuple[Tensor, Tensor]:
-        return triton_kernels.gate_backward(d_gate, gate, mean, weight, padding, gate_kind, inplace, positions)
+        identity3: Tensor | None,
+        masked3: Tensor | None,
+        dx3: Tensor | None,
+    ) -> Tensor:
+        shape = triton_kernels.geometry(grad3, saved3, relu_out3, identity3, masked3, dx3)
+        return triton_kernels.eca_backward(
+            shape, grad3, saved3, relu_out3, mean, gate, weight, padding, gate_kind, inplace, identity3, masked3, dx3
+        )

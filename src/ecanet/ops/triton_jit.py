@@ -8,7 +8,7 @@ when it runs (set it beforehand to run the kernels through Triton's interpreter 
 import triton
 import triton.language as tl
 
-__all__ = ["channel_affine_kernel", "channel_reduce_kernel", "gate_backward_kernel"]
+__all__ = ["channel_affine_kernel", "channel_reduce_kernel", "weight_gradient_kernel"]
 
 
 @triton.jit
@@ -28,7 +28,7 @@ def tile_offsets(pid, C, S, sn, sc, ss, CHANNELS_INNER, BLOCK_C, BLOCK_S):
     positions = s_block * BLOCK_S + tl.arange(0, BLOCK_S)
     mask = (channels[:, None] < C) & (positions[None, :] < S)
     offsets = n.to(tl.int64) * sn + channels.to(tl.int64)[:, None] * sc + positions.to(tl.int64)[None, :] * ss
-    return n, channels, s_block, mask, offsets
+    return n, c_block, channels, s_block, mask, offsets
 
 
 @triton.jit
@@ -37,6 +37,7 @@ def channel_reduce_kernel(
     other_ptr,
     relu_out_ptr,
     masked_ptr,
+    subtrahend_ptr,
     partial_ptr,
     C,
     S,
@@ -48,10 +49,12 @@ def channel_reduce_kernel(
     scale,
     PRODUCT: tl.constexpr,
     RELU: tl.constexpr,
+    SUBTRACT: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
-    # partial[n, split, c] = scale * sum over this split's positions of x (or relu-masked x * other).
+    # partial[n, split, c] = scale * sum over this split's positions of x, or of relu-masked
+    # x * other, or of relu-masked x * (other - subtrahend).
     pid = tl.program_id(0)
     c_blocks = tl.cdiv(C, BLOCK_C)
     c_block = pid % c_blocks
@@ -72,7 +75,10 @@ def channel_reduce_kernel(
             tl.store(masked_ptr + offsets, values, mask=mask)
         values = values.to(acc.dtype)
         if PRODUCT:
-            values *= tl.load(other_ptr + offsets, mask=mask, other=0.0).to(acc.dtype)
+            factor = tl.load(other_ptr + offsets, mask=mask, other=0.0).to(acc.dtype)
+            if SUBTRACT:
+                factor -= tl.load(subtrahend_ptr + offsets, mask=mask, other=0.0).to(acc.dtype)
+            values *= factor
         acc += values
     row = (n.to(tl.int64) * splits + split) * C
     tl.store(partial_ptr + row + channels, tl.sum(acc, axis=1) * scale, mask=channels < C)
@@ -131,35 +137,11 @@ def logit_gradient(d_gate_ptr, gate_ptr, row, channels, present, GATE, INPLACE):
 
 
 @triton.jit
-def gate_backward_kernel(
-    d_gate_ptr,
-    gate_ptr,
-    mean_ptr,
-    weight_ptr,
-    shift_ptr,
-    d_weight_ptr,
-    C,
-    S,
-    K: tl.constexpr,
-    PER_CHANNEL: tl.constexpr,
-    CIRCULAR: tl.constexpr,
-    GATE: tl.constexpr,
-    INPLACE: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    # Backward through the gate for one block of channels of one sample: shift = dL/dmean / S
-    # (what reaches every position of x through the pooling) and the kernel's gradient, per
-    # channel (PER_CHANNEL) or summed over the block.
-    pid = tl.program_id(0)
-    c_blocks = tl.cdiv(C, BLOCK_C)
-    c_block = pid % c_blocks
-    n = pid // c_blocks
-    channels = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
-    valid = channels < C
-    row = n.to(tl.int64) * C
-    d_mean = tl.zeros([BLOCK_C], dtype=mean_ptr.dtype.element_ty)
+def mean_gradient(d_gate_ptr, gate_ptr, weight_ptr, row, channels, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE):
+    # dL/dmean of `channels` from the gates' gradients: tap j of the logit of channel
+    # c - (j - K // 2) read this channel's mean.
+    d_mean = tl.zeros(channels.shape, dtype=gate_ptr.dtype.element_ty)
     for j in tl.static_range(K):
-        # Tap j of the logit of channel c - (j - K // 2) read this channel's mean.
         source, present = neighbours(channels, K // 2 - j, C, CIRCULAR)
         d_logit = logit_gradient(d_gate_ptr, gate_ptr, row, source, present, GATE, INPLACE)
         if PER_CHANNEL:
@@ -167,7 +149,16 @@ def gate_backward_kernel(
         else:
             taps = tl.load(weight_ptr + j)
         d_mean += taps.to(d_mean.dtype) * d_logit
-    tl.store(shift_ptr + row + channels, d_mean / S, mask=valid)
+    return d_mean
+
+
+@triton.jit
+def store_weight_gradient(
+    d_gate_ptr, gate_ptr, mean_ptr, d_weight_ptr, row, channels, slot, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE
+):
+    # The kernel's gradient from `channels` of one sample: per channel (PER_CHANNEL, rows of K at
+    # row + channel) or summed over them into row `slot` of K partial sums.
+    valid = channels < C
     own = logit_gradient(d_gate_ptr, gate_ptr, row, channels, valid, GATE, INPLACE)
     for j in tl.static_range(K):
         source, present = neighbours(channels, j - K // 2, C, CIRCULAR)
@@ -175,7 +166,34 @@ def gate_backward_kernel(
         if PER_CHANNEL:
             tl.store(d_weight_ptr + (row + channels) * K + j, contribution, mask=valid)
         else:
-            tl.store(d_weight_ptr + pid.to(tl.int64) * K + j, tl.sum(contribution, axis=0))
+            tl.store(d_weight_ptr + slot.to(tl.int64) * K + j, tl.sum(contribution, axis=0))
+
+
+@triton.jit
+def weight_gradient_kernel(
+    d_gate_ptr,
+    gate_ptr,
+    mean_ptr,
+    d_weight_ptr,
+    C,
+    K: tl.constexpr,
+    PER_CHANNEL: tl.constexpr,
+    CIRCULAR: tl.constexpr,
+    GATE: tl.constexpr,
+    INPLACE: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    # The kernel's gradient from one block of channels of one sample (for a backward that writes
+    # no input gradient; otherwise channel_affine_kernel works it out).
+    pid = tl.program_id(0)
+    c_blocks = tl.cdiv(C, BLOCK_C)
+    c_block = pid % c_blocks
+    n = pid // c_blocks
+    channels = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    row = n.to(tl.int64) * C
+    store_weight_gradient(
+        d_gate_ptr, gate_ptr, mean_ptr, d_weight_ptr, row, channels, pid, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE
+    )
 
 
 @triton.jit
@@ -186,37 +204,49 @@ def channel_affine_kernel(
     identity_ptr,
     out_ptr,
     weight_ptr,
-    gates_out_ptr,
+    side_out_ptr,
+    mean_ptr,
     C,
     S,
     sn,
     sc,
     ss,
     GATE_FROM_DESCRIPTOR: tl.constexpr,
+    SHIFT_FROM_GATE_GRADIENT: tl.constexpr,
+    INPLACE: tl.constexpr,
     K: tl.constexpr,
     PER_CHANNEL: tl.constexpr,
     CIRCULAR: tl.constexpr,
     GATE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr,
     HAS_IDENTITY: tl.constexpr,
     RELU: tl.constexpr,
     CHANNELS_INNER: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
-    # out = act(x * a[n, c] + b[n, c] + identity); with GATE_FROM_DESCRIPTOR, a is ECA's gate
-    # computed here from the pooled means in a_ptr (and stored to gates_out once per channel).
+    # out = act(x * a[n, c] + b[n, c] + identity), a and b worked out on the way in one of two modes:
+    # - GATE_FROM_DESCRIPTOR (the forward): a is ECA's gate, computed here from the pooled means
+    #   in a_ptr, and stored to side_out once per channel;
+    # - SHIFT_FROM_GATE_GRADIENT (the input gradient): a_ptr holds the gates and b_ptr their
+    #   gradients; b is dL/dmean / S, and the kernel's gradient goes to side_out once per channel
+    #   (partial sums per sample and channel block, or per channel).
     pid = tl.program_id(0)
-    n, channels, s_block, mask, offsets = tile_offsets(pid, C, S, sn, sc, ss, CHANNELS_INNER, BLOCK_C, BLOCK_S)
+    n, c_block, channels, s_block, mask, offsets = tile_offsets(pid, C, S, sn, sc, ss, CHANNELS_INNER, BLOCK_C, BLOCK_S)
     row = n.to(tl.int64) * C
     if GATE_FROM_DESCRIPTOR:
         a = channel_gate(a_ptr, weight_ptr, n, channels, C, K, PER_CHANNEL, CIRCULAR, GATE)
-        tl.store(gates_out_ptr + row + channels, a, mask=(channels < C) & (s_block == 0))
+        tl.store(side_out_ptr + row + channels, a, mask=(channels < C) & (s_block == 0))
     else:
         a = tl.load(a_ptr + row + channels, mask=channels < C, other=0.0)
     out = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(a.dtype) * a[:, None]
-    if HAS_SHIFT:
-        out += tl.load(b_ptr + row + channels, mask=channels < C, other=0.0).to(a.dtype)[:, None]
+    if SHIFT_FROM_GATE_GRADIENT:
+        d_mean = mean_gradient(b_ptr, a_ptr, weight_ptr, row, channels, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE)
+        out += (d_mean / S).to(a.dtype)[:, None]
+        if s_block == 0:
+            slot = n * tl.cdiv(C, BLOCK_C) + c_block
+            store_weight_gradient(
+                b_ptr, a_ptr, mean_ptr, side_out_ptr, row, channels, slot, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE
+            )
     if HAS_IDENTITY:
         out += tl.load(identity_ptr + offsets, mask=mask, other=0.0).to(a.dtype)
     if RELU:

@@ -4,12 +4,15 @@ Two kernels make the passes over large tensors, each over ``(N, C, S)`` views wa
 their strides, so channels-first and channels-last memory share one code path:
 
 - a **channel reduction**, ``sum_s x`` (the pooled descriptor) or ``sum_s g * x`` (the gate
-  gradient, with the ReLU mask applied on the way), accumulated in float32 (float64 for float64);
-- a **per-channel affine pass**, ``act(x * a[c] + b[c] + identity)``: the rescale (optionally
-  with ECA's gate computed inside the kernel from the descriptor: the k-tap channel convolution
-  and the sigmoid, so the forward is two launches whatever k) and the input gradient.
+  gradient, with the ReLU mask applied on the way, and ``x`` recovered as output minus shortcut
+  after an in-place block tail), accumulated in float32 (float64 for float64);
+- a **per-channel affine pass**, ``act(x * a[c] + b[c] + identity)``: the rescale, with ECA's gate
+  computed inside the kernel from the descriptor (the k-tap channel convolution and the sigmoid),
+  and the input gradient, with the gate's backward computed inside it from the gates' gradients.
+  So the forward and the backward are two launches each, whatever k, and no launch works on the
+  tiny ``(N, C)`` tensors alone.
 
-A third works on the ``(N, C)`` tensors in between: the gate's backward (:func:`gate_backward`).
+A third works out the kernel's gradient alone when no input gradient is wanted (:func:`weight_gradient`).
 
 Tiles are long along whichever axis is contiguous and sized to the data (a 7x7 map does not waste
 four fifths of a 256-wide tile). Grids are one-dimensional, so no axis meets CUDA's 65535 limit,
@@ -36,13 +39,12 @@ from ecanet.ops.triton_launch import KernelLauncher
 __all__ = [
     "Geometry",
     "channel_mean",
+    "eca_backward",
     "eca_forward",
-    "gate_backward",
-    "gated_channel_dot",
     "geometry",
-    "input_grad",
     "reduction_splits",
     "tile",
+    "weight_gradient",
 ]
 
 _TILE_ELEMENTS = 2048
@@ -189,9 +191,16 @@ def _launcher(name: str) -> KernelLauncher:
 
 
 def _reduce(
-    shape: Geometry, x: Tensor, other: Tensor | None, relu_out: Tensor | None, masked: Tensor | None, scale: float
+    shape: Geometry,
+    x: Tensor,
+    other: Tensor | None,
+    relu_out: Tensor | None,
+    masked: Tensor | None,
+    scale: float,
+    subtrahend: Tensor | None = None,
 ) -> Tensor:
-    """``scale * sum_s x`` (or of ``relu-masked x * other``) as ``(N, C)`` in the accumulation dtype.
+    """``scale * sum_s x`` (or of ``relu-masked x * other``, or ``* (other - subtrahend)``) as
+    ``(N, C)`` in the accumulation dtype; the masked ``x`` is stored to ``masked``.
 
     ``x`` and the others are the tensors the ``(N, C, S)`` views of ``shape`` look into (the views
     themselves or the tensors they were taken from: same memory, same first element).
@@ -207,6 +216,7 @@ def _reduce(
             x if other is None else other,
             x if relu_out is None else relu_out,
             x if masked is None else masked,
+            x if subtrahend is None else subtrahend,
             partial,
             c,
             shape.s,
@@ -218,6 +228,7 @@ def _reduce(
             scale,
             PRODUCT=other is not None,
             RELU=relu_out is not None,
+            SUBTRACT=subtrahend is not None,
             BLOCK_C=plan.block_c,
             BLOCK_S=plan.block_s,
         )
@@ -236,18 +247,6 @@ def channel_mean(x3: Tensor) -> Tensor:
     return _mean(geometry(x3), x3)
 
 
-def gated_channel_dot(
-    grad3: Tensor, x3: Tensor, out3: Tensor | None, masked3: Tensor | None, scratch3: Tensor
-) -> Tensor:
-    """Per-channel ``sum_s g * x``, ReLU-masked by ``out3``, in one fused pass (``scratch3`` is not needed).
-
-    See :func:`ecanet.ops.aten_kernels.gated_channel_dot`.
-    """
-    if out3 is not None and masked3 is None:
-        raise ValueError("gated_channel_dot needs masked3 (a buffer for the masked gradient) when out3 is given")
-    return _reduce(geometry(grad3, x3, out3, masked3), grad3, x3, out3, masked3, 1.0)
-
-
 @functools.lru_cache(maxsize=4096)
 def _affine_plan(shape: Geometry) -> tuple[int, int, int]:
     """``(BLOCK_C, BLOCK_S, programs)`` of the per-channel affine pass."""
@@ -259,52 +258,55 @@ def _affine(
     shape: Geometry,
     x: Tensor,
     a: Tensor,
-    shift: Tensor | None,
+    b: Tensor | None,
     identity: Tensor | None,
     relu: bool,
     out: Tensor,
-    gate_options: tuple[Tensor, str, str, Tensor] | None = None,
+    weight: Tensor,
+    side_out: Tensor,
+    padding: str,
+    gate: str,
+    mean: Tensor | None = None,
+    inplace: bool = False,
 ) -> None:
-    """Writes ``act(x * a + shift + identity)`` into ``out`` (tensors as for :func:`_reduce`); with
-    ``gate_options`` = ``(weight, padding, gate, gates_out)``, ``a`` holds the pooled means and the
-    gate is computed."""
+    """Writes ``act(x * a + b + identity)`` into ``out`` (tensors as for :func:`_reduce`).
+
+    Without ``b`` (the forward), ``a`` holds the pooled means: the gate is computed from them and
+    stored to ``side_out``. With ``b`` (the input gradient), ``a`` holds the gates and ``b`` their
+    gradients (times the gates ``inplace``): the shift ``dL/dmean / S`` is computed from them, and
+    the kernel's gradient from them and ``mean`` is stored to ``side_out`` (see :func:`eca_backward`).
+    """
     block_c, block_s, programs = _affine_plan(shape)
     if programs == 0:
         return
-    weight, padding, gate, gates_out = gate_options or (a, "zeros", "sigmoid", a)
     _launcher("channel_affine_kernel")(
         programs,
         x,
         a,
-        a if shift is None else shift,
+        a if b is None else b,
         x if identity is None else identity,
         out,
         weight,
-        gates_out,
+        side_out,
+        a if mean is None else mean,
         shape.c,
         shape.s,
         shape.sn,
         shape.sc,
         shape.ss,
-        GATE_FROM_DESCRIPTOR=gate_options is not None,
-        K=weight.shape[-1] if gate_options is not None else 1,
-        PER_CHANNEL=gate_options is not None and weight.shape[0] > 1,
+        GATE_FROM_DESCRIPTOR=b is None,
+        SHIFT_FROM_GATE_GRADIENT=b is not None,
+        INPLACE=inplace,
+        K=weight.shape[-1],
+        PER_CHANNEL=weight.shape[0] > 1,
         CIRCULAR=padding == "circular",
         GATE=_GATES[gate],
-        HAS_SHIFT=shift is not None,
         HAS_IDENTITY=identity is not None,
         RELU=relu,
         CHANNELS_INNER=shape.channels_inner,
         BLOCK_C=block_c,
         BLOCK_S=block_s,
     )
-
-
-def input_grad(grad3: Tensor, gate: Tensor, shift: Tensor, dx3: Tensor) -> None:
-    """Writes ``grad3 * gate + shift`` into ``dx3``; see :func:`ecanet.ops.aten_kernels.input_grad`."""
-    accumulate = _accumulate_dtype(grad3.dtype)
-    shape = geometry(grad3, dx3)
-    _affine(shape, grad3, _dense(gate, accumulate), _dense(shift, accumulate), None, False, dx3)
 
 
 def _dense(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -346,21 +348,68 @@ def eca_forward(
     """
     mean = _mean(shape, x) if known_mean is None else known_mean.contiguous()
     gates = torch.empty_like(mean)
-    _affine(shape, x, mean, None, identity, relu, out, (weight.contiguous(), padding, gate, gates))
+    _affine(shape, x, mean, None, identity, relu, out, weight.contiguous(), gates, padding, gate)
     return mean, gates
 
 
-def gate_backward(
-    d_gate: Tensor,
-    gate: Tensor,
+def eca_backward(
+    shape: Geometry,
+    grad: Tensor,
+    saved: Tensor,
+    relu_out: Tensor | None,
     mean: Tensor,
+    gate: Tensor,
     weight: Tensor,
     padding: str,
     gate_kind: str,
     inplace: bool,
-    positions: int,
-) -> tuple[Tensor, Tensor]:
-    """Backward through ECA's gate on ``(N, C)`` tensors in one launch (plus a sum over samples).
+    identity: Tensor | None,
+    masked: Tensor | None,
+    dx: Tensor | None,
+) -> Tensor:
+    """ECA's backward in two launches: the fused reduction ``sum_s(g * x)``, then the input gradient
+    ``g * gate + dL/dmean / S`` with the gate's backward worked out inside it.
+
+    Every tile of the input-gradient pass computes its channels' ``dL/dmean`` from the k
+    neighbouring gate gradients, and the tiles at the first positions add the kernel's gradient
+    of their channels to partial sums (one more operator adds those up). Without an input
+    gradient to write, the kernel's gradient is worked out alone (:func:`weight_gradient`).
+
+    Args:
+        shape: the :class:`Geometry` shared by the ``(N, C, S)`` views of every large tensor.
+        grad, saved, relu_out, mean, gate, weight, padding, gate_kind, inplace, identity, masked,
+            dx: as for :meth:`ecanet.ops.function.EcaKernels.backward`; in place, ``x * gate`` is
+            recovered as ``saved - identity`` inside the reduction.
+
+    Returns:
+        The kernel's gradient, shaped and typed like ``weight``.
+    """
+    if relu_out is not None and masked is None:
+        masked = torch.empty_like(grad)  # the input gradient reads the masked gradient
+    sums = _reduce(shape, grad, saved, relu_out, masked, 1.0, identity)
+    if dx is None or dx.numel() == 0:
+        return weight_gradient(sums, gate, mean, weight, padding, gate_kind, inplace)
+    weight = weight.contiguous()
+    k = weight.shape[-1]
+    block_c = _affine_plan(shape)[0]
+    per_channel = weight.shape[0] > 1
+    rows = (shape.n, shape.c, k) if per_channel else (shape.n * -(-shape.c // block_c), k)
+    partial = torch.empty(rows, dtype=mean.dtype, device=mean.device)
+    masked_grad = grad if relu_out is None else masked
+    _affine(shape, masked_grad, gate, sums, None, False, dx, weight, partial, padding, gate_kind, mean, inplace)
+    return _summed_weight_gradient(partial, weight)
+
+
+def _summed_weight_gradient(partial: Tensor, weight: Tensor) -> Tensor:
+    """The kernel's gradient from rows of partial sums, shaped and typed like ``weight``."""
+    return _dense(partial.sum(0).view(weight.shape), weight.dtype)
+
+
+def weight_gradient(
+    d_gate: Tensor, gate: Tensor, mean: Tensor, weight: Tensor, padding: str, gate_kind: str, inplace: bool
+) -> Tensor:
+    """The kernel's gradient from the gates' gradients on ``(N, C)`` in one launch (plus a sum over
+    samples), for a backward that writes no input gradient.
 
     Args:
         d_gate: ``(N, C)`` gradient of the gate, or with ``inplace`` the gradient times the gate
@@ -369,31 +418,24 @@ def gate_backward(
         weight: ECA kernel ``[1 or C, 1, k]``.
         padding, gate_kind: the gate's options.
         inplace: ``d_gate`` is multiplied by the gate.
-        positions: ``S``, the positions each mean averaged.
 
     Returns:
-        ``(shift, d_weight)``: ``dL/dmean / S`` as ``(N, C)`` in ``mean``'s dtype, and the kernel's
-        gradient shaped and typed like ``weight``.
+        The kernel's gradient, shaped and typed like ``weight``.
     """
     n, c = d_gate.shape
     k = weight.shape[-1]
     per_channel = weight.shape[0] > 1
     block_c = min(1024, _next_power_of_2(c))
     c_blocks = -(-c // block_c)
-    mean = mean.contiguous()
-    shift = torch.empty_like(mean)
     partial = torch.empty((n, c, k) if per_channel else (n * c_blocks, k), dtype=mean.dtype, device=mean.device)
     if n * c_blocks:
-        _launcher("gate_backward_kernel")(
+        _launcher("weight_gradient_kernel")(
             n * c_blocks,
             d_gate.contiguous(),
             gate.contiguous(),
-            mean,
-            weight.contiguous(),
-            shift,
+            mean.contiguous(),
             partial,
             c,
-            positions,
             K=k,
             PER_CHANNEL=per_channel,
             CIRCULAR=padding == "circular",
@@ -401,5 +443,4 @@ def gate_backward(
             INPLACE=inplace,
             BLOCK_C=block_c,
         )
-    d_weight = partial.sum(0).view(weight.shape)
-    return shift, _dense(d_weight, weight.dtype)
+    return _summed_weight_gradient(partial, weight)
