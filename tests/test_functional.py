@@ -146,7 +146,7 @@ def test_descriptor_hint_gives_the_tail_without_it(tails, path, layout, activati
         plain = tail(plain_input, identity, None, activation, inplace)
     torch.testing.assert_close(hinted, plain)
     # The fast path hands the hint to the compiled kernel in place of its pooling pass; TorchScript runs plain ops.
-    known_means = [args[7] for args in log.arguments("ecanet.eca_forward.default")]
+    known_means = [args[8] for args in log.arguments("ecanet.eca_forward.default")]
     assert len(known_means) == (1 if path == "fast" else 0)
     assert all(torch.equal(known_mean, descriptor) for known_mean in known_means)
     assert not log.arguments("ecanet.eca_mean.default")

@@ -266,7 +266,7 @@ def _blocks(model):
 
 def _known_means(log):
     """For each compiled ECA forward call in ``log``: whether the caller handed it the pooled mean."""
-    return [len(args) > 7 and args[7] is not None for args in log.arguments("ecanet.eca_forward.default")]
+    return [len(args) > 8 and args[8] is not None for args in log.arguments("ecanet.eca_forward.default")]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

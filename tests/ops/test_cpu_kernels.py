@@ -279,27 +279,21 @@ FORWARD_CASES = [  # identity, relu, in place, padding, gate
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize(("identity", "relu", "inplace", "padding", "gate"), FORWARD_CASES)
-def test_forward_on_channel_views_writes_out_and_returns_mean_and_gate(
-    kernels, layout, identity, relu, inplace, padding, gate
-):
+def test_forward_writes_out_and_returns_mean_and_gate(kernels, layout, identity, relu, inplace, padding, gate):
     x, channel_dim = _input(layout)
     weight = _weight(CHANNELS, k=5)
     shortcut = _like(x, seed=3) if identity else None
     expected = eca_reference(x, weight, padding, "avg", gate, channel_dim)
     expected = expected if shortcut is None else expected + shortcut
     expected = expected.clamp(min=0) if relu else expected
-    x3 = channel_view(x, channel_dim)
-    expected_mean = x3.mean(dim=2)
+    expected_mean = channel_view(x, channel_dim).mean(dim=2)
     out = x if inplace else torch.empty_like(x)
     strides = x.stride()
     with torch.no_grad():
-        mean, gates = kernels.forward(
-            x3, weight, None if shortcut is None else channel_view(shortcut, channel_dim), relu, padding, gate,
-            channel_view(out, channel_dim),
-        )  # fmt: skip
+        mean, gates = kernels.forward(x, weight, shortcut, relu, padding, gate, out, channel_dim)
     assert out.stride() == strides
     _assert_close(out, expected, "output")
-    assert mean.shape == gates.shape == (x3.shape[0], CHANNELS) and mean.dtype == gates.dtype == torch.float64
+    assert mean.shape == gates.shape == (x.shape[0], CHANNELS) and mean.dtype == gates.dtype == torch.float64
     _assert_close(mean, expected_mean, "mean")
     _assert_close(gates, _reference_gate(expected_mean, weight, padding, gate), "gate")
 
@@ -307,9 +301,7 @@ def test_forward_on_channel_views_writes_out_and_returns_mean_and_gate(
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_forward_keeps_mean_and_gate_in_float32_for_lower_precision(kernels, dtype):
     x = torch.randn(2, 6, 4, 4).to(dtype)
-    mean, gates = kernels.forward(
-        channel_view(x, 1), _weight(dtype=dtype), None, False, "zeros", "sigmoid", x.view(2, 6, 16)
-    )
+    mean, gates = kernels.forward(x, _weight(dtype=dtype), None, False, "zeros", "sigmoid", torch.empty_like(x), 1)
     assert mean.dtype == gates.dtype == torch.float32
 
 
@@ -325,16 +317,7 @@ def test_bfloat16_rescale_rounds_the_float32_result_to_nearest_even(memory_forma
     x[0, 0, 0, 0] = float("nan")
     shortcut = torch.randn_like(x, dtype=torch.float32).to(torch.bfloat16) if identity else None
     out = torch.empty_like(x)
-    x3 = channel_view(x, 1)
-    _, gates = cpu_kernels.forward(
-        x3,
-        _weight(),
-        None if shortcut is None else channel_view(shortcut, 1),
-        relu,
-        "zeros",
-        "sigmoid",
-        channel_view(out, 1),
-    )
+    _, gates = cpu_kernels.forward(x, _weight(), shortcut, relu, "zeros", "sigmoid", out, 1)
     expected = x.float() * gates[:, :, None, None]
     if shortcut is not None:
         expected = expected + shortcut.float()
@@ -351,8 +334,7 @@ def test_forward_in_place_with_the_input_as_its_own_identity(kernels, relu):
     weight = _weight(k=3)
     expected = eca_reference(x, weight) + x
     expected = expected.clamp(min=0) if relu else expected
-    x3 = channel_view(x, 1)
-    kernels.forward(x3, weight, x3, relu, "zeros", "sigmoid", x3)
+    kernels.forward(x, weight, x, relu, "zeros", "sigmoid", x, 1)
     _assert_close(x, expected, "output")
 
 
@@ -491,9 +473,8 @@ def test_residual_tail_in_place_under_autograd_matches_reference(kind, layout, a
 def test_forward_writing_in_place_bumps_the_version_counter(kernels):
     x = torch.randn(2, 6, 4, 4)
     version = x._version
-    x3 = channel_view(x, 1)
     with torch.no_grad():
-        kernels.forward(x3, torch.randn(1, 1, 3), None, False, "zeros", "sigmoid", x3)
+        kernels.forward(x, torch.randn(1, 1, 3), None, False, "zeros", "sigmoid", x, 1)
     assert x._version > version
 
 
@@ -528,16 +509,17 @@ def _call_by_name(operator, arguments):
 
 
 FORWARD_ERRORS = {  # changed arguments, what the message says
-    "strided-view": ({"x3": torch.randn(2, 4, 10)[:, :, ::2]}, "channels-first or channels-last dense"),
-    "4-d-input": ({"x3": torch.randn(2, 4, 5, 1)}, r"expected an \(N, C, S\) view, got 4 dims"),
-    "out-strides": ({"out3": torch.empty(2, 5, 4, dtype=torch.float64).transpose(1, 2)}, "out must have the input's"),
-    "out-shape": ({"out3": torch.empty(2, 4, 6, dtype=torch.float64)}, "out must have the input's shape"),
-    "out-dtype": ({"out3": torch.empty(2, 4, 5)}, "out must be a CPU tensor of the input's dtype"),
+    "strided-input": ({"x": torch.randn(2, 4, 10)[:, :, ::2]}, "channels-first or channels-last dense"),
+    "2-d-input": ({"x": torch.randn(2, 4)}, "at least 3 dims, got 2 dims"),
+    "channel-dim": ({"channel_dim": 2}, "channel_dim must be 1 or -1, got 2"),
+    "out-strides": ({"out": torch.empty(2, 5, 4, dtype=torch.float64).transpose(1, 2)}, "out must have the input's"),
+    "out-shape": ({"out": torch.empty(2, 4, 6, dtype=torch.float64)}, "out must have the input's shape"),
+    "out-dtype": ({"out": torch.empty(2, 4, 5)}, "out must be a CPU tensor of the input's dtype"),
     "identity-strides": (
-        {"identity3": torch.empty(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
+        {"identity": torch.empty(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
         "identity must have the input's shape and strides",
     ),
-    "identity-dtype": ({"identity3": torch.empty(2, 4, 5)}, "identity must be a CPU tensor of the input's dtype"),
+    "identity-dtype": ({"identity": torch.empty(2, 4, 5)}, "identity must be a CPU tensor of the input's dtype"),
     "even-k": ({"weight": torch.randn(1, 1, 4)}, r"weight must have shape \[1 or C, 1, k\] with k odd"),
     "weight-dims": ({"weight": torch.randn(1, 3)}, r"weight must have shape \[1 or C, 1, k\]"),
     "weight-rows": ({"weight": torch.randn(3, 1, 3)}, "weight has 3 rows for 4 channels"),
@@ -663,12 +645,13 @@ def test_forward_operator_rejects_bad_arguments(case):
     changes, message = FORWARD_ERRORS[case]
     x3 = _x3()
     arguments = {
-        "x3": x3,
+        "x": x3,
         "weight": torch.randn(1, 1, 3),
         "relu": False,
         "padding": "zeros",
         "gate": "sigmoid",
-        "out3": torch.empty_like(x3),
+        "out": torch.empty_like(x3),
+        "channel_dim": 1,
         **changes,
     }
     with pytest.raises(RuntimeError, match=message):
@@ -676,24 +659,24 @@ def test_forward_operator_rejects_bad_arguments(case):
 
 
 BACKWARD_ERRORS = {
-    "strided-grad": ({"grad3": torch.randn(2, 4, 10, dtype=torch.float64)[:, :, ::2]}, "channels-last dense"),
+    "strided-grad": ({"grad": torch.randn(2, 4, 10, dtype=torch.float64)[:, :, ::2]}, "channels-last dense"),
     "saved-strides": (
-        {"saved3": torch.randn(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
+        {"saved": torch.randn(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
         "saved input must have the input's shape and strides",
     ),
-    "relu-output-shape": ({"relu_out3": torch.randn(2, 4, 6, dtype=torch.float64)}, "ReLU output must have"),
-    "masked-without-relu": ({"masked3": torch.empty(2, 4, 5, dtype=torch.float64)}, "needs the ReLU output"),
+    "relu-output-shape": ({"relu_out": torch.randn(2, 4, 6, dtype=torch.float64)}, "ReLU output must have"),
+    "masked-without-relu": ({"masked": torch.empty(2, 4, 5, dtype=torch.float64)}, "needs the ReLU output"),
     "masked-dtype": (
-        {"relu_out3": torch.randn(2, 4, 5, dtype=torch.float64), "masked3": torch.empty(2, 4, 5)},
+        {"relu_out": torch.randn(2, 4, 5, dtype=torch.float64), "masked": torch.empty(2, 4, 5)},
         "masked gradient buffer must be a CPU tensor of the input's dtype",
     ),
-    "identity-not-in-place": ({"identity3": torch.randn(2, 4, 5, dtype=torch.float64)}, "only needed in place"),
+    "identity-not-in-place": ({"identity": torch.randn(2, 4, 5, dtype=torch.float64)}, "only needed in place"),
     "identity-strides": (
-        {"inplace": True, "identity3": torch.randn(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
+        {"inplace": True, "identity": torch.randn(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
         "identity must have the input's shape and strides",
     ),
     "dx-strides": (
-        {"dx3": torch.empty(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
+        {"dx": torch.empty(2, 5, 4, dtype=torch.float64).transpose(1, 2)},
         "input gradient buffer must have the input's shape and strides",
     ),
     "mean-dtype": ({"mean": torch.zeros(2, 4)}, r"mean and gate must be contiguous \(N, C\) tensors in Double"),
@@ -709,17 +692,18 @@ def test_backward_operator_rejects_bad_arguments(case):
     assert cpu_kernels.available()
     changes, message = BACKWARD_ERRORS[case]
     x3, weight = _x3(), torch.randn(1, 1, 3)
-    mean, gate = torch.ops.ecanet.eca_forward(x3, weight, None, False, "zeros", "sigmoid", torch.empty_like(x3))
+    mean, gate = torch.ops.ecanet.eca_forward(x3, weight, None, False, "zeros", "sigmoid", torch.empty_like(x3), 1)
     arguments = {
-        "grad3": torch.randn_like(x3),
-        "saved3": x3,
+        "grad": torch.randn_like(x3),
+        "saved": x3,
         "mean": mean,
         "gate": gate,
         "weight": weight,
         "padding": "zeros",
         "gate_kind": "sigmoid",
         "inplace": False,
-        "dx3": torch.empty_like(x3),
+        "dx": torch.empty_like(x3),
+        "channel_dim": 1,
         **changes,
     }
     with pytest.raises(RuntimeError, match=message):

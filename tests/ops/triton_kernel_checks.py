@@ -87,9 +87,8 @@ def test_gate_inside_the_rescale_matches_reference(k, padding, gate, per_channel
     x = _random((2, 12, 4, 5), torch.float32, torch.channels_last)
     weight = _random((12 if per_channel else 1, 1, k), torch.float32)
     out = torch.full_like(x, float("nan"))
-    x3, out3 = channel_view(x, 1), channel_view(out, 1)
-    shape = triton_kernels.geometry(x3, out3)
-    _, gates = triton_kernels.eca_forward(shape, x3, weight, None, False, padding, gate, out3)
+    shape = triton_kernels.geometry(x, 1, out)
+    _, gates = triton_kernels.eca_forward(shape, x, weight, None, False, padding, gate, out)
     expected = eca_reference(x.double(), weight.double(), padding=padding, gate=gate)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
     ones = torch.ones_like(x, dtype=torch.float64)
@@ -149,7 +148,8 @@ def test_reductions_write_every_channel(layout):
     x = _random(shape, torch.float32, memory_format)
     x3 = channel_view(x, channel_dim)
     expected = x3.double().sum(2)
-    torch.testing.assert_close(triton_kernels.channel_mean(x3).double(), expected / x3.shape[2], rtol=1e-5, atol=1e-6)
+    mean = triton_kernels.channel_mean(x, channel_dim)
+    torch.testing.assert_close(mean.double(), expected / x3.shape[2], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_gate_gradient_reduction_masks_and_subtracts(layout):
     shape, memory_format, channel_dim = LAYOUTS[layout]
     grad3, out3, identity3 = (channel_view(_random(shape, torch.float32, memory_format), channel_dim) for _ in range(3))
     masked = torch.full_like(grad3, float("nan"))
-    sums = triton_kernels._reduce(triton_kernels.geometry(grad3), grad3, out3, out3, masked, 1.0, identity3)
+    sums = triton_kernels._reduce(triton_kernels.geometry(grad3, 1), grad3, out3, out3, masked, 1.0, identity3)
     masked_expected = torch.where(out3 > 0, grad3, torch.zeros_like(grad3))
     torch.testing.assert_close(masked, masked_expected, rtol=0, atol=0)
     expected = (masked_expected.double() * (out3.double() - identity3.double())).sum(2)
@@ -169,19 +169,19 @@ def test_gate_gradient_reduction_masks_and_subtracts(layout):
 
 def test_sums_accumulate_half_precision_in_float32():
     # 4096 values of 1 + 2^-7: a bfloat16 running sum would stall far below the true total.
-    x3 = torch.full((1, 2, 4096), 1.0 + 2.0**-7, dtype=torch.bfloat16, device=DEVICE)
-    mean = triton_kernels.channel_mean(x3)
+    x = torch.full((1, 2, 4096), 1.0 + 2.0**-7, dtype=torch.bfloat16, device=DEVICE)
+    mean = triton_kernels.channel_mean(x, 1)
     assert mean.dtype == torch.float32
     torch.testing.assert_close(mean.cpu(), torch.full((1, 2), 1.0 + 2.0**-7), rtol=1e-6, atol=0)
 
 
 def test_empty_batch_launches_nothing():
-    x3 = torch.empty(0, 4, 9, device=DEVICE)
-    assert triton_kernels.channel_mean(x3).shape == (0, 4)
-    out3 = torch.empty_like(x3)
+    x = torch.empty(0, 4, 3, 3, device=DEVICE)
+    assert triton_kernels.channel_mean(x, 1).shape == (0, 4)
+    out = torch.empty_like(x)
     weight = torch.ones(1, 1, 3, device=DEVICE)
-    shape = triton_kernels.geometry(x3)
-    mean, gates = triton_kernels.eca_forward(shape, x3, weight, None, False, "zeros", "sigmoid", out3)
+    shape = triton_kernels.geometry(x, 1)
+    mean, gates = triton_kernels.eca_forward(shape, x, weight, None, False, "zeros", "sigmoid", out)
     assert mean.shape == gates.shape == (0, 4)
 
 
@@ -190,7 +190,7 @@ def test_prepared_call_repeats_a_checked_call():
     weight = _random((1, 1, 3), torch.float32)
     options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
     assert prepared_calls.run(x, *options) is None  # no call with this key was checked
-    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(channel_view(x, 1)))
+    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
     out = prepared_calls.run(x, *options)
     assert out is not x and out.stride() == x.stride()
     torch.testing.assert_close(out.double(), eca_reference(x.double(), weight.double()), rtol=1e-5, atol=1e-5)
@@ -203,7 +203,7 @@ def test_prepared_in_place_tail_counts_its_write():
     weight = _random((1, 1, 3), torch.float32)
     descriptor = x.double().mean((2, 3)).float()
     options = (weight, identity, descriptor, True, True, "circular", "hard_sigmoid", 1)
-    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(channel_view(x, 1)))
+    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
     gated = eca_reference(x.double(), weight.double(), padding="circular", gate="hard_sigmoid")
     expected = torch.relu(gated + identity)
     version = x._version
@@ -221,6 +221,6 @@ def test_launcher_keeps_compiled_kernels_for_gpu_launches_only():
     launcher = triton_kernels._launcher("channel_reduce_kernel")
     x3 = _random((2, 3, 4), torch.float32)
     for _ in range(2):
-        torch.testing.assert_close(triton_kernels.channel_mean(x3), x3.mean(2))
+        torch.testing.assert_close(triton_kernels.channel_mean(x3, 1), x3.mean(2))
     assert repr(launcher) == "KernelLauncher(channel_reduce_kernel)"
     assert (len(launcher._compiled) == 0) if DEVICE == "cpu" else (len(launcher._compiled) >= 1)

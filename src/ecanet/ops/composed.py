@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.channel_gate import channel_gate
+from ecanet.ops.views import channel_view
 
 __all__ = ["ComposedKernels"]
 
@@ -26,10 +27,10 @@ class ComposedKernels:
 
     Example:
         >>> from ecanet.ops import aten_kernels
-        >>> x3 = torch.ones(1, 3, 4)
-        >>> mean, gate = ComposedKernels(aten_kernels).forward(x3, torch.zeros(1, 1, 3), None, False,
-        ...                                                    "zeros", "sigmoid", x3)
-        >>> x3[0, :, 0]
+        >>> x = torch.ones(1, 3, 2, 2)
+        >>> mean, gate = ComposedKernels(aten_kernels).forward(x, torch.zeros(1, 1, 3), None, False,
+        ...                                                    "zeros", "sigmoid", x, 1)
+        >>> x[0, :, 0, 0]
         tensor([0.5000, 0.5000, 0.5000])
     """
 
@@ -39,7 +40,8 @@ class ComposedKernels:
     def __repr__(self) -> str:
         return f"ComposedKernels({self.kernels.__name__})"
 
-    def mean(self, x3: Tensor) -> Tensor:
+    def mean(self, x: Tensor, channel_dim: int) -> Tensor:
+        x3 = _channel_view(x, channel_dim)
         return self.kernels.channel_sum(x3) / x3.shape[2]
 
     def empty_like(self, like: Tensor) -> Tensor:
@@ -47,46 +49,52 @@ class ComposedKernels:
 
     def forward(
         self,
-        x3: Tensor,
+        x: Tensor,
         weight: Tensor,
-        identity3: Tensor | None,
+        identity: Tensor | None,
         relu: bool,
         padding: str,
         gate: str,
-        out3: Tensor,
+        out: Tensor,
+        channel_dim: int,
         known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        mean = self.mean(x3) if known_mean is None else known_mean
+        mean = self.mean(x, channel_dim) if known_mean is None else known_mean
         gates = channel_gate(mean, weight, padding, gate)
-        self.kernels.scale_shift(x3, gates, identity3, relu, out3)
+        x3, out3 = _channel_view(x, channel_dim), _channel_view(out, channel_dim)
+        self.kernels.scale_shift(x3, gates, _optional_channel_view(identity, channel_dim), relu, out3)
         return mean, gates
 
     def backward(
         self,
-        grad3: Tensor,
-        saved3: Tensor,
-        relu_out3: Tensor | None,
+        grad: Tensor,
+        saved: Tensor,
+        relu_out: Tensor | None,
         mean: Tensor,
         gate: Tensor,
         weight: Tensor,
         padding: str,
         gate_kind: str,
         inplace: bool,
-        identity3: Tensor | None,
-        masked3: Tensor | None,
-        dx3: Tensor | None,
+        identity: Tensor | None,
+        masked: Tensor | None,
+        dx: Tensor | None,
+        channel_dim: int,
     ) -> Tensor:
+        grad3, saved3 = _channel_view(grad, channel_dim), _channel_view(saved, channel_dim)
+        relu_out3 = _optional_channel_view(relu_out, channel_dim)
+        masked3 = _optional_channel_view(masked, channel_dim)
         if relu_out3 is not None and masked3 is None:
             masked3 = torch.empty_like(grad3)  # the input-gradient kernel reads the masked gradient
         # The input gradient's buffer serves as scratch for the gate-gradient product first.
-        scratch3 = dx3 if dx3 is not None else torch.empty_like(grad3)
-        if identity3 is not None:  # in place: x * gate = output - identity
-            saved3 = torch.sub(saved3, identity3, out=scratch3)
+        scratch3 = _channel_view(dx, channel_dim) if dx is not None else torch.empty_like(grad3)
+        if identity is not None:  # in place: x * gate = output - identity
+            saved3 = torch.sub(saved3, _channel_view(identity, channel_dim), out=scratch3)
         sums = self.kernels.gated_channel_dot(grad3, saved3, relu_out3, masked3, scratch3)
         shift, d_weight = self.gate_backward(sums, gate, mean, weight, padding, gate_kind, inplace, grad3.shape[2])
-        if dx3 is not None:
+        if dx is not None:
             masked_grad3 = masked3 if relu_out3 is not None else grad3
-            self.kernels.input_grad(masked_grad3, gate, shift, dx3)
+            self.kernels.input_grad(masked_grad3, gate, shift, scratch3)
         return d_weight
 
     def gate_backward(
@@ -113,3 +121,14 @@ class ComposedKernels:
                 channel_gate(mean, kernel, padding, gate_kind), (mean, kernel), d_gate.to(gate.dtype)
             )
         return d_mean / positions, d_weight
+
+
+def _channel_view(x: Tensor, channel_dim: int) -> Tensor:
+    view = channel_view(x, channel_dim)
+    if view is None:  # the dispatcher only sends tensors that have a (N, C, S) view
+        raise RuntimeError(f"no (N, C, S) view for a tensor of shape {list(x.shape)} and strides {x.stride()}")
+    return view
+
+
+def _optional_channel_view(x: Tensor | None, channel_dim: int) -> Tensor | None:
+    return None if x is None else _channel_view(x, channel_dim)

@@ -131,40 +131,42 @@ def empty_like(like: Tensor) -> Tensor:
     return torch.ops.ecanet.fresh_like(like)
 
 
-def mean(x3: Tensor) -> Tensor:
+def mean(x: Tensor, channel_dim: int) -> Tensor:
     """See :meth:`ecanet.ops.function.EcaKernels.mean`; requires :func:`available`."""
-    return torch.ops.ecanet.eca_mean(x3)
+    return torch.ops.ecanet.eca_mean(x, channel_dim)
 
 
 def forward(
-    x3: Tensor,
+    x: Tensor,
     weight: Tensor,
-    identity3: Tensor | None,
+    identity: Tensor | None,
     relu: bool,
     padding: str,
     gate: str,
-    out3: Tensor,
+    out: Tensor,
+    channel_dim: int,
     known_mean: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """See :meth:`ecanet.ops.function.EcaKernels.forward`; requires :func:`available`."""
-    return torch.ops.ecanet.eca_forward(x3, weight, identity3, relu, padding, gate, out3, known_mean)
+    return torch.ops.ecanet.eca_forward(x, weight, identity, relu, padding, gate, out, channel_dim, known_mean)
 
 
 def backward(
-    grad3: Tensor,
-    saved3: Tensor,
-    relu_out3: Tensor | None,
+    grad: Tensor,
+    saved: Tensor,
+    relu_out: Tensor | None,
     mean: Tensor,
     gate: Tensor,
     weight: Tensor,
     padding: str,
     gate_kind: str,
     inplace: bool,
-    identity3: Tensor | None,
-    masked3: Tensor | None,
-    dx3: Tensor | None,
+    identity: Tensor | None,
+    masked: Tensor | None,
+    dx: Tensor | None,
+    channel_dim: int,
 ) -> Tensor:
     """See :meth:`ecanet.ops.function.EcaKernels.backward`; requires :func:`available`."""
     return torch.ops.ecanet.eca_backward(
-        grad3, saved3, relu_out3, mean, gate, weight, padding, gate_kind, inplace, identity3, masked3, dx3
+        grad, saved, relu_out, mean, gate, weight, padding, gate_kind, inplace, identity, masked, dx, channel_dim
     )

@@ -11,8 +11,8 @@ from torch.autograd import forward_ad
 
 from ecanet.ops import cpu_kernels, prepared_calls, triton_kernels
 from ecanet.ops.composed import ComposedKernels
-from ecanet.ops.function import EcaKernels, count_in_place_write, fused_eca_function, same_layout
-from ecanet.ops.views import channel_view
+from ecanet.ops.function import EcaKernels, count_in_place_write, fused_eca_function
+from ecanet.ops.views import channel_geometry, same_layout
 
 __all__ = ["eager_inference", "eager_pooled_projection", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
 
@@ -139,8 +139,12 @@ def fast_eca(
     """
     if use_plain_operators() or torch.overrides.has_torch_function((x, weight)):
         return None
-    x3 = channel_view(x, channel_dim) if x.dtype in _FLOATING else None
-    if x3 is None or weight.device != x.device or (descriptor is not None and descriptor.device != x.device):
+    if (
+        x.dtype not in _FLOATING
+        or channel_geometry(x, channel_dim) is None
+        or weight.device != x.device
+        or (descriptor is not None and descriptor.device != x.device)
+    ):
         return None  # the plain operators name the device mismatch
     if identity is not None and (
         identity.dtype != x.dtype
@@ -163,14 +167,12 @@ def fast_eca(
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None  # the plain in-place operator raises ATen's error for this
     out = x if inplace else kernels.empty_like(x)
-    out3 = x3 if inplace else channel_view(out, channel_dim)
-    identity3 = None if identity is None else channel_view(identity, channel_dim)
-    kernels.forward(x3, weight, identity3, relu, padding, gate, out3, descriptor)
+    kernels.forward(x, weight, identity, relu, padding, gate, out, channel_dim, descriptor)
     if inplace:
         count_in_place_write(x)
     if x.is_cuda and kernels is _triton_backend():  # checked: later calls like this one may skip the checks
         key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
-        prepared_calls.remember(key, triton_kernels.geometry(x3))
+        prepared_calls.remember(key, triton_kernels.geometry(x, channel_dim))
     return out
 
 
@@ -305,6 +307,7 @@ def fast_mean(x: Tensor, channel_dim: int) -> Tensor | None:
         return None
     if torch.is_grad_enabled() and x.requires_grad:
         return None
-    x3 = channel_view(x, channel_dim) if x.dtype in _FLOATING else None
-    kernels = None if x3 is None else kernels_for(x)
-    return None if kernels is None else kernels.mean(x3)
+    if x.dtype not in _FLOATING or channel_geometry(x, channel_dim) is None:
+        return None
+    kernels = kernels_for(x)
+    return None if kernels is None else kernels.mean(x, channel_dim)

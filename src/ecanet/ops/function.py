@@ -1,9 +1,10 @@
 """The fused ECA autograd Function, over a kernel backend that does the forward and the backward.
 
-A backend (:class:`EcaKernels`) works on ``(N, C, S)`` views and writes into buffers the Function
-owns. Forward: one read of ``x`` for the pooled mean, the gate on the tiny ``(N, C)`` descriptor,
-one pass writing ``act(x * gate + identity)``. Backward: one reduction ``sum_s(grad * x)`` for the
-gate gradient, the gate's gradient on ``(N, C)``, and one pass writing the input gradient
+A backend (:class:`EcaKernels`) works on the caller's tensors as ``(N, C, S)`` (through their
+strides, :func:`ecanet.ops.views.channel_geometry`) and writes into buffers the Function owns.
+Forward: one read of ``x`` for the pooled mean, the gate on the tiny ``(N, C)`` descriptor, one
+pass writing ``act(x * gate + identity)``. Backward: one reduction ``sum_s(grad * x)`` for the gate
+gradient, the gate's gradient on ``(N, C)``, and one pass writing the input gradient
 ``grad * gate + d_mean / S``. Saved for backward: the input (or, in place, the output), the ReLU
 output when there is one, and two ``(N, C)`` tensors.
 """
@@ -16,23 +17,25 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ecanet.ops.views import channel_view
+from ecanet.ops.views import same_layout
 
-__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function", "same_layout"]
+__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function"]
 
 
 class EcaKernels(Protocol):
-    """What a backend provides: the fused forward and backward on ``(N, C, S)`` views.
+    """What a backend provides: the fused forward and backward, over ``(N, C, S)``.
 
-    All ``...3`` arguments are ``(N, C, S)`` views sharing one memory layout (see
-    :mod:`ecanet.ops.views`); ``mean`` and ``gate`` are ``(N, C)`` in float32 (float64 for float64
+    The large tensors are ``(N, C, *)`` (``channel_dim=1``) or ``(N, *, C)`` (``channel_dim=-1``)
+    and share one memory layout that has an ``(N, C, S)`` view (see :mod:`ecanet.ops.views`); each
+    backend sees them as ``(N, C, S)`` in its own way (the Triton kernels through their strides,
+    with no view at all). ``mean`` and ``gate`` are ``(N, C)`` in float32 (float64 for float64
     input). Implemented by :mod:`ecanet.ops.cpu_kernels` (compiled, CPU) and
     :class:`ecanet.ops.composed.ComposedKernels` (ATen kernels plus the gate in torch) and
     :class:`ecanet.ops.triton_backend.TritonKernels` (Triton, CUDA).
     """
 
-    def mean(self, x3: Tensor) -> Tensor:
-        """The pooled descriptor: ``x3``'s mean over ``S``, ``(N, C)``, in one reading pass."""
+    def mean(self, x: Tensor, channel_dim: int) -> Tensor:
+        """The pooled descriptor: ``x``'s mean over ``S``, ``(N, C)``, in one reading pass."""
         ...
 
     def empty_like(self, like: Tensor) -> Tensor:
@@ -41,81 +44,55 @@ class EcaKernels(Protocol):
 
     def forward(
         self,
-        x3: Tensor,
+        x: Tensor,
         weight: Tensor,
-        identity3: Tensor | None,
+        identity: Tensor | None,
         relu: bool,
         padding: str,
         gate: str,
-        out3: Tensor,
+        out: Tensor,
+        channel_dim: int,
         known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Writes ``act(x3 * gate + identity3)`` into ``out3`` (may be ``x3``); returns ``(mean, gate)``.
+        """Writes ``act(x * gate + identity)`` into ``out`` (may be ``x``); returns ``(mean, gate)``.
 
-        ``known_mean``, when given, is ``x3``'s mean computed elsewhere: the pooling pass is skipped.
+        ``known_mean``, when given, is ``x``'s mean computed elsewhere: the pooling pass is skipped.
         """
         ...
 
     def backward(
         self,
-        grad3: Tensor,
-        saved3: Tensor,
-        relu_out3: Tensor | None,
+        grad: Tensor,
+        saved: Tensor,
+        relu_out: Tensor | None,
         mean: Tensor,
         gate: Tensor,
         weight: Tensor,
         padding: str,
         gate_kind: str,
         inplace: bool,
-        identity3: Tensor | None,
-        masked3: Tensor | None,
-        dx3: Tensor | None,
+        identity: Tensor | None,
+        masked: Tensor | None,
+        dx: Tensor | None,
+        channel_dim: int,
     ) -> Tensor:
         """Returns the kernel's gradient; writes the masked output gradient and the input gradient.
 
         Args:
-            grad3: gradient of the output.
-            saved3: the tensor the gate multiplied, or with ``inplace`` the output itself.
-            relu_out3: output after ReLU (its zeros mask ``grad3``), or ``None`` without ReLU.
+            grad: gradient of the output.
+            saved: the tensor the gate multiplied, or with ``inplace`` the output itself.
+            relu_out: output after ReLU (its zeros mask ``grad``), or ``None`` without ReLU.
             mean, gate: as returned by :meth:`forward`.
             weight: ECA kernel.
             padding, gate_kind: the gate's options.
-            inplace: ``saved3`` is the output ``act(x * gate + identity)`` rather than ``x``.
-            identity3: with ``inplace``, the shortcut that was added (``x * gate`` is recovered as
-                ``saved3 - identity3`` where the ReLU passed), or ``None`` when there was none.
-            masked3: buffer for the ReLU-masked gradient (the shortcut's gradient), or ``None``.
-            dx3: buffer for the input gradient, or ``None`` when it is not needed.
+            inplace: ``saved`` is the output ``act(x * gate + identity)`` rather than ``x``.
+            identity: with ``inplace``, the shortcut that was added (``x * gate`` is recovered as
+                ``saved - identity`` where the ReLU passed), or ``None`` when there was none.
+            masked: buffer for the ReLU-masked gradient (the shortcut's gradient), or ``None``.
+            dx: buffer for the input gradient, or ``None`` when it is not needed.
+            channel_dim: ``1`` or ``-1``.
         """
         ...
-
-
-def _view(x: Tensor, channel_dim: int) -> Tensor:
-    view = channel_view(x, channel_dim)
-    if view is None:  # the dispatcher only sends tensors that have a (N, C, S) view
-        raise RuntimeError(f"no (N, C, S) view for a tensor of shape {list(x.shape)} and strides {x.stride()}")
-    return view
-
-
-def _optional_view(x: Tensor | None, channel_dim: int) -> Tensor | None:
-    return None if x is None else _view(x, channel_dim)
-
-
-def same_layout(a: Tensor, b: Tensor) -> bool:
-    """Whether ``a`` and ``b`` have the same shape and put every element at the same offset.
-
-    Strides of size-1 dims do not count (they address nothing).
-
-    Example:
-        >>> pixel, image = torch.zeros(2, 3, 1, 1), torch.zeros(2, 3, 4, 4)
-        >>> channels_last = torch.channels_last
-        >>> same_layout(pixel, pixel.contiguous(memory_format=channels_last))
-        True
-        >>> same_layout(image, image.contiguous(memory_format=channels_last))
-        False
-    """
-    if a.shape != b.shape:
-        return False
-    return all(size == 1 or sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride(), strict=True))
 
 
 class _FusedEca(torch.autograd.Function):
@@ -133,15 +110,7 @@ class _FusedEca(torch.autograd.Function):
         kernels: EcaKernels,
     ) -> Tensor:
         out = x if inplace else kernels.empty_like(x)
-        mean, gates = kernels.forward(
-            _view(x, channel_dim),
-            weight,
-            _optional_view(identity, channel_dim),
-            relu,
-            padding,
-            gate,
-            _view(out, channel_dim),
-        )
+        mean, gates = kernels.forward(x, weight, identity, relu, padding, gate, out, channel_dim)
         if inplace:
             ctx.mark_dirty(x)
         # In place, x itself is gone; the output stands in for it (see EcaKernels.backward).
@@ -164,18 +133,19 @@ class _FusedEca(torch.autograd.Function):
         masked = kernels.empty_like(like) if (relu and has_identity and needs_identity) else None
         d_x = kernels.empty_like(like) if needs_x else None
         d_weight = kernels.backward(
-            _view(grad, channel_dim),
-            _view(like, channel_dim),
-            _view(out, channel_dim) if relu else None,
+            grad,
+            like,
+            out if relu else None,
             mean,
             gates,
             weight,
             padding,
             gate,
             inplace,
-            _optional_view(saved_identity, channel_dim),
-            _optional_view(masked, channel_dim),
-            _optional_view(d_x, channel_dim),
+            saved_identity,
+            masked,
+            d_x,
+            channel_dim,
         )
         d_identity = None
         if has_identity and needs_identity:
@@ -202,7 +172,7 @@ def fused_eca_function(
     kept alive anyway, as a block's input is. ``identity`` must not share memory with ``x``.
 
     Args:
-        x: input with a ``(N, C, S)`` view (:func:`ecanet.ops.views.channel_view`).
+        x: input with an ``(N, C, S)`` view (:func:`ecanet.ops.views.channel_geometry`).
         weight: ECA kernel ``[1 or C, 1, k]``.
         identity: shortcut laid out like ``x``, or ``None``.
         relu: apply ReLU after the addition.

@@ -31,42 +31,44 @@ class TritonKernels:
     def __repr__(self) -> str:
         return "TritonKernels()"
 
-    def mean(self, x3: Tensor) -> Tensor:
-        return triton_kernels.channel_mean(x3)
+    def mean(self, x: Tensor, channel_dim: int) -> Tensor:
+        return triton_kernels.channel_mean(x, channel_dim)
 
     def empty_like(self, like: Tensor) -> Tensor:
         return torch.empty_like(like)
 
     def forward(
         self,
-        x3: Tensor,
+        x: Tensor,
         weight: Tensor,
-        identity3: Tensor | None,
+        identity: Tensor | None,
         relu: bool,
         padding: str,
         gate: str,
-        out3: Tensor,
+        out: Tensor,
+        channel_dim: int,
         known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        shape = triton_kernels.geometry(x3, identity3, out3)
-        return triton_kernels.eca_forward(shape, x3, weight, identity3, relu, padding, gate, out3, known_mean)
+        shape = triton_kernels.geometry(x, channel_dim, identity, out)
+        return triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, known_mean)
 
     def backward(
         self,
-        grad3: Tensor,
-        saved3: Tensor,
-        relu_out3: Tensor | None,
+        grad: Tensor,
+        saved: Tensor,
+        relu_out: Tensor | None,
         mean: Tensor,
         gate: Tensor,
         weight: Tensor,
         padding: str,
         gate_kind: str,
         inplace: bool,
-        identity3: Tensor | None,
-        masked3: Tensor | None,
-        dx3: Tensor | None,
+        identity: Tensor | None,
+        masked: Tensor | None,
+        dx: Tensor | None,
+        channel_dim: int,
     ) -> Tensor:
-        shape = triton_kernels.geometry(grad3, saved3, relu_out3, identity3, masked3, dx3)
+        shape = triton_kernels.geometry(grad, channel_dim, saved, relu_out, identity, masked, dx)
         return triton_kernels.eca_backward(
-            shape, grad3, saved3, relu_out3, mean, gate, weight, padding, gate_kind, inplace, identity3, masked3, dx3
+            shape, grad, saved, relu_out, mean, gate, weight, padding, gate_kind, inplace, identity, masked, dx
         )

@@ -1,7 +1,8 @@
 """The fast path's kernels in Triton, for CUDA tensors, as :class:`ecanet.ops.triton_backend.TritonKernels` uses them.
 
-Two kernels make the passes over large tensors, each over ``(N, C, S)`` views walked through
-their strides, so channels-first and channels-last memory share one code path:
+Two kernels make the passes over large tensors, each seeing them as ``(N, C, S)`` through their
+strides (:class:`Geometry`; no view is made), so channels-first and channels-last memory share one
+code path:
 
 - a **channel reduction**, ``sum_s x`` (the pooled descriptor) or ``sum_s g * x`` (the gate
   gradient, with the ReLU mask applied on the way, and ``x`` recovered as output minus shortcut
@@ -35,6 +36,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.triton_launch import KernelLauncher
+from ecanet.ops.views import channel_geometry, same_layout
 
 __all__ = [
     "Geometry",
@@ -64,10 +66,10 @@ def _kernels() -> ModuleType:
 
 
 class Geometry(NamedTuple):
-    """Sizes and strides of an ``(N, C, S)`` view, all the kernels need to walk its memory.
+    """Sizes and strides of a tensor seen as ``(N, C, S)``, all the kernels need to walk its memory.
 
     Example:
-        >>> geometry(torch.empty(8, 49, 2048).transpose(1, 2))
+        >>> geometry(torch.empty(8, 2048, 7, 7).to(memory_format=torch.channels_last), 1)
         Geometry(n=8, c=2048, s=49, sn=100352, sc=1, ss=2048)
     """
 
@@ -84,16 +86,18 @@ class Geometry(NamedTuple):
         return self.sc == 1 and self.ss != 1
 
 
-def geometry(x3: Tensor, *others: Tensor | None) -> Geometry:
-    """The :class:`Geometry` of ``x3``, which every other given view must share (the dispatcher lays
-    every operand out like ``x``)."""
-    strides = x3.stride()
+def geometry(x: Tensor, channel_dim: int, *others: Tensor | None) -> Geometry:
+    """The :class:`Geometry` of ``x`` seen as ``(N, C, S)`` (:func:`ecanet.ops.views.channel_geometry`),
+    which every other given tensor must share (the dispatcher lays every operand out like ``x``)."""
     for other in others:
-        if other is not None and other.stride() != strides:
+        if other is not None and not same_layout(other, x):
             raise RuntimeError(
-                f"Triton ECA kernels need operands with one layout, got strides {strides} and {other.stride()}"
+                f"Triton ECA kernels need operands with one layout, got strides {x.stride()} and {other.stride()}"
             )
-    return Geometry(*x3.shape, *strides)
+    found = channel_geometry(x, channel_dim)
+    if found is None:  # the dispatcher only sends tensors that have one
+        raise RuntimeError(f"no (N, C, S) view for a tensor of shape {list(x.shape)} and strides {x.stride()}")
+    return Geometry(*found)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -202,8 +206,8 @@ def _reduce(
     """``scale * sum_s x`` (or of ``relu-masked x * other``, or ``* (other - subtrahend)``) as
     ``(N, C)`` in the accumulation dtype; the masked ``x`` is stored to ``masked``.
 
-    ``x`` and the others are the tensors the ``(N, C, S)`` views of ``shape`` look into (the views
-    themselves or the tensors they were taken from: same memory, same first element).
+    ``x`` and the others are tensors that ``shape`` describes (any views of the same memory with
+    the same first element would do).
     """
     plan = _reduction_plan(shape, _target_programs(x.device))
     n, c, splits = shape.n, shape.c, plan.splits
@@ -242,9 +246,9 @@ def _mean(shape: Geometry, x: Tensor) -> Tensor:
     return _reduce(shape, x, None, None, None, 1.0 / shape.s if shape.s else math.nan)
 
 
-def channel_mean(x3: Tensor) -> Tensor:
-    """Per-channel means ``(N, C)`` of a ``(N, C, S)`` view in one pass (float32: the division folded into it)."""
-    return _mean(geometry(x3), x3)
+def channel_mean(x: Tensor, channel_dim: int) -> Tensor:
+    """Per-channel means ``(N, C)`` of ``x`` over ``S`` in one pass (float32: the division folded into it)."""
+    return _mean(geometry(x, channel_dim), x)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -333,8 +337,8 @@ def eca_forward(
     of the mean) from the k neighbouring means, so no launches run on the tiny ``(N, C)`` tensors.
 
     Args:
-        shape: the :class:`Geometry` shared by the ``(N, C, S)`` views of ``x``, ``identity`` and ``out``.
-        x: input (the view, or the tensor it was taken from).
+        shape: the :class:`Geometry` shared by ``x``, ``identity`` and ``out``.
+        x: input.
         weight: ECA kernel ``[1 or C, 1, k]``.
         identity: shortcut, or ``None``.
         relu: apply ReLU at the end.
@@ -376,7 +380,7 @@ def eca_backward(
     gradient to write, the kernel's gradient is worked out alone (:func:`weight_gradient`).
 
     Args:
-        shape: the :class:`Geometry` shared by the ``(N, C, S)`` views of every large tensor.
+        shape: the :class:`Geometry` shared by every large tensor.
         grad, saved, relu_out, mean, gate, weight, padding, gate_kind, inplace, identity, masked,
             dx: as for :meth:`ecanet.ops.function.EcaKernels.backward`; in place, ``x * gate`` is
             recovered as ``saved - identity`` inside the reduction.

@@ -7,16 +7,70 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["channel_view"]
+__all__ = ["channel_geometry", "channel_view", "same_layout"]
+
+
+def channel_geometry(x: Tensor, channel_dim: int) -> tuple[int, int, int, int, int, int] | None:
+    """Sizes and strides ``(n, c, s, sn, sc, ss)`` of ``x`` seen as ``(N, C, S)``, or ``None``.
+
+    ``S`` is the product of the other dims. The geometry exists when ``x``'s memory is dense in the
+    order ``(N, C, rest)`` (contiguous ``(N, C, *spatial)`` tensors: ``ss == 1``) or ``(N, rest, C)``
+    (channels-last memory such as ``torch.channels_last``, and contiguous ``(N, *, C)`` tokens:
+    ``sc == 1``). Other strides (slices, transposes, broadcasts) give ``None``: the caller falls
+    back to the plain operators. Worked out from sizes and strides alone, so kernels that take
+    strides need no view (:func:`channel_view` makes one).
+
+    Args:
+        x: tensor with at least 3 dims.
+        channel_dim: ``1`` or ``-1``.
+
+    Example:
+        >>> channel_geometry(torch.zeros(2, 8, 4, 4), 1)
+        (2, 8, 16, 128, 16, 1)
+        >>> channel_geometry(torch.zeros(2, 8, 4, 4).to(memory_format=torch.channels_last), 1)
+        (2, 8, 16, 128, 1, 8)
+        >>> channel_geometry(torch.zeros(2, 8, 4, 4)[:, :, ::2], 1) is None
+        True
+    """
+    shape = x.shape
+    channel = 1 if channel_dim == 1 else len(shape) - 1
+    n, c = shape[0], shape[channel]
+    s = x.numel() // (n * c) if n * c else _positions(shape, channel)
+    first, last = (n, c, s, c * s, s, 1), (n, c, s, c * s, 1, c)
+    if x.is_contiguous():  # the common layouts first, from flags the tensor keeps
+        return first if channel == 1 else last
+    if channel == 1 and len(shape) == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return last
+    if n * c * s == 0:  # nothing is addressed: any dense geometry will do
+        return first
+    strides = x.stride()
+    if _dense(shape, strides, channel, channels_inner=False):
+        return first
+    if _dense(shape, strides, channel, channels_inner=True):
+        return last
+    return None
+
+
+def _positions(shape: torch.Size, channel: int) -> int:
+    """The product of the dims other than the batch and the channel dim."""
+    return math.prod(size for d, size in enumerate(shape) if d not in (0, channel))
+
+
+def _dense(shape: torch.Size, strides: tuple[int, ...], channel: int, channels_inner: bool) -> bool:
+    """Whether the memory is dense in the order ``(N, rest, C)`` (``channels_inner``) or ``(N, C, rest)``:
+    from the innermost dim out, every dim longer than 1 strides over the elements inside it."""
+    rest = [d for d in range(len(shape) - 1, 0, -1) if d != channel]
+    order = [channel, *rest, 0] if channels_inner else [*rest, channel, 0]
+    inside = 1
+    for d in order:
+        if shape[d] != 1 and strides[d] != inside:
+            return False
+        inside *= shape[d]
+    return True
 
 
 def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
-    """``x`` as a 3-D view ``(N, C, S)``, ``S`` the product of the other dims, or ``None``.
-
-    The view exists when all non-channel, non-batch dims collapse into one stride, which holds for
-    contiguous ``(N, C, *spatial)`` tensors (``S`` stride 1), for channels-last ones (``C`` stride
-    1, e.g. ``torch.channels_last``) and for contiguous ``(N, *, C)`` tokens. Other strides (slices,
-    transposes, broadcasts) give ``None``: the caller falls back to the plain operators.
+    """``x`` as a 3-D view ``(N, C, S)`` with the strides of :func:`channel_geometry`, or ``None``.
 
     Args:
         x: tensor with at least 3 dims.
@@ -34,25 +88,25 @@ def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
         >>> channel_view(torch.zeros(2, 8, 4, 4)[:, :, ::2], 1) is None
         True
     """
-    if x.numel():  # the common layouts first, without intermediate views
-        if x.is_contiguous():
-            if channel_dim == 1:
-                return x.view(x.shape[0], x.shape[1], -1)
-            if x.dim() == 3:  # (N, L, C) tokens
-                return x.transpose(1, 2)
-        elif channel_dim == 1 and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-            n, c, h, w = x.shape
-            return x.as_strided((n, c, h * w), (h * w * c, 1, c))
-    return _any_dense_view(x, channel_dim)
+    geometry = channel_geometry(x, channel_dim)
+    return None if geometry is None else x.as_strided(geometry[:3], geometry[3:])
 
 
-def _any_dense_view(x: Tensor, channel_dim: int) -> Tensor | None:
-    moved = x.movedim(channel_dim, 1) if channel_dim != 1 else x
-    n, c = moved.shape[0], moved.shape[1]
-    s = math.prod(moved.shape[2:])  # explicit: an empty tensor has no -1 to infer
-    if moved.is_contiguous():
-        return moved.view(n, c, s)
-    channels_inner = moved.movedim(1, -1)
-    if channels_inner.is_contiguous():
-        return channels_inner.view(n, s, c).transpose(1, 2)
-    return None
+def same_layout(a: Tensor, b: Tensor) -> bool:
+    """Whether ``a`` and ``b`` have the same shape and put every element at the same offset.
+
+    Strides of size-1 dims do not count (they address nothing).
+
+    Example:
+        >>> pixel, image = torch.zeros(2, 3, 1, 1), torch.zeros(2, 3, 4, 4)
+        >>> channels_last = torch.channels_last
+        >>> same_layout(pixel, pixel.contiguous(memory_format=channels_last))
+        True
+        >>> same_layout(image, image.contiguous(memory_format=channels_last))
+        False
+    """
+    if a.shape != b.shape:
+        return False
+    if a.stride() == b.stride():
+        return True
+    return all(size == 1 or sa == sb for size, sa, sb in zip(a.shape, a.stride(), b.stride(), strict=True))

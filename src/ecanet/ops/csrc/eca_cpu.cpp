@@ -3,9 +3,10 @@
 // Registered as torch.ops.ecanet.eca_forward / eca_backward / eca_mean and driven by
 // ecanet/ops/cpu_kernels.py, which builds this file on first use; the inference entry
 // eca_inference (a plain Python function of the extension module) serves ECA.forward and
-// ECA.residual without the dispatcher and without checks in Python. Every large tensor is an
-// (N, C, S) view with the same strides for all arguments, either channels-first (S contiguous) or
-// channels-last (C contiguous).
+// ECA.residual without the dispatcher and without checks in Python. Every large tensor is
+// (N, C, *) or (N, *, C) (channel_dim 1 or -1) with the same strides for all arguments, and is seen
+// as (N, C, S) without a view: its memory is either channels-first (S contiguous) or channels-last
+// (C contiguous) dense.
 // Sums accumulate in float32 (float64 for float64 input); the (N, C) descriptor and gate are
 // float32 (float64). Memory traffic is the minimum the math allows:
 //   forward:  one read of x for the pooled mean; one pass act(x * gate + identity) -> out.
@@ -85,17 +86,6 @@ struct Layout {
   }
 };
 
-Layout layout_of(const at::Tensor& x3) {
-  TORCH_CHECK(x3.dim() == 3, "ecanet: expected an (N, C, S) view, got ", x3.dim(), " dims");
-  const int64_t n = x3.size(0), c = x3.size(1), s = x3.size(2);
-  const bool first = x3.stride(2) == 1 && (c == 1 || x3.stride(1) == s);
-  const bool last = x3.stride(1) == 1 && (s == 1 || x3.stride(2) == c);
-  TORCH_CHECK(first || last, "ecanet: the (N, C, S) view must be channels-first or channels-last dense, got strides ",
-              x3.strides());
-  // A (N, C, 1) view is both; one row of C per sample beats C rows of one element.
-  return Layout{n, c, s, x3.stride(0), last && (!first || s == 1)};
-}
-
 // x as (N, C, S) without a view, x being (N, C, *) (channel_dim 1) or (N, *, C) (channel_dim -1):
 // the layout when x's memory is channels-first or channels-last dense (as ecanet/ops/views.py
 // finds it), else nothing.
@@ -123,6 +113,25 @@ std::optional<Layout> dense_layout(const at::Tensor& x, int64_t channel_dim) {
   return Layout{n, c, s, c * s, last && (!first || s == 1)};
 }
 
+// The layout of a kernel's argument x (see dense_layout); an empty x addresses nothing, so any
+// dense layout of its sizes will do.
+Layout layout_of(const at::Tensor& x, int64_t channel_dim) {
+  TORCH_CHECK(x.dim() >= 3, "ecanet: expected (N, C, *) or (N, *, C) with at least 3 dims, got ", x.dim(), " dims");
+  TORCH_CHECK(channel_dim == 1 || channel_dim == -1, "ecanet: channel_dim must be 1 or -1, got ", channel_dim);
+  if (x.numel() == 0) {
+    const int64_t channel = channel_dim == 1 ? 1 : x.dim() - 1;
+    int64_t s = 1;
+    for (int64_t d = 1; d < x.dim(); ++d) {
+      if (d != channel) s *= x.size(d);
+    }
+    return Layout{x.size(0), x.size(channel), s, x.size(channel) * s, false};
+  }
+  const std::optional<Layout> L = dense_layout(x, channel_dim);
+  TORCH_CHECK(L, "ecanet: the input must be channels-first or channels-last dense, got sizes ", x.sizes(),
+              " and strides ", x.strides());
+  return *L;
+}
+
 // Same elements at the same offsets (strides of size-1 dims do not matter).
 bool same_geometry(const at::Tensor& a, const at::Tensor& b) {
   if (a.sizes() != b.sizes()) return false;
@@ -132,11 +141,11 @@ bool same_geometry(const at::Tensor& a, const at::Tensor& b) {
   return true;
 }
 
-void check_like(const at::Tensor& t, const at::Tensor& x3, const char* name) {
-  TORCH_CHECK(same_geometry(t, x3), "ecanet: ", name,
-              " must have the input's shape and strides; got ", t.sizes(), " / ", t.strides(), " for ", x3.sizes(),
-              " / ", x3.strides());
-  TORCH_CHECK(t.scalar_type() == x3.scalar_type() && t.device().is_cpu(), "ecanet: ", name,
+void check_like(const at::Tensor& t, const at::Tensor& x, const char* name) {
+  TORCH_CHECK(same_geometry(t, x), "ecanet: ", name,
+              " must have the input's shape and strides; got ", t.sizes(), " / ", t.strides(), " for ", x.sizes(),
+              " / ", x.strides());
+  TORCH_CHECK(t.scalar_type() == x.scalar_type() && t.device().is_cpu(), "ecanet: ", name,
               " must be a CPU tensor of the input's dtype");
 }
 
@@ -575,14 +584,14 @@ void channel_mean(const Layout& L, const scalar_t* x, acc_t* mean) {
   for (int64_t i = 0; i < L.n * L.c; ++i) mean[i] *= inverse;
 }
 
-// The per-channel mean of x3 over S, (N, C) in the accumulation dtype.
-at::Tensor eca_mean(const at::Tensor& x3) {
-  TORCH_CHECK(x3.device().is_cpu(), "ecanet::eca_mean is the CPU kernel, got a ", x3.device(), " tensor");
-  const Layout L = layout_of(x3);
-  at::Tensor mean = at::empty({L.n, L.c}, x3.options().dtype(at::toOpMathType(x3.scalar_type())));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x3.scalar_type(), "ecanet_eca_mean", [&] {
+// The per-channel mean of x over S, (N, C) in the accumulation dtype.
+at::Tensor eca_mean(const at::Tensor& x, int64_t channel_dim) {
+  TORCH_CHECK(x.device().is_cpu(), "ecanet::eca_mean is the CPU kernel, got a ", x.device(), " tensor");
+  const Layout L = layout_of(x, channel_dim);
+  at::Tensor mean = at::empty({L.n, L.c}, x.options().dtype(at::toOpMathType(x.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "ecanet_eca_mean", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    channel_mean<scalar_t, acc_t>(L, x3.const_data_ptr<scalar_t>(), mean.data_ptr<acc_t>());
+    channel_mean<scalar_t, acc_t>(L, x.const_data_ptr<scalar_t>(), mean.data_ptr<acc_t>());
   });
   return mean;
 }
@@ -663,17 +672,18 @@ void check_known_mean(const std::optional<at::Tensor>& known_mean, const Layout&
               "ecanet: the given mean must have shape (N, C) = (", L.n, ", ", L.c, "), got ", known_mean->sizes());
 }
 
-std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x3, const at::Tensor& weight,
-                                               const std::optional<at::Tensor>& identity3, bool relu,
+std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x, const at::Tensor& weight,
+                                               const std::optional<at::Tensor>& identity, bool relu,
                                                const std::string& padding, const std::string& gate,
-                                               const at::Tensor& out3, const std::optional<at::Tensor>& known_mean) {
-  TORCH_CHECK(x3.device().is_cpu(), "ecanet::eca_forward is the CPU kernel, got a ", x3.device(), " tensor");
-  const Layout L = layout_of(x3);
-  check_like(out3, x3, "out");
-  if (identity3) check_like(*identity3, x3, "identity");
+                                               const at::Tensor& out, int64_t channel_dim,
+                                               const std::optional<at::Tensor>& known_mean) {
+  TORCH_CHECK(x.device().is_cpu(), "ecanet::eca_forward is the CPU kernel, got a ", x.device(), " tensor");
+  const Layout L = layout_of(x, channel_dim);
+  check_like(out, x, "out");
+  if (identity) check_like(*identity, x, "identity");
   check_known_mean(known_mean, L);
-  const GateArgs args = gate_args(weight, L.c, at::toOpMathType(x3.scalar_type()), padding, gate);
-  return forward_on(x3, L, args, identity3 ? &*identity3 : nullptr, relu, out3, known_mean ? &*known_mean : nullptr);
+  const GateArgs args = gate_args(weight, L.c, at::toOpMathType(x.scalar_type()), padding, gate);
+  return forward_on(x, L, args, identity ? &*identity : nullptr, relu, out, known_mean ? &*known_mean : nullptr);
 }
 
 // Buffers at least this large get memory of their own (see fresh_like).
@@ -866,7 +876,7 @@ std::optional<at::Tensor> pooled_projection(const at::Tensor& z, const at::Tenso
     return std::nullopt;
   }
   const at::ScalarType acc = at::toOpMathType(z.scalar_type());
-  const at::Tensor pooled = eca_mean(z.flatten(2));  // a view: z is dense
+  const at::Tensor pooled = eca_mean(z, 1);
   const at::Tensor matrix = weight.reshape({outputs, inputs}).to(acc).t();
   const at::Tensor projected = bias ? at::addmm(bias->to(acc), pooled, matrix) : at::mm(pooled, matrix);
   at::Tensor scale = running_var.to(acc).add(eps).rsqrt_();
@@ -876,21 +886,24 @@ std::optional<at::Tensor> pooled_projection(const at::Tensor& z, const at::Tenso
   return projected.mul_(scale).add_(shift);
 }
 
-at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const std::optional<at::Tensor>& relu_out3,
-                        const at::Tensor& mean, const at::Tensor& gates, const at::Tensor& weight,
-                        const std::string& padding, const std::string& gate, bool inplace,
-                        const std::optional<at::Tensor>& identity3, const std::optional<at::Tensor>& masked3,
-                        const std::optional<at::Tensor>& dx3) {
-  TORCH_CHECK(grad3.device().is_cpu(), "ecanet::eca_backward is the CPU kernel, got a ", grad3.device(), " tensor");
-  const Layout L = layout_of(grad3);
-  check_like(saved3, grad3, "saved input");
-  if (relu_out3) check_like(*relu_out3, grad3, "ReLU output");
-  if (masked3) check_like(*masked3, grad3, "masked gradient buffer");
-  if (dx3) check_like(*dx3, grad3, "input gradient buffer");
-  TORCH_CHECK(!masked3 || relu_out3, "ecanet: a masked gradient buffer needs the ReLU output");
-  TORCH_CHECK(!identity3 || inplace, "ecanet: the identity is only needed in place (the saved tensor is the output)");
-  if (identity3) check_like(*identity3, grad3, "identity");
-  const at::ScalarType acc = at::toOpMathType(grad3.scalar_type());
+at::Tensor eca_backward(const at::Tensor& grad_tensor, const at::Tensor& saved_tensor,
+                        const std::optional<at::Tensor>& relu_out_tensor, const at::Tensor& mean,
+                        const at::Tensor& gates, const at::Tensor& weight, const std::string& padding,
+                        const std::string& gate, bool inplace, const std::optional<at::Tensor>& identity_tensor,
+                        const std::optional<at::Tensor>& masked_tensor, const std::optional<at::Tensor>& dx_tensor,
+                        int64_t channel_dim) {
+  TORCH_CHECK(grad_tensor.device().is_cpu(), "ecanet::eca_backward is the CPU kernel, got a ", grad_tensor.device(),
+              " tensor");
+  const Layout L = layout_of(grad_tensor, channel_dim);
+  check_like(saved_tensor, grad_tensor, "saved input");
+  if (relu_out_tensor) check_like(*relu_out_tensor, grad_tensor, "ReLU output");
+  if (masked_tensor) check_like(*masked_tensor, grad_tensor, "masked gradient buffer");
+  if (dx_tensor) check_like(*dx_tensor, grad_tensor, "input gradient buffer");
+  TORCH_CHECK(!masked_tensor || relu_out_tensor, "ecanet: a masked gradient buffer needs the ReLU output");
+  TORCH_CHECK(!identity_tensor || inplace,
+              "ecanet: the identity is only needed in place (the saved tensor is the output)");
+  if (identity_tensor) check_like(*identity_tensor, grad_tensor, "identity");
+  const at::ScalarType acc = at::toOpMathType(grad_tensor.scalar_type());
   TORCH_CHECK(mean.scalar_type() == acc && gates.scalar_type() == acc && mean.is_contiguous() &&
                   gates.is_contiguous() && mean.numel() == L.n * L.c && gates.numel() == L.n * L.c,
               "ecanet: mean and gate must be contiguous (N, C) tensors in ", acc);
@@ -898,14 +911,14 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
   at::Tensor d_logits = at::empty({L.n, L.c}, mean.options());
   at::Tensor d_mean = at::empty({L.n, L.c}, mean.options());
   at::Tensor d_taps = at::zeros({args.rows, args.k}, mean.options());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad3.scalar_type(), "ecanet_eca_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_tensor.scalar_type(), "ecanet_eca_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* grad = grad3.const_data_ptr<scalar_t>();
-    const scalar_t* saved = saved3.const_data_ptr<scalar_t>();
-    const scalar_t* relu_out = relu_out3 ? relu_out3->const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* masked = masked3 ? masked3->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* grad = grad_tensor.const_data_ptr<scalar_t>();
+    const scalar_t* saved = saved_tensor.const_data_ptr<scalar_t>();
+    const scalar_t* relu_out = relu_out_tensor ? relu_out_tensor->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* masked = masked_tensor ? masked_tensor->data_ptr<scalar_t>() : nullptr;
     acc_t* dl = d_logits.data_ptr<acc_t>();
-    const scalar_t* identity = identity3 ? identity3->const_data_ptr<scalar_t>() : nullptr;
+    const scalar_t* identity = identity_tensor ? identity_tensor->const_data_ptr<scalar_t>() : nullptr;
     // sum_s(masked grad * x); in place x is not kept: x * gate = out - identity (or out alone).
     auto sums = [&](auto mask, auto store, auto offset) {
       channel_reduce<scalar_t, acc_t, true, decltype(mask)::value, decltype(store)::value, decltype(offset)::value>(
@@ -921,7 +934,7 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
     const acc_t* g = gates.const_data_ptr<acc_t>();
     for (int64_t i = 0; i < L.n * L.c; ++i) {
       acc_t d_gate = dl[i];
-      // In place, saved3 is the output and the sums are gate * sum(grad * x). Where the gate is
+      // In place, the saved tensor is the output and the sums are gate * sum(grad * x). Where the gate is
       // exactly 0 its derivative is 0 too (sigmoid, hard sigmoid), so the channel gets 0.
       if (inplace) d_gate = g[i] == acc_t(0) ? acc_t(0) : d_gate / g[i];
       dl[i] = d_gate * gate_slope(g[i], args.gate);
@@ -929,10 +942,10 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
     acc_t* dm = d_mean.data_ptr<acc_t>();
     channel_conv_backward<acc_t>(mean.const_data_ptr<acc_t>(), dl, args.taps.const_data_ptr<acc_t>(), args.rows,
                                  args.k, L.n, L.c, args.padding, dm, d_taps.data_ptr<acc_t>());
-    if (dx3) {
+    if (dx_tensor) {
       const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
       for (int64_t i = 0; i < L.n * L.c; ++i) dm[i] *= inverse;
-      scalar_t* dx = dx3->data_ptr<scalar_t>();
+      scalar_t* dx = dx_tensor->data_ptr<scalar_t>();
       // From the stored masked gradient when there is one, else masking grad again on the fly.
       if (masked != nullptr) {
         rescale_pass<scalar_t, acc_t, false, false, true, false>(L, masked, g, dm, nullptr, nullptr, dx);
@@ -943,8 +956,8 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
       }
     }
   });
-  if (masked3) mark_written(*masked3);
-  if (dx3) mark_written(*dx3);
+  if (masked_tensor) mark_written(*masked_tensor);
+  if (dx_tensor) mark_written(*dx_tensor);
   return d_taps.view(weight.sizes()).to(weight.scalar_type());
 }
 
@@ -952,14 +965,14 @@ at::Tensor eca_backward(const at::Tensor& grad3, const at::Tensor& saved3, const
 
 TORCH_LIBRARY(ecanet, m) {
   m.def(
-      "eca_forward(Tensor x3, Tensor weight, Tensor? identity3, bool relu, str padding, str gate, Tensor(a!) out3,"
-      " Tensor? known_mean=None) -> (Tensor, Tensor)");
-  m.def("eca_mean(Tensor x3) -> Tensor");
+      "eca_forward(Tensor x, Tensor weight, Tensor? identity, bool relu, str padding, str gate, Tensor(a!) out,"
+      " int channel_dim, Tensor? known_mean=None) -> (Tensor, Tensor)");
+  m.def("eca_mean(Tensor x, int channel_dim) -> Tensor");
   m.def("fresh_like(Tensor x) -> Tensor");
   m.def(
-      "eca_backward(Tensor grad3, Tensor saved3, Tensor? relu_out3, Tensor mean, Tensor gate, Tensor weight,"
-      " str padding, str gate_kind, bool inplace, Tensor? identity3, Tensor(a!)? masked3, Tensor(b!)? dx3)"
-      " -> Tensor");
+      "eca_backward(Tensor grad, Tensor saved, Tensor? relu_out, Tensor mean, Tensor gate, Tensor weight,"
+      " str padding, str gate_kind, bool inplace, Tensor? identity, Tensor(a!)? masked, Tensor(b!)? dx,"
+      " int channel_dim) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(ecanet, CPU, m) {
