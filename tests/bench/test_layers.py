@@ -58,3 +58,12 @@ def test_call_rows_measure_against_bare_pool_and_rescale(memory_format):
     assert names[:3] == ["pool+rescale", "ecanet-inplace", "ecanet"] and "copy" not in names
     assert all(r.reference == "pool+rescale" and r.mode == "inference" and r.floor_ms > 0 for r in rows)
     assert TENSOR_PASSES[("call", "inference")] == 3
+
+
+@pytest.mark.parametrize("memory_format", ["nchw", "channels_last"])
+def test_call_training_rows_time_steps_against_bare_pool_and_rescale(memory_format):
+    rows = benchmark_call((2, 16, 4, 4), memory_format, "float32", "training", rounds=2, warmup=0)
+    names = [r.candidate for r in rows]
+    assert names[:2] == ["pool+rescale", "ecanet"] and "copy" not in names and "ecanet-inplace" not in names
+    assert all(r.reference == "pool+rescale" and r.mode == "training" and r.median_ms > 0 for r in rows)
+    assert TENSOR_PASSES[("call", "training")] == TENSOR_PASSES[("layer", "training")]

@@ -12,7 +12,8 @@ def test_full_plan_covers_formats_dtypes_modes_and_models():
     labels = [label for label, _ in bench_cases()]
     assert len([label for label in labels if label.startswith("layer ")]) == 4 * 2 * 2 * 2
     assert "layer 32x2048x7x7 training channels_last bfloat16" in labels
-    assert len([label for label in labels if label.startswith("call ")]) == 7 * 2
+    assert len([label for label in labels if label.startswith("call ")]) == 7 * 2 * 2
+    assert "call 32x2048x7x7 training nchw float32" in labels
     assert "call 1x2048x7x7 inference channels_last float32" in labels
     assert "model resnet50 inference-compiled nchw float32" in labels
     assert "model resnet50 inference-compiled channels_last float32" not in labels

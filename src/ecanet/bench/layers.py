@@ -2,8 +2,9 @@
 
 - ``layer``: the attention module on its own, ``out = attention(x)``: timm's ``EcaModule`` (the
   reference), the blog implementation, SE, ecanet's ``ECA`` out of place and ``ECA(inplace=True)``.
-- ``call``: the in-place layer on small activations against the bare minimum any ECA must do,
-  pool + rescale as two ATen calls (``x.mean``, ``x.mul_``), to show the fixed cost per call.
+- ``call``: the layer on small activations against the bare minimum any ECA must do, pool +
+  rescale as two ATen calls (``x.mean``, ``x.mul_``; in training ``x * x.mean`` and its
+  backward), to show the fixed cost per call, which on a GPU is the host's time.
 - ``tail``: what a residual block runs after its last BatchNorm, ``relu(attention(x) + shortcut)``:
   no attention (the reference, ``out += shortcut; relu_``, as plain blocks do), ecanet's fused
   ``ECA.residual``, timm's and SE's module followed by the same in-place addition and ReLU.
@@ -63,6 +64,7 @@ differences between candidates by which one came before."""
 
 TENSOR_PASSES = {
     ("call", "inference"): 3,  # in place: pool reads x; rescale reads and writes x
+    ("call", "training"): 7,  # as the layer
     ("layer", "inference"): 3,  # pool reads x; rescale reads x, writes out
     ("layer", "training"): 7,  # + gate gradient reads grad, x; input gradient reads grad, writes dx
     ("tail", "inference"): 4,  # pool reads x; reads x, shortcut, writes out
@@ -219,18 +221,20 @@ def benchmark_call(
     shape: tuple[int, int, int, int],
     memory_format: str,
     dtype: str,
+    mode: str = "inference",
     *,
     rounds: int,
     warmup: int,
     device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
-    """Times ``ECA(inplace=True)`` against pool + rescale (``x.mean``, ``x.mul_``) on a small input.
+    """Times ECA against pool + rescale on a small input: the cost of the gate and of the call itself.
 
-    The reference is what any ECA must do minus the gate: its per-call difference is the cost of
-    the gate and of the call itself. ``timm`` and ecanet's out-of-place layer are timed too.
-    Each round repeats a candidate for :data:`CALL_ROUND_SECONDS` and takes the mean (steady state:
-    a call timed alone mostly measures caches the other candidates evicted). Arguments and
-    result as for :func:`benchmark_layer`, at inference (the only mode of this group).
+    The reference is what any ECA must do minus the gate. At inference, ``x.mean`` and ``x.mul_``
+    against ``ECA(inplace=True)``, ecanet's out-of-place layer and timm's; in training, a step of
+    ``x * x.mean`` (forward and backward) against ecanet's layer and timm's. Each round repeats a
+    candidate for :data:`CALL_ROUND_SECONDS` and takes the mean (steady state: a call timed alone
+    mostly measures caches the other candidates evicted). Arguments and result as for
+    :func:`benchmark_layer`.
 
     Example:
         >>> rows = benchmark_call((1, 16, 4, 4), "nchw", "float32", rounds=1, warmup=0)
@@ -240,6 +244,9 @@ def benchmark_call(
     device = torch.device(device)
     layers = _modules(shape[1], dtype, device)
     x = _inputs(shape, memory_format, dtype, seed=0, device=device)
+    timing = {"rounds": rounds, "warmup": warmup, **round_timing(device, CALL_ROUND_SECONDS)}
+    if mode == "training":
+        return _rows("call", shape, memory_format, dtype, mode, "pool+rescale", _time_call_training(x, layers, timing))
 
     def pool_and_rescale() -> None:
         # Rescaling by 1 (the candidates' gates are 1 to within 1e-6, see attention_candidates)
@@ -256,5 +263,20 @@ def benchmark_call(
     if "timm" in layers:
         candidates["timm"] = lambda: layers["timm"](x)
     with torch.no_grad():
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device, CALL_ROUND_SECONDS))
-    return _rows("call", shape, memory_format, dtype, "inference", "pool+rescale", stats)
+        stats = time_side_by_side(candidates, **timing)
+    return _rows("call", shape, memory_format, dtype, mode, "pool+rescale", stats)
+
+
+def _time_call_training(x: Tensor, layers: dict[str, nn.Module], timing: dict) -> dict[str, TimingStats]:
+    """Training steps of the ``call`` group: bare pool + rescale, ecanet's layer, timm's."""
+    x.requires_grad_(True)
+    grad = torch.ones_like(x)
+    candidates: dict[str, Callable[[], object]] = {
+        "pool+rescale": _training_step(lambda: x * x.mean((2, 3), keepdim=True), [x], grad),
+        "copy": copy_probe(x.detach()),
+    }
+    for name in ("ecanet", "timm"):
+        if name in layers:
+            layer = layers[name]
+            candidates[name] = _training_step(lambda layer=layer: layer(x), [x, *layer.parameters()], grad)
+    return time_side_by_side(candidates, **timing)

@@ -99,8 +99,9 @@ def bench_cases(
         call_shapes = (CALL_SHAPES[0], CALL_SHAPES[-1]) if quick else CALL_SHAPES
         for shape in call_shapes:
             for memory_format in formats:
-                label = f"call {'x'.join(map(str, shape))} inference {memory_format} float32"
-                cases.append((label, partial(benchmark_call, shape, memory_format, "float32", **timing)))
+                for mode in ("inference", "training"):
+                    label = f"call {'x'.join(map(str, shape))} {mode} {memory_format} float32"
+                    cases.append((label, partial(benchmark_call, shape, memory_format, "float32", mode, **timing)))
     if "model" in groups:
         setups = MODEL_SETUPS[device.type]
         model_cases: list[Case] = []
