@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ecanet.ops.views import channel_geometry, channel_view, same_layout
+from ecanet.ops.views import channel_geometry, channel_view, required_channel_geometry, same_layout
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,8 @@ def test_same_layout_ignores_strides_of_size_one_dims():
     assert same_layout(pixel, pixel.contiguous(memory_format=torch.channels_last))
     assert not same_layout(image, image.contiguous(memory_format=torch.channels_last))
     assert not same_layout(image, torch.zeros(2, 3, 4, 5))
+
+
+def test_required_geometry_names_the_shape_and_strides_it_cannot_see_as_n_c_s():
+    with pytest.raises(RuntimeError, match=r"no \(N, C, S\) view for a tensor of shape \[2, 3, 4, 4\] and strides"):
+        required_channel_geometry(torch.zeros(2, 3, 8, 4)[:, :, ::2], 1)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.channel_gate import channel_gate
-from ecanet.ops.views import channel_view
+from ecanet.ops.views import required_channel_geometry
 
 __all__ = ["ComposedKernels"]
 
@@ -124,10 +124,8 @@ class ComposedKernels:
 
 
 def _channel_view(x: Tensor, channel_dim: int) -> Tensor:
-    view = channel_view(x, channel_dim)
-    if view is None:  # the dispatcher only sends tensors that have a (N, C, S) view
-        raise RuntimeError(f"no (N, C, S) view for a tensor of shape {list(x.shape)} and strides {x.stride()}")
-    return view
+    geometry = required_channel_geometry(x, channel_dim)
+    return x.as_strided(geometry[:3], geometry[3:])
 
 
 def _optional_channel_view(x: Tensor | None, channel_dim: int) -> Tensor | None:

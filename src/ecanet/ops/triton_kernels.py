@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.triton_launch import KernelLauncher
-from ecanet.ops.views import channel_geometry, same_layout
+from ecanet.ops.views import required_channel_geometry, same_layout
 
 __all__ = [
     "Geometry",
@@ -94,10 +94,7 @@ def geometry(x: Tensor, channel_dim: int, *others: Tensor | None) -> Geometry:
             raise RuntimeError(
                 f"Triton ECA kernels need operands with one layout, got strides {x.stride()} and {other.stride()}"
             )
-    found = channel_geometry(x, channel_dim)
-    if found is None:  # the dispatcher only sends tensors that have one
-        raise RuntimeError(f"no (N, C, S) view for a tensor of shape {list(x.shape)} and strides {x.stride()}")
-    return Geometry(*found)
+    return Geometry(*required_channel_geometry(x, channel_dim))
 
 
 @functools.lru_cache(maxsize=4096)

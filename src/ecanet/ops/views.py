@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["channel_geometry", "channel_view", "same_layout"]
+__all__ = ["channel_geometry", "channel_view", "required_channel_geometry", "same_layout"]
 
 
 def channel_geometry(x: Tensor, channel_dim: int) -> tuple[int, int, int, int, int, int] | None:
@@ -49,6 +49,20 @@ def channel_geometry(x: Tensor, channel_dim: int) -> tuple[int, int, int, int, i
     if _dense(shape, strides, channel, channels_inner=True):
         return last
     return None
+
+
+def required_channel_geometry(x: Tensor, channel_dim: int) -> tuple[int, int, int, int, int, int]:
+    """:func:`channel_geometry` for a tensor that must have one (the kernels' arguments: the
+    dispatcher only sends those); raises ``RuntimeError`` naming the shape and strides otherwise.
+
+    Example:
+        >>> required_channel_geometry(torch.zeros(2, 8, 4), 1)
+        (2, 8, 4, 32, 4, 1)
+    """
+    found = channel_geometry(x, channel_dim)
+    if found is None:
+        raise RuntimeError(f"no (N, C, S) view for a tensor of shape {list(x.shape)} and strides {x.stride()}")
+    return found
 
 
 def _positions(shape: torch.Size, channel: int) -> int:
