@@ -1,5 +1,7 @@
 import math
 
+import pytest
+
 from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 
 
@@ -18,3 +20,9 @@ def test_training_step_rows_in_bfloat16_autocast():
         ("resnet18", "training", "bfloat16"),
         ("eca_resnet18", "training", "bfloat16"),
     ]
+
+
+@pytest.mark.parametrize("options", [{"device": "cpu"}, {"device": "cpu", "compiled": True}])
+def test_graphed_inference_needs_a_cuda_device_and_no_compile(options):
+    with pytest.raises(ValueError, match="needs a CUDA device and no compile, got cpu"):
+        benchmark_model_inference(("resnet18", "eca_resnet18"), batch=1, image_size=32, graphed=True, **options)

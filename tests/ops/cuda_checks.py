@@ -298,3 +298,13 @@ def test_layer_training_step_replays_from_cuda_graphs():
     expected.backward(grad.double())
     torch.testing.assert_close(source.grad.double(), reference.grad.double(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(layer.conv.weight.grad.double(), weight.grad.double(), rtol=1e-3, atol=1e-3)
+
+
+def test_graphed_network_benchmark_replays_both_networks():
+    from ecanet.bench.models import benchmark_model_inference
+
+    rows = benchmark_model_inference(
+        ("resnet18", "eca_resnet18"), batch=2, image_size=64, graphed=True, rounds=2, warmup=1, device=CUDA
+    )
+    assert [row.candidate for row in rows] == ["resnet18", "eca_resnet18"]
+    assert all(row.mode == "inference-graphed" and row.median_ms > 0 for row in rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +31,15 @@ def benchmark_model_inference(
     memory_format: str = "nchw",
     dtype: str = "float32",
     compiled: bool = False,
+    graphed: bool = False,
     rounds: int = 15,
     warmup: int = 2,
     device: str | torch.device = "cpu",
 ) -> list[BenchRow]:
     """Times ``model(x)`` under ``torch.inference_mode`` for each model; the first name is the reference.
+
+    ``graphed`` times replays of each eager forward captured in a CUDA graph: the GPU's work alone,
+    without the host time that issues it (on a GPU that host time is most of what ECA costs).
 
     Args:
         names: registry names; the first is the reference (no attention).
@@ -42,6 +47,7 @@ def benchmark_model_inference(
         memory_format: ``"nchw"`` or ``"channels_last"`` (model and input).
         dtype: ``"float32"`` or ``"bfloat16"`` (model and input converted).
         compiled: wrap each model in ``torch.compile`` (compilation happens in the warm-up rounds).
+        graphed: replay each eager forward from a CUDA graph (CUDA devices only; not with ``compiled``).
         rounds, warmup: as for :func:`ecanet.bench.timing.time_side_by_side` (``warmup >= 1`` when compiled).
         device: where the models and inputs live (see :func:`ecanet.bench.device.round_timing`).
 
@@ -51,20 +57,40 @@ def benchmark_model_inference(
         (['resnet18', 'eca_resnet18'], 'resnet18')
     """
     device = torch.device(device)
+    if graphed and (compiled or device.type != "cuda"):
+        raise ValueError(
+            f"graphed inference replays eager CUDA graphs: it needs a CUDA device and no compile, got {device}"
+        )
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
     layout = _MEMORY_FORMATS[memory_format]
     x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
     x = x.to(device=device, dtype=torch_dtype, memory_format=layout)
     candidates: dict[str, Callable[[], object]] = {}
-    for name in names:
-        torch.manual_seed(0)
-        model = create_model(name).eval().to(device=device, dtype=torch_dtype, memory_format=layout)
-        runner = torch.compile(model) if compiled else model
-        candidates[name] = lambda runner=runner: runner(x)
     with torch.inference_mode():
+        for name in names:
+            torch.manual_seed(0)
+            model = create_model(name).eval().to(device=device, dtype=torch_dtype, memory_format=layout)
+            runner = torch.compile(model) if compiled else model
+            forward = partial(runner, x)
+            candidates[name] = _replayed_from_cuda_graph(forward) if graphed else forward
         stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
-    mode = "inference-compiled" if compiled else "inference"
+    mode = "inference-compiled" if compiled else "inference-graphed" if graphed else "inference"
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])
+
+
+def _replayed_from_cuda_graph(run: Callable[[], object], warmup: int = 3) -> Callable[[], None]:
+    """``run`` captured in a CUDA graph after ``warmup`` calls on a side stream (kernels compiled,
+    ECA's calls prepared, cuDNN's algorithms chosen); returns the graph's replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
 
 
 def benchmark_model_training(

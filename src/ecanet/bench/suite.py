@@ -61,7 +61,9 @@ def bench_cases(
     small activations against bare pool + rescale (float32, both formats); ECA-ResNet-50 against
     ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in NCHW
     float32) and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px; bfloat16 under
-    autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`). Models
+    autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`). On a GPU
+    the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), and the inference
+    cases are also replayed from CUDA graphs (the GPU's work without the host's). Models
     get as many rounds as layers. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds.
 
@@ -114,6 +116,12 @@ def bench_cases(
             label = "model resnet50 inference-compiled nchw float32"
             options = {**setups["inference"], "compiled": True, **timing}
             model_cases.append((label, partial(benchmark_model_inference, **options)))
+        if device.type == "cuda":  # the GPU's work alone, replayed from CUDA graphs
+            for dtype in dtypes:
+                for memory_format in formats:
+                    label = f"model resnet50 inference-graphed {memory_format} {dtype}"
+                    options = {**setups["inference"], "memory_format": memory_format, "dtype": dtype, **timing}
+                    model_cases.append((label, partial(benchmark_model_inference, graphed=True, **options)))
         training = setups["training"]
         for dtype in dtypes:
             for memory_format in formats:
