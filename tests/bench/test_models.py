@@ -26,3 +26,8 @@ def test_training_step_rows_in_bfloat16_autocast():
 def test_graphed_inference_needs_a_cuda_device_and_no_compile(options):
     with pytest.raises(ValueError, match="needs a CUDA device and no compile, got cpu"):
         benchmark_model_inference(("resnet18", "eca_resnet18"), batch=1, image_size=32, graphed=True, **options)
+
+
+def test_graphed_training_needs_a_cuda_device():
+    with pytest.raises(ValueError, match="needs a CUDA device, got cpu"):
+        benchmark_model_training(batch=2, image_size=8, graphed=True)

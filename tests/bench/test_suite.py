@@ -50,6 +50,8 @@ def test_gpu_plan_times_resnet50_at_224px_and_leaves_glibc_alone():
     assert inference.func is benchmark_model_inference and inference.keywords["batch"] == 64
     graphed = cases["model resnet50 inference-graphed channels_last bfloat16"]
     assert graphed.keywords["graphed"] is True and graphed.keywords["batch"] == 64
+    assert cases["model resnet50 training-graphed nchw float32"].keywords["graphed"] is True
+    assert training.keywords["graphed"] is False
     cpu_cases = dict(bench_cases(["model"]))
     assert "model resnet18 training nchw float32" in cpu_cases
     assert not any("graphed" in label for label in cpu_cases)

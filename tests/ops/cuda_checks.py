@@ -300,11 +300,13 @@ def test_layer_training_step_replays_from_cuda_graphs():
     torch.testing.assert_close(layer.conv.weight.grad.double(), weight.grad.double(), rtol=1e-3, atol=1e-3)
 
 
-def test_graphed_network_benchmark_replays_both_networks():
-    from ecanet.bench.models import benchmark_model_inference
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_graphed_network_benchmarks_replay_both_networks(dtype):
+    from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 
-    rows = benchmark_model_inference(
-        ("resnet18", "eca_resnet18"), batch=2, image_size=64, graphed=True, rounds=2, warmup=1, device=CUDA
-    )
-    assert [row.candidate for row in rows] == ["resnet18", "eca_resnet18"]
-    assert all(row.mode == "inference-graphed" and row.median_ms > 0 for row in rows)
+    options = {"dtype": dtype, "graphed": True, "rounds": 2, "warmup": 1, "device": CUDA}
+    rows = benchmark_model_inference(("resnet18", "eca_resnet18"), batch=2, image_size=64, **options)
+    rows += benchmark_model_training(batch=4, image_size=16, **options)
+    assert [row.candidate for row in rows] == ["resnet18", "eca_resnet18"] * 2
+    assert [row.mode for row in rows] == ["inference-graphed"] * 2 + ["training-graphed"] * 2
+    assert all(row.median_ms > 0 for row in rows)

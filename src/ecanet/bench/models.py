@@ -102,6 +102,7 @@ def benchmark_model_training(
     small_input: bool = True,
     memory_format: str = "nchw",
     dtype: str = "float32",
+    graphed: bool = False,
     rounds: int = 15,
     warmup: int = 2,
     device: str | torch.device = "cpu",
@@ -110,7 +111,9 @@ def benchmark_model_training(
 
     By default the models use the small-input stem (3x3 stride 1, no max-pool) for CIFAR-sized
     images (``small_input=False``: ImageNet's stem). ``dtype="bfloat16"`` runs the step under
-    autocast on the device. Arguments otherwise as for :func:`benchmark_model_inference`.
+    autocast on the device. ``graphed`` replays each network's forward and backward from CUDA
+    graphs (``torch.cuda.make_graphed_callables``; the loss and the update stay eager), CUDA
+    devices only. Arguments otherwise as for :func:`benchmark_model_inference`.
 
     Example:
         >>> rows = benchmark_model_training(batch=2, image_size=8, rounds=1, warmup=0)
@@ -118,28 +121,37 @@ def benchmark_model_training(
         ('eca_resnet18', 'training')
     """
     device = torch.device(device)
+    if graphed and device.type != "cuda":
+        raise ValueError(f"graphed training replays CUDA graphs: it needs a CUDA device, got {device}")
     layout = _MEMORY_FORMATS[memory_format]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device=device, memory_format=layout)
     target = torch.randint(0, num_classes, (batch,), generator=generator).to(device)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if dtype != "bfloat16":
+            return contextlib.nullcontext()
+        # Autocast's cache of cast weights must stay off around CUDA graphs.
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graphed)
+
     candidates: dict[str, Callable[[], object]] = {}
     for name in names:
         torch.manual_seed(0)
         model = create_model(name, num_classes=num_classes, small_input=small_input)
         model = model.train().to(device=device, memory_format=layout)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        if graphed:
+            with autocast():
+                model = torch.cuda.make_graphed_callables(model, (x,))
 
         def step(model=model, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
-            bfloat16 = dtype == "bfloat16"
-            autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bfloat16 else contextlib.nullcontext()
-            with autocast:
+            with autocast():
                 loss = F.cross_entropy(model(x), target)
             loss.backward()
             optimizer.step()
 
         candidates[name] = step
     stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
-    return rows_from_stats(
-        "model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, "training", stats, names[0]
-    )
+    mode = "training-graphed" if graphed else "training"
+    return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])

@@ -62,8 +62,8 @@ def bench_cases(
     ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in NCHW
     float32) and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px; bfloat16 under
     autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`). On a GPU
-    the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), and the inference
-    cases are also replayed from CUDA graphs (the GPU's work without the host's). Models
+    the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), and every network
+    case is also replayed from CUDA graphs (the GPU's work without the host's). Models
     get as many rounds as layers. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds.
 
@@ -123,11 +123,13 @@ def bench_cases(
                     options = {**setups["inference"], "memory_format": memory_format, "dtype": dtype, **timing}
                     model_cases.append((label, partial(benchmark_model_inference, graphed=True, **options)))
         training = setups["training"]
-        for dtype in dtypes:
-            for memory_format in formats:
-                label = f"model {training['names'][0]} training {memory_format} {dtype}"
-                options = {**training, "memory_format": memory_format, "dtype": dtype, **timing}
-                model_cases.append((label, partial(benchmark_model_training, **options)))
+        for mode in ("training", "training-graphed") if device.type == "cuda" else ("training",):
+            for dtype in dtypes:
+                for memory_format in formats:
+                    label = f"model {training['names'][0]} {mode} {memory_format} {dtype}"
+                    options = {**training, "memory_format": memory_format, "dtype": dtype, **timing}
+                    run = partial(benchmark_model_training, graphed=mode == "training-graphed", **options)
+                    model_cases.append((label, run))
         pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
         cases += [(label, pin(run)) for label, run in model_cases]
     return cases
