@@ -310,3 +310,11 @@ def test_graphed_network_benchmarks_replay_both_networks(dtype):
     assert [row.candidate for row in rows] == ["resnet18", "eca_resnet18"] * 2
     assert [row.mode for row in rows] == ["inference-graphed"] * 2 + ["training-graphed"] * 2
     assert all(row.median_ms > 0 for row in rows)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_call_benchmark_runs_on_the_gpu(mode):
+    from ecanet.bench.layers import benchmark_call
+
+    rows = benchmark_call((2, 64, 7, 7), "channels_last", "float32", mode, rounds=1, warmup=1, device=CUDA)
+    assert rows[0].candidate == "pool+rescale" and all(row.median_ms > 0 for row in rows)
