@@ -211,8 +211,7 @@ def channel_affine_kernel(
     sn,
     sc,
     ss,
-    GATE_FROM_DESCRIPTOR: tl.constexpr,
-    SHIFT_FROM_GATE_GRADIENT: tl.constexpr,
+    INPUT_GRADIENT: tl.constexpr,
     INPLACE: tl.constexpr,
     K: tl.constexpr,
     PER_CHANNEL: tl.constexpr,
@@ -224,22 +223,22 @@ def channel_affine_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_S: tl.constexpr,
 ):
-    # out = act(x * a[n, c] + b[n, c] + identity), a and b worked out on the way in one of two modes:
-    # - GATE_FROM_DESCRIPTOR (the forward): a is ECA's gate, computed here from the pooled means
-    #   in a_ptr, and stored to side_out once per channel;
-    # - SHIFT_FROM_GATE_GRADIENT (the input gradient): a_ptr holds the gates and b_ptr their
-    #   gradients; b is dL/dmean / S, and the kernel's gradient goes to side_out once per channel
-    #   (partial sums per sample and channel block, or per channel).
+    # out = act(x * a[n, c] + b[n, c] + identity), a and b worked out on the way:
+    # - the forward: a is ECA's gate, computed here from the pooled means in a_ptr, and stored to
+    #   side_out once per channel; no b;
+    # - INPUT_GRADIENT: a_ptr holds the gates and b_ptr their gradients (times the gates INPLACE);
+    #   b is dL/dmean / S, and the kernel's gradient goes to side_out once per channel (partial
+    #   sums per sample and channel block, or per channel).
     pid = tl.program_id(0)
     n, c_block, channels, s_block, mask, offsets = tile_offsets(pid, C, S, sn, sc, ss, CHANNELS_INNER, BLOCK_C, BLOCK_S)
     row = n.to(tl.int64) * C
-    if GATE_FROM_DESCRIPTOR:
+    if INPUT_GRADIENT:
+        a = tl.load(a_ptr + row + channels, mask=channels < C, other=0.0)
+    else:
         a = channel_gate(a_ptr, weight_ptr, n, channels, C, K, PER_CHANNEL, CIRCULAR, GATE)
         tl.store(side_out_ptr + row + channels, a, mask=(channels < C) & (s_block == 0))
-    else:
-        a = tl.load(a_ptr + row + channels, mask=channels < C, other=0.0)
     out = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(a.dtype) * a[:, None]
-    if SHIFT_FROM_GATE_GRADIENT:
+    if INPUT_GRADIENT:
         d_mean = mean_gradient(b_ptr, a_ptr, weight_ptr, row, channels, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE)
         out += (d_mean / S).to(a.dtype)[:, None]
         if s_block == 0:
