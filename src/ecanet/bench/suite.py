@@ -106,30 +106,23 @@ def bench_cases(
                     cases.append((label, partial(benchmark_call, shape, memory_format, "float32", mode, **timing)))
     if "model" in groups:
         setups = MODEL_SETUPS[device.type]
+        # On a GPU every eager case runs again replayed from CUDA graphs: the GPU's work alone.
+        graphed_too = (False, True) if device.type == "cuda" else (False,)
         model_cases: list[Case] = []
-        for dtype in dtypes:
-            for memory_format in formats:
-                label = f"model resnet50 inference {memory_format} {dtype}"
-                options = {**setups["inference"], "memory_format": memory_format, "dtype": dtype, **timing}
+        for kind, function in (("inference", benchmark_model_inference), ("training", benchmark_model_training)):
+            setup = setups[kind]
+            network = setup.get("names", ("resnet50",))[0]
+            for graphed in graphed_too:
+                mode = f"{kind}-graphed" if graphed else kind
+                for dtype in dtypes:
+                    for memory_format in formats:
+                        label = f"model {network} {mode} {memory_format} {dtype}"
+                        options = {**setup, "memory_format": memory_format, "dtype": dtype, **timing}
+                        model_cases.append((label, partial(function, graphed=graphed, **options)))
+            if kind == "inference" and not quick:
+                label = "model resnet50 inference-compiled nchw float32"
+                options = {**setup, "compiled": True, **timing}
                 model_cases.append((label, partial(benchmark_model_inference, **options)))
-        if not quick:
-            label = "model resnet50 inference-compiled nchw float32"
-            options = {**setups["inference"], "compiled": True, **timing}
-            model_cases.append((label, partial(benchmark_model_inference, **options)))
-        if device.type == "cuda":  # the GPU's work alone, replayed from CUDA graphs
-            for dtype in dtypes:
-                for memory_format in formats:
-                    label = f"model resnet50 inference-graphed {memory_format} {dtype}"
-                    options = {**setups["inference"], "memory_format": memory_format, "dtype": dtype, **timing}
-                    model_cases.append((label, partial(benchmark_model_inference, graphed=True, **options)))
-        training = setups["training"]
-        for mode in ("training", "training-graphed") if device.type == "cuda" else ("training",):
-            for dtype in dtypes:
-                for memory_format in formats:
-                    label = f"model {training['names'][0]} {mode} {memory_format} {dtype}"
-                    options = {**training, "memory_format": memory_format, "dtype": dtype, **timing}
-                    run = partial(benchmark_model_training, graphed=mode == "training-graphed", **options)
-                    model_cases.append((label, run))
         pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
         cases += [(label, pin(run)) for label, run in model_cases]
     return cases
