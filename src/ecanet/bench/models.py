@@ -67,15 +67,24 @@ def benchmark_model_inference(
     x = x.to(device=device, dtype=torch_dtype, memory_format=layout)
     candidates: dict[str, Callable[[], object]] = {}
     with torch.inference_mode():
-        for name in names:
-            torch.manual_seed(0)
-            model = create_model(name).eval().to(device=device, dtype=torch_dtype, memory_format=layout)
+        models = {name: _seeded_model(name).eval().to(torch_dtype) for name in names}
+        for name, model in models.items():
+            model = model.to(device=device, memory_format=layout)
             runner = torch.compile(model) if compiled else model
             forward = partial(runner, x)
             candidates[name] = _replayed_from_cuda_graph(forward) if graphed else forward
         stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
     mode = "inference-compiled" if compiled else "inference-graphed" if graphed else "inference"
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])
+
+
+def _seeded_model(name: str, **options: object) -> torch.nn.Module:
+    """``create_model(name, **options)`` initialised from seed 0, so that every candidate starts
+    from the same random state. Callers build every candidate before capturing any CUDA graph:
+    with the second network seeded and built after the first one's capture, the replays crashed
+    the process (torch 2.11 on an H200; not seen with the networks built first)."""
+    torch.manual_seed(0)
+    return create_model(name, **options)
 
 
 def _replayed_from_cuda_graph(run: Callable[[], object], warmup: int = 3) -> Callable[[], None]:
@@ -135,9 +144,8 @@ def benchmark_model_training(
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graphed)
 
     candidates: dict[str, Callable[[], object]] = {}
-    for name in names:
-        torch.manual_seed(0)
-        model = create_model(name, num_classes=num_classes, small_input=small_input)
+    models = {name: _seeded_model(name, num_classes=num_classes, small_input=small_input) for name in names}
+    for name, model in models.items():
         model = model.train().to(device=device, memory_format=layout)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         if graphed:
