@@ -20,11 +20,12 @@ class BenchRow:
 
     Attributes:
         group: ``"layer"`` (attention alone), ``"tail"`` (block tail: attention, + shortcut,
-            ReLU) or ``"model"``.
+            ReLU), ``"call"`` (small calls against the bare pool and rescale) or ``"model"``.
         case: what was measured, e.g. ``"32x256x56x56"`` or ``"resnet50 b8 224px"``.
         memory_format: ``"nchw"`` or ``"channels_last"``.
         dtype: ``"float32"`` or ``"bfloat16"``.
-        mode: ``"inference"``, ``"training"`` or ``"inference-compiled"``.
+        mode: ``"inference"``, ``"training"``, ``"inference-compiled"``, or on a GPU
+            ``"inference-graphed"`` / ``"training-graphed"`` (replayed from CUDA graphs).
         candidate: implementation name.
         median_ms, p25_ms, p75_ms: time per call in milliseconds.
         rounds: measured rounds.
@@ -228,4 +229,4 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
 
 
 def _case_label(row: BenchRow) -> str:
-    return f"{row.case}\n{row.memory_format} {row.dtype}"
+    return f"{row.case}\n{row.memory_format}\n{row.dtype}"  # one line each: neighbouring labels stay apart
