@@ -11,7 +11,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from ecanet import ECA
 from ecanet.models import create_model
-from ecanet.ops import prepared_calls, triton_kernels
+from ecanet.ops import dispatch, prepared_calls, triton_kernels
+from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.dispatch import kernels_for
 from ecanet.ops.triton_backend import TritonKernels
 from reference import eca_reference
@@ -50,6 +51,23 @@ def _exact_float32():
 
 def test_cuda_tensors_take_the_triton_backend():
     assert isinstance(kernels_for(torch.zeros(1, device=CUDA)), TritonKernels)
+
+
+def test_switched_off_triton_leaves_cuda_tensors_to_aten_kernels(monkeypatch):
+    dispatch._triton_available.cache_clear()
+    monkeypatch.setenv(dispatch.TRITON_SWITCH, "0")
+    try:
+        kernels = kernels_for(torch.zeros(1, device=CUDA))
+        assert isinstance(kernels, ComposedKernels)
+        torch.manual_seed(0)
+        x = torch.randn(2, 64, 7, 7, device=CUDA, requires_grad=True)
+        layer = ECA(64).to(CUDA)
+        layer(x).backward(torch.ones_like(x))
+        x64 = x.detach().cpu().double().requires_grad_()
+        eca_reference(x64, layer.conv.weight.detach().cpu().double()).backward(torch.ones_like(x64))
+        torch.testing.assert_close(x.grad.cpu().double(), x64.grad, rtol=1e-4, atol=1e-5)
+    finally:
+        dispatch._triton_available.cache_clear()
 
 
 def _kernels_launched(run) -> list[str]:

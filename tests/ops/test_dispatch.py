@@ -9,7 +9,7 @@ from torch import nn
 
 from ecanet import ECA
 from ecanet.functional import eca as ECA_FUNCTION
-from ecanet.ops import cpu_kernels
+from ecanet.ops import cpu_kernels, dispatch
 from ecanet.ops.dispatch import fast_eca, kernels_for, use_plain_operators
 from reference import eca_reference
 
@@ -68,6 +68,23 @@ def test_nothing_records_operators_in_plain_eager_mode():
     assert not use_plain_operators()
     assert kernels_for(torch.zeros(1)) is cpu_kernels  # built on this machine
     assert kernels_for(torch.zeros(1, device="meta")) is None
+
+
+@pytest.fixture
+def fresh_triton_choice():
+    """The CUDA backend choice is cached per process: cleared before and after the test."""
+    dispatch._triton_available.cache_clear()
+    yield
+    dispatch._triton_available.cache_clear()
+
+
+@pytest.mark.usefixtures("fresh_triton_choice")
+def test_triton_kernels_can_be_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv(dispatch.TRITON_SWITCH, "0")
+    assert not dispatch._triton_available()
+    dispatch._triton_available.cache_clear()
+    monkeypatch.setenv(dispatch.TRITON_SWITCH, "1")
+    assert dispatch._triton_available()  # Triton comes with the torch this suite installs
 
 
 @pytest.mark.slow

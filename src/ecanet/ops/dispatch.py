@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import torch
 from torch import Tensor
@@ -49,9 +50,15 @@ def _forward_ad_active() -> bool:
     return forward_ad._current_level >= 0
 
 
+TRITON_SWITCH = "ECANET_TRITON_KERNELS"
+"""Environment variable: ``0`` makes CUDA tensors take the ATen kernels even where Triton is installed."""
+
+
 @functools.cache
 def _triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether CUDA tensors take the Triton kernels: Triton is installed and :data:`TRITON_SWITCH`
+    is not ``0`` (read on the first CUDA call)."""
+    return os.environ.get(TRITON_SWITCH, "1") != "0" and importlib.util.find_spec("triton") is not None
 
 
 @functools.cache
@@ -70,7 +77,8 @@ def kernels_for(x: Tensor) -> EcaKernels | None:
     """The kernel backend for ``x``'s device, or ``None`` for devices the fast path does not cover.
 
     CPU: the compiled kernels (:mod:`ecanet.ops.cpu_kernels`) when they build, else ATen
-    operators. CUDA: Triton kernels when Triton is installed, else ATen operators.
+    operators. CUDA: Triton kernels when Triton is installed (and ``ECANET_TRITON_KERNELS=0`` is
+    not set), else ATen operators.
 
     Example:
         >>> kernels_for(torch.zeros(1)) in (cpu_kernels, _composed("ecanet.ops.aten_kernels"))
