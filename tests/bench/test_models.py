@@ -28,6 +28,17 @@ def test_graphed_inference_needs_a_cuda_device_and_no_compile(options):
         benchmark_model_inference(("resnet18", "eca_resnet18"), batch=1, image_size=32, graphed=True, **options)
 
 
-def test_graphed_training_needs_a_cuda_device():
-    with pytest.raises(ValueError, match="needs a CUDA device, got cpu"):
-        benchmark_model_training(batch=2, image_size=8, graphed=True)
+@pytest.mark.parametrize("options", [{}, {"compiled": True}])
+def test_graphed_training_needs_a_cuda_device_and_no_compile(options):
+    with pytest.raises(ValueError, match="needs a CUDA device and no compile, got cpu"):
+        benchmark_model_training(batch=2, image_size=8, graphed=True, **options)
+
+
+@pytest.mark.slow
+def test_compiled_training_steps_time_both_networks():
+    rows = benchmark_model_training(batch=2, image_size=8, compiled=True, rounds=1, warmup=1)
+    assert [(r.candidate, r.mode) for r in rows] == [
+        ("resnet18", "training-compiled"),
+        ("eca_resnet18", "training-compiled"),
+    ]
+    assert all(r.median_ms > 0 for r in rows)

@@ -52,7 +52,10 @@ def test_gpu_plan_times_resnet50_at_224px_and_leaves_glibc_alone():
     assert graphed.keywords["graphed"] is True and graphed.keywords["batch"] == 64
     assert cases["model resnet50 training-graphed nchw float32"].keywords["graphed"] is True
     assert training.keywords["graphed"] is False
+    compiled = cases["model resnet50 training-compiled channels_last bfloat16"]
+    assert compiled.func is benchmark_model_training and compiled.keywords["compiled"] is True
+    assert "model resnet50 training-compiled nchw float32" in cases
     cpu_cases = dict(bench_cases(["model"]))
     assert "model resnet18 training nchw float32" in cpu_cases
-    assert not any("graphed" in label for label in cpu_cases)
+    assert not any("graphed" in label or "training-compiled" in label for label in cpu_cases)
     assert not hasattr(cpu_cases["model resnet18 training nchw float32"], "keywords")  # pinned glibc first

@@ -111,6 +111,7 @@ def benchmark_model_training(
     small_input: bool = True,
     memory_format: str = "nchw",
     dtype: str = "float32",
+    compiled: bool = False,
     graphed: bool = False,
     rounds: int = 15,
     warmup: int = 2,
@@ -120,9 +121,11 @@ def benchmark_model_training(
 
     By default the models use the small-input stem (3x3 stride 1, no max-pool) for CIFAR-sized
     images (``small_input=False``: ImageNet's stem). ``dtype="bfloat16"`` runs the step under
-    autocast on the device. ``graphed`` replays each network's forward and backward from CUDA
-    graphs (``torch.cuda.make_graphed_callables``; the loss and the update stay eager), CUDA
-    devices only. Arguments otherwise as for :func:`benchmark_model_inference`.
+    autocast on the device. ``compiled`` wraps each network in ``torch.compile`` (forward and
+    backward compiled in the warm-up rounds; the loss and the update stay eager). ``graphed``
+    replays each network's forward and backward from CUDA graphs
+    (``torch.cuda.make_graphed_callables``; the loss and the update stay eager), CUDA devices
+    only, not with ``compiled``. Arguments otherwise as for :func:`benchmark_model_inference`.
 
     Example:
         >>> rows = benchmark_model_training(batch=2, image_size=8, rounds=1, warmup=0)
@@ -130,8 +133,10 @@ def benchmark_model_training(
         ('eca_resnet18', 'training')
     """
     device = torch.device(device)
-    if graphed and device.type != "cuda":
-        raise ValueError(f"graphed training replays CUDA graphs: it needs a CUDA device, got {device}")
+    if graphed and (compiled or device.type != "cuda"):
+        raise ValueError(
+            f"graphed training replays eager CUDA graphs: it needs a CUDA device and no compile, got {device}"
+        )
     layout = _MEMORY_FORMATS[memory_format]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, image_size, image_size, generator=generator).to(device=device, memory_format=layout)
@@ -151,6 +156,8 @@ def benchmark_model_training(
         if graphed:
             with autocast():
                 model = torch.cuda.make_graphed_callables(model, (x,))
+        elif compiled:
+            model = torch.compile(model)
 
         def step(model=model, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -161,5 +168,5 @@ def benchmark_model_training(
 
         candidates[name] = step
     stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
-    mode = "training-graphed" if graphed else "training"
+    mode = "training-compiled" if compiled else "training-graphed" if graphed else "training"
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])

@@ -25,7 +25,8 @@ class BenchRow:
         memory_format: ``"nchw"`` or ``"channels_last"``.
         dtype: ``"float32"`` or ``"bfloat16"``.
         mode: ``"inference"``, ``"training"``, ``"inference-compiled"``, or on a GPU
-            ``"inference-graphed"`` / ``"training-graphed"`` (replayed from CUDA graphs).
+            ``"training-compiled"`` and ``"inference-graphed"`` / ``"training-graphed"``
+            (replayed from CUDA graphs).
         candidate: implementation name.
         median_ms, p25_ms, p75_ms: time per call in milliseconds.
         rounds: measured rounds.

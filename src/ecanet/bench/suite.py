@@ -62,8 +62,9 @@ def bench_cases(
     ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in NCHW
     float32) and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px; bfloat16 under
     autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`). On a GPU
-    the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), and every network
-    case is also replayed from CUDA graphs (the GPU's work without the host's). Models
+    the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), every network
+    case is also replayed from CUDA graphs (the GPU's work without the host's), and training is
+    also compiled (NCHW float32, channels-last bfloat16). Models
     get as many rounds as layers. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds.
 
@@ -123,6 +124,12 @@ def bench_cases(
                 label = "model resnet50 inference-compiled nchw float32"
                 options = {**setup, "compiled": True, **timing}
                 model_cases.append((label, partial(benchmark_model_inference, **options)))
+            if kind == "training" and not quick and device.type == "cuda":
+                # Where the eager step is host-bound, inductor's fused plain operators are the other remedy.
+                for memory_format, dtype in (("nchw", "float32"), ("channels_last", "bfloat16")):
+                    label = f"model {network} training-compiled {memory_format} {dtype}"
+                    options = {**setup, "memory_format": memory_format, "dtype": dtype, "compiled": True, **timing}
+                    model_cases.append((label, partial(benchmark_model_training, **options)))
         pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
         cases += [(label, pin(run)) for label, run in model_cases]
     return cases
