@@ -28,3 +28,19 @@ def test_bench_records_where_backward_runs(tmp_path, capsys, on_caller):
     assert environment["autograd_multithreading"] is not on_caller
     assert ("--backward-on-caller" in environment["command"]) is on_caller
     assert torch._C._is_multithreading_enabled()  # the setting ends with the run
+
+
+def test_bench_runs_only_the_cases_asked_for(tmp_path, capsys):
+    arguments = ["bench", "--quick", "--groups", "call", "--rounds", "1", "--no-progress", "--out", str(tmp_path)]
+    args = build_parser().parse_args([*arguments, "--only", "training nchw"])
+    assert args.handler(args) == 0
+    environment = json.loads((tmp_path / "environment.json").read_text())
+    assert environment["cases"] and all("training nchw" in label for label in environment["cases"])
+    assert environment["command"].endswith("--only 'training nchw'")
+
+
+def test_bench_names_a_selection_that_matches_nothing(tmp_path):
+    args = build_parser().parse_args(["bench", "--quick", "--only", "trainng", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"no benchmark case matches \['trainng'\]; cases look like"):
+        args.handler(args)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())

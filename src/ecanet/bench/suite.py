@@ -21,7 +21,7 @@ from ecanet.bench.models import benchmark_model_inference, benchmark_model_train
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
 from ecanet.training.files import write_atomically
 
-__all__ = ["GROUPS", "bench_cases", "machine_description", "run_bench"]
+__all__ = ["GROUPS", "bench_cases", "machine_description", "run_bench", "select_cases"]
 
 GROUPS = ("layer", "tail", "call", "model")
 
@@ -133,6 +133,26 @@ def bench_cases(
         pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
         cases += [(label, pin(run)) for label, run in model_cases]
     return cases
+
+
+def select_cases(cases: Sequence[Case], patterns: Sequence[str]) -> list[Case]:
+    """The cases whose label contains any of ``patterns`` (all of them without patterns).
+
+    Raises:
+        ValueError: no label matches, naming the patterns and a few of the labels.
+
+    Example:
+        >>> cases = bench_cases(["model"], quick=True)
+        >>> [label for label, _ in select_cases(cases, ["training channels_last"])]
+        ['model resnet18 training channels_last float32']
+    """
+    if not patterns:
+        return list(cases)
+    chosen = [case for case in cases if any(pattern in case[0] for pattern in patterns)]
+    if not chosen:
+        labels = [label for label, _ in cases]
+        raise ValueError(f"no benchmark case matches {list(patterns)}; cases look like {labels[:3]}")
+    return chosen
 
 
 def _with_pinned_allocator(run: Callable[[], list[BenchRow]]) -> Callable[[], list[BenchRow]]:

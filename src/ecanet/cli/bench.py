@@ -9,7 +9,7 @@ import torch
 
 from ecanet.bench.device import bench_device
 from ecanet.bench.report import format_table
-from ecanet.bench.suite import GROUPS, bench_cases, run_bench
+from ecanet.bench.suite import GROUPS, bench_cases, run_bench, select_cases
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds per case (default 15, quick 5)")
     parser.add_argument(
         "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="which benchmark groups to run"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="TEXT",
+        help="run only the cases whose label contains one of these (labels as in the progress bar, "
+        "e.g. 'training-graphed' or 'model resnet50 training channels_last')",
     )
     parser.add_argument(
         "--threads",
@@ -64,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
     command += [] if args.rounds is None else ["--rounds", str(args.rounds)]
     command += [] if device.type == "cpu" else ["--device", args.device]
     command += ["--backward-on-caller"] if args.backward_on_caller else []
-    cases = bench_cases(args.groups, quick=args.quick, rounds=args.rounds, device=device)
+    command += ["--only", *args.only] if args.only else []
+    try:
+        cases = select_cases(bench_cases(args.groups, quick=args.quick, rounds=args.rounds, device=device), args.only)
+    except ValueError as error:
+        raise SystemExit(f"ecanet bench: {error}") from None
     with torch.autograd.set_multithreading_enabled(not args.backward_on_caller):
         rows = run_bench(args.out, cases, command=shlex.join(command), progress=not args.no_progress, device=device)
     print(format_table(rows))
