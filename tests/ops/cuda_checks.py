@@ -54,7 +54,7 @@ def test_cuda_tensors_take_the_triton_backend():
 
 
 def test_switched_off_triton_leaves_cuda_tensors_to_aten_kernels(monkeypatch):
-    dispatch._triton_available.cache_clear()
+    dispatch._cuda_takes_triton.cache_clear()
     monkeypatch.setenv(dispatch.TRITON_SWITCH, "0")
     try:
         kernels = kernels_for(torch.zeros(1, device=CUDA))
@@ -67,7 +67,7 @@ def test_switched_off_triton_leaves_cuda_tensors_to_aten_kernels(monkeypatch):
         eca_reference(x64, layer.conv.weight.detach().cpu().double()).backward(torch.ones_like(x64))
         torch.testing.assert_close(x.grad.cpu().double(), x64.grad, rtol=1e-4, atol=1e-5)
     finally:
-        dispatch._triton_available.cache_clear()
+        dispatch._cuda_takes_triton.cache_clear()
 
 
 def _kernels_launched(run) -> list[str]:

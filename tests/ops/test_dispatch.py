@@ -73,18 +73,18 @@ def test_nothing_records_operators_in_plain_eager_mode():
 @pytest.fixture
 def fresh_triton_choice():
     """The CUDA backend choice is cached per process: cleared before and after the test."""
-    dispatch._triton_available.cache_clear()
+    dispatch._cuda_takes_triton.cache_clear()
     yield
-    dispatch._triton_available.cache_clear()
+    dispatch._cuda_takes_triton.cache_clear()
 
 
 @pytest.mark.usefixtures("fresh_triton_choice")
 def test_triton_kernels_can_be_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv(dispatch.TRITON_SWITCH, "0")
-    assert not dispatch._triton_available()
-    dispatch._triton_available.cache_clear()
+    assert not dispatch._cuda_takes_triton()
+    dispatch._cuda_takes_triton.cache_clear()
     monkeypatch.setenv(dispatch.TRITON_SWITCH, "1")
-    assert dispatch._triton_available()  # Triton comes with the torch this suite installs
+    assert dispatch._cuda_takes_triton()  # Triton comes with the torch this suite installs
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ TRITON_SWITCH = "ECANET_TRITON_KERNELS"
 
 
 @functools.cache
-def _triton_available() -> bool:
+def _cuda_takes_triton() -> bool:
     """Whether CUDA tensors take the Triton kernels: Triton is installed and :data:`TRITON_SWITCH`
     is not ``0`` (read on the first CUDA call)."""
     return os.environ.get(TRITON_SWITCH, "1") != "0" and importlib.util.find_spec("triton") is not None
@@ -89,7 +89,7 @@ def kernels_for(x: Tensor) -> EcaKernels | None:
     if x.device.type == "cpu":
         return cpu_kernels if cpu_kernels.available() else _composed("ecanet.ops.aten_kernels")
     if x.device.type == "cuda":
-        return _triton_backend() if _triton_available() else _composed("ecanet.ops.aten_kernels")
+        return _triton_backend() if _cuda_takes_triton() else _composed("ecanet.ops.aten_kernels")
     return None
 
 
