@@ -13,7 +13,8 @@ os.environ["TRITON_INTERPRET"] = "1" if os.environ.get("ECANET_TRITON_DEVICE", "
 import pytest
 import torch
 
-from ecanet.ops import prepared_calls, triton_kernels
+from ecanet.models import create_model
+from ecanet.ops import dispatch, prepared_calls, triton_kernels
 from ecanet.ops.function import fused_eca_function
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.views import channel_view
@@ -97,7 +98,7 @@ def test_gate_inside_the_rescale_matches_reference(k, padding, gate, per_channel
     torch.testing.assert_close(gates.double(), expected_gates[:, :, 0, 0], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("k", [1, 3, 5, 7, 9])
 @pytest.mark.parametrize("padding", ["zeros", "circular"])
 @pytest.mark.parametrize("gate", ["sigmoid", "hard_sigmoid"])
 @pytest.mark.parametrize("per_channel", [False, True])
@@ -224,3 +225,21 @@ def test_launcher_keeps_compiled_kernels_for_gpu_launches_only():
         torch.testing.assert_close(triton_kernels.channel_mean(x3, 1), x3.mean(2))
     assert repr(launcher) == "KernelLauncher(channel_reduce_kernel)"
     assert (len(launcher._compiled) == 0) if DEVICE == "cpu" else (len(launcher._compiled) >= 1)
+
+
+def test_network_gradients_match_float64(monkeypatch):
+    # ECA-ResNet-18 (k = 3, 5, 7, 7 by stage) trained one step through the Triton kernels, channels-last
+    # float32, against float64 on CPU; BatchNorm in eval mode, so float32's error stays near 1e-6.
+    torch.manual_seed(0)
+    model = create_model("eca_resnet18", num_classes=10, small_input=True).eval()
+    x, target = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
+    reference = create_model("eca_resnet18", num_classes=10, small_input=True).eval().double()
+    reference.load_state_dict(model.state_dict())
+    torch.nn.functional.cross_entropy(reference(x.double()), target).backward()  # ecanet's CPU kernels
+    monkeypatch.setattr(dispatch, "kernels_for", lambda x: dispatch._triton_backend())  # CPU tensors too
+    model = model.to(DEVICE, memory_format=torch.channels_last)
+    images = x.to(DEVICE, memory_format=torch.channels_last)
+    torch.nn.functional.cross_entropy(model(images), target.to(DEVICE)).backward()
+    for (name, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
+        error = ((got.grad.cpu().double() - expected.grad).norm() / expected.grad.norm()).item()
+        assert error <= 1e-4, (name, error)
