@@ -36,8 +36,11 @@ def test_view_holds_the_same_elements_as_n_c_s(shape, memory_format, channel_dim
         lambda: torch.zeros(4, 3, 8, 8)[::2],
     ],
 )
-def test_layouts_without_a_view_give_none(make):
-    assert channel_view(make(), 1) is None
+def test_layouts_without_a_view_are_named(make):
+    x = make()
+    assert channel_geometry(x, 1) is None
+    with pytest.raises(RuntimeError, match=r"no \(N, C, S\) view for a tensor of shape"):
+        channel_view(x, 1)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.channel_gate import channel_gate
-from ecanet.ops.views import required_channel_geometry
+from ecanet.ops.views import channel_view
 
 __all__ = ["ComposedKernels"]
 
@@ -41,7 +41,7 @@ class ComposedKernels:
         return f"ComposedKernels({self.kernels.__name__})"
 
     def mean(self, x: Tensor, channel_dim: int) -> Tensor:
-        x3 = _channel_view(x, channel_dim)
+        x3 = channel_view(x, channel_dim)
         return self.kernels.channel_sum(x3) / x3.shape[2]
 
     def empty_like(self, like: Tensor) -> Tensor:
@@ -61,7 +61,7 @@ class ComposedKernels:
     ) -> tuple[Tensor, Tensor]:
         mean = self.mean(x, channel_dim) if known_mean is None else known_mean
         gates = channel_gate(mean, weight, padding, gate)
-        x3, out3 = _channel_view(x, channel_dim), _channel_view(out, channel_dim)
+        x3, out3 = channel_view(x, channel_dim), channel_view(out, channel_dim)
         self.kernels.scale_shift(x3, gates, _optional_channel_view(identity, channel_dim), relu, out3)
         return mean, gates
 
@@ -81,15 +81,15 @@ class ComposedKernels:
         dx: Tensor | None,
         channel_dim: int,
     ) -> Tensor:
-        grad3, saved3 = _channel_view(grad, channel_dim), _channel_view(saved, channel_dim)
+        grad3, saved3 = channel_view(grad, channel_dim), channel_view(saved, channel_dim)
         relu_out3 = _optional_channel_view(relu_out, channel_dim)
         masked3 = _optional_channel_view(masked, channel_dim)
         if relu_out3 is not None and masked3 is None:
             masked3 = torch.empty_like(grad3)  # the input-gradient kernel reads the masked gradient
         # The input gradient's buffer serves as scratch for the gate-gradient product first.
-        scratch3 = _channel_view(dx, channel_dim) if dx is not None else torch.empty_like(grad3)
+        scratch3 = channel_view(dx, channel_dim) if dx is not None else torch.empty_like(grad3)
         if identity is not None:  # in place: x * gate = output - identity
-            saved3 = torch.sub(saved3, _channel_view(identity, channel_dim), out=scratch3)
+            saved3 = torch.sub(saved3, channel_view(identity, channel_dim), out=scratch3)
         sums = self.kernels.gated_channel_dot(grad3, saved3, relu_out3, masked3, scratch3)
         shift, d_weight = self.gate_backward(sums, gate, mean, weight, padding, gate_kind, inplace, grad3.shape[2])
         if dx is not None:
@@ -123,10 +123,5 @@ class ComposedKernels:
         return d_mean / positions, d_weight
 
 
-def _channel_view(x: Tensor, channel_dim: int) -> Tensor:
-    geometry = required_channel_geometry(x, channel_dim)
-    return x.as_strided(geometry[:3], geometry[3:])
-
-
 def _optional_channel_view(x: Tensor | None, channel_dim: int) -> Tensor | None:
-    return None if x is None else _channel_view(x, channel_dim)
+    return None if x is None else channel_view(x, channel_dim)

@@ -83,8 +83,9 @@ def _dense(shape: torch.Size, strides: tuple[int, ...], channel: int, channels_i
     return True
 
 
-def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
-    """``x`` as a 3-D view ``(N, C, S)`` with the strides of :func:`channel_geometry`, or ``None``.
+def channel_view(x: Tensor, channel_dim: int) -> Tensor:
+    """``x`` as a 3-D view ``(N, C, S)`` with the strides of :func:`channel_geometry`; raises
+    ``RuntimeError`` where there is none (see :func:`required_channel_geometry`).
 
     Args:
         x: tensor with at least 3 dims.
@@ -99,11 +100,9 @@ def channel_view(x: Tensor, channel_dim: int) -> Tensor | None:
         (128, 16, 1)
         >>> channel_view(torch.zeros(2, 8, 4, 4).to(memory_format=torch.channels_last), 1).stride()
         (128, 1, 8)
-        >>> channel_view(torch.zeros(2, 8, 4, 4)[:, :, ::2], 1) is None
-        True
     """
-    geometry = channel_geometry(x, channel_dim)
-    return None if geometry is None else x.as_strided(geometry[:3], geometry[3:])
+    geometry = required_channel_geometry(x, channel_dim)
+    return x.as_strided(geometry[:3], geometry[3:])
 
 
 def same_layout(a: Tensor, b: Tensor) -> bool:
