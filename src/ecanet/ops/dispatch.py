@@ -153,7 +153,7 @@ def fast_eca(
         or weight.device != x.device
         or (descriptor is not None and descriptor.device != x.device)
     ):
-        return None  # the plain operators name the device mismatch
+        return None  # the plain operators run (ecanet.functional names a kernel on another device first)
     if identity is not None and (
         identity.dtype != x.dtype
         or identity.device != x.device
