@@ -29,9 +29,8 @@ def _exact_float32():
 
     Newer PyTorch releases take the precision per backend (``fp32_precision``); there, setting the
     older ``allow_tf32`` flags to ``False`` leaves the convolutions' setting at ``"none"`` (inherit)
-    rather than ``"ieee"``, so the new settings are set explicitly where they exist. (With the older
-    flags only, GPU gradients of ECA-ResNet-18 differed from float64 by 0.19% in its first layer on
-    an H200, the size of TF32's rounding.)
+    rather than ``"ieee"``, so the new settings are set explicitly where they exist. (TF32 rounds
+    products to about 1e-3, which would swamp these comparisons.)
     """
     backends = torch.backends
     if hasattr(backends.cudnn, "conv") and hasattr(backends.cudnn.conv, "fp32_precision"):
@@ -163,37 +162,6 @@ def test_network_inference_matches_float64_cpu(name, memory_format):
         model = model.float().to(CUDA, memory_format=memory_format)
         got = model(x.to(CUDA, memory_format=memory_format))
     torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-3, atol=1e-3)
-
-
-def _gradient_errors(name: str) -> dict[str, float]:
-    """Relative error of each parameter's gradient on CUDA (float32, channels-last) against float64 on CPU."""
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=10, small_input=True).eval()
-    x, target = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    reference = create_model(name, num_classes=10, small_input=True).eval().double()
-    reference.load_state_dict(model.state_dict())
-    torch.nn.functional.cross_entropy(reference(x.double()), target).backward()
-    model = model.to(CUDA, memory_format=torch.channels_last)
-    torch.nn.functional.cross_entropy(model(x.to(CUDA, memory_format=torch.channels_last)), target.to(CUDA)).backward()
-    errors = {}
-    for (parameter, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
-        errors[parameter] = ((got.grad.cpu().double() - expected.grad).norm() / expected.grad.norm()).item()
-    return errors
-
-
-def test_network_gradients_are_as_close_as_without_eca():
-    # BatchNorm in eval mode: in training mode its statistics over 4x4 maps of 8 samples are so
-    # ill-conditioned that float32 gradients differ from float64 by ~0.5% with or without ECA.
-    # ECA's share of the float32 error is judged against the same network without it, whose
-    # convolutions set the scale (cuDNN picks its algorithms per shape).
-    with_eca, without = _gradient_errors("eca_resnet18"), _gradient_errors("resnet18")
-    for parameter, error in with_eca.items():
-        if parameter in without:
-            bound = without[parameter]
-        else:  # an ECA kernel: against the largest error in its block without ECA
-            block = parameter.split(".eca.")[0] + "."
-            bound = max(e for name, e in without.items() if name.startswith(block))
-        assert error <= max(1e-4, 3 * bound), (parameter, error, bound)
 
 
 def test_compiled_network_matches_eager():
