@@ -141,6 +141,17 @@ def test_half_precision_forward_and_backward(dtype, layout):
     torch.testing.assert_close(kernel.grad.double(), w_ref.grad, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("layout", ["split-positions", "split-positions-channels-last"])
+def test_split_layouts_split_their_reductions(layout):
+    # The checks above cover the partial-sum path only if these layouts do split.
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    x = _random(shape, torch.float32, memory_format)
+    plan = triton_kernels._reduction_plan(
+        triton_kernels.geometry(x, channel_dim), triton_kernels._split_policy(x.device)
+    )
+    assert plan.splits > 1
+
+
 @pytest.mark.parametrize(
     "layout", ["channels-first", "channels-last", "split-positions", "split-positions-channels-last"]
 )
