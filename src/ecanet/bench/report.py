@@ -189,7 +189,8 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
     """Bar charts of the medians, one panel per (group, mode), cases side by side, as a PNG.
 
     Each bar is normalised to the panel's reference candidate in the same case (so 1.0 is the
-    reference and lower is faster); the memory-traffic floor is drawn as a black tick.
+    reference and lower is faster) and labelled with that ratio; the memory-traffic floor, where
+    the panel has one, is drawn as a black tick.
 
     Args:
         rows: benchmark rows.
@@ -201,26 +202,34 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = sorted({(r.group, r.mode) for r in rows})
-    figure, axes = plt.subplots(len(panels), 1, figsize=(14, 3.6 * len(panels)), squeeze=False)
+    most_cases = max(len({_case_label(r) for r in rows if (r.group, r.mode) == panel}) for panel in panels)
+    width_inches = max(14.0, 1.1 * most_cases)  # a case label is about an inch wide
+    figure, axes = plt.subplots(len(panels), 1, figsize=(width_inches, 3.6 * len(panels)), squeeze=False)
     for axis, (group, mode) in zip(axes[:, 0], panels, strict=True):
         chosen = [r for r in rows if r.group == group and r.mode == mode]
         cases = list(dict.fromkeys(_case_label(r) for r in chosen))
         candidates = list(dict.fromkeys(r.candidate for r in chosen))
         width = 0.8 / len(candidates)
+        tallest = 1.0
         for j, candidate in enumerate(candidates):
             bars = [
                 (cases.index(_case_label(r)), r.median_ms / r.reference_ms) for r in chosen if r.candidate == candidate
             ]
-            axis.bar([i + j * width for i, _ in bars], [h for _, h in bars], width, label=candidate)
-        for i, case in enumerate(cases):
-            floor = next(r.floor_ms / r.reference_ms for r in chosen if _case_label(r) == case)
+            heights = [h for _, h in bars]
+            drawn = axis.bar([i + j * width for i, _ in bars], heights, width, label=candidate)
+            axis.bar_label(drawn, [f"{h:.2f}" for h in heights], fontsize=6, padding=1)
+            tallest = max(tallest, *heights)
+        floors = [next(r.floor_ms / r.reference_ms for r in chosen if _case_label(r) == case) for case in cases]
+        for i, floor in enumerate(floors):
             if floor == floor:  # not nan
                 axis.hlines(floor, i - width / 2, i + 0.8 - width / 2, colors="black", linewidth=2)
         axis.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))], cases, fontsize=7)
         axis.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        axis.set_ylim(0, 1.25 * tallest)  # room for the labels and the legend above the bars
         reference = chosen[0].reference
         axis.set_ylabel(f"time / {reference}")
-        axis.set_title(f"{group} ({mode}): median time relative to {reference}; black tick = memory-traffic floor")
+        floor_note = "; black tick = memory-traffic floor" if any(f == f for f in floors) else ""
+        axis.set_title(f"{group} ({mode}): median time relative to {reference}{floor_note}")
         axis.legend(fontsize=7, ncol=len(candidates), loc="upper right")
     figure.tight_layout()
     buffer = io.BytesIO()
