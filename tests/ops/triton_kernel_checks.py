@@ -6,6 +6,7 @@ which must be switched on before Triton is first imported (this module does so o
 lines); with ``ECANET_TRITON_DEVICE=cuda`` they are compiled and run on the GPU.
 """
 
+import copy
 import os
 
 os.environ["TRITON_INTERPRET"] = "1" if os.environ.get("ECANET_TRITON_DEVICE", "cpu") == "cpu" else "0"
@@ -251,16 +252,12 @@ def _one_step(model, x: torch.Tensor, target: torch.Tensor, memory_format=torch.
     torch.nn.functional.cross_entropy(model(images), target.to(DEVICE)).backward()
 
 
-def _reference_and_tested(dtype):
-    """ECA-ResNet-18 (k = 3, 5, 7, 7 by stage; BatchNorm in eval mode) in float64 on CPU, with its
-    gradients for one batch computed by ecanet's CPU kernels, and a copy in ``dtype`` to test."""
+def _network_and_batch(dtype):
+    """ECA-ResNet-18 (k = 3, 5, 7, 7 by stage; BatchNorm in eval mode) in ``dtype``, and one batch."""
     torch.manual_seed(0)
-    model = create_model("eca_resnet18", num_classes=10, small_input=True).eval()
-    x, target = torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))
-    reference = create_model("eca_resnet18", num_classes=10, small_input=True).eval().double()
-    reference.load_state_dict(model.state_dict())
-    torch.nn.functional.cross_entropy(reference(x.double()), target).backward()
-    return reference, model.to(dtype), x.to(dtype), target
+    model = create_model("eca_resnet18", num_classes=10, small_input=True).eval().to(dtype)
+    x, target = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randint(0, 10, (2,))
+    return model, x.to(dtype), target
 
 
 def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -274,8 +271,10 @@ def test_network_gradients_match_float64(monkeypatch, memory_format):
     # gradient changes entirely (on an H200, one such ReLU in cuDNN's float32 forward moved
     # ECA-ResNet-18's gradients 0.2% from float64, ECA's own gradients being exact). float32
     # accuracy is checked call by call below, where no kink lies between the compared values.
-    reference, model, x, target = _reference_and_tested(torch.float64)
-    _triton_everywhere(monkeypatch)  # the reference above ran on ecanet's CPU kernels
+    reference, x, target = _network_and_batch(torch.float64)
+    model = copy.deepcopy(reference)
+    torch.nn.functional.cross_entropy(reference(x), target).backward()  # ecanet's CPU kernels
+    _triton_everywhere(monkeypatch)
     _one_step(model, x, target, memory_format)
     for (name, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
         assert _relative_error(got.grad, expected.grad) <= 1e-9, name
@@ -327,7 +326,7 @@ def test_each_network_call_gradients_match_float64(monkeypatch):
     # float32, channels-last: every ECA block tail of a network's training step against float64
     # computed from that call's own inputs and output gradient, so whatever the network around it
     # does (layouts, in-place writes, saved tensors, memory reused between calls) is in play.
-    _, model, x, target = _reference_and_tested(torch.float32)
+    model, x, target = _network_and_batch(torch.float32)
     _triton_everywhere(monkeypatch)
     calls = _record_fused_calls(monkeypatch)
     _one_step(model, x, target)
