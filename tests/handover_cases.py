@@ -1,7 +1,7 @@
 """Building blocks for the cases where a one-step C++ entry must decline (return ``None``).
 
 A case takes the entry's keyword arguments (a dict it may change) and returns the context to call
-the entry in. Used by ``tests/ops/test_eager_inference.py`` and ``test_eager_pooled_projection.py``.
+the entry in. Used by ``tests/ops/test_eager_call.py`` and ``test_eager_pooled_projection.py``.
 """
 
 from __future__ import annotations

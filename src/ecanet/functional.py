@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ecanet.ops import eager_inference, fast_eca, fast_mean
+from ecanet.ops import eager_call, fast_eca, fast_mean
 from ecanet.ops.channel_gate import channel_conv, channel_gate
 
 __all__ = [
@@ -245,7 +245,7 @@ def eca(
 
     Eager calls on CPU and CUDA tensors take the fused fast path of :mod:`ecanet.ops` (one
     reading pass for the pool, one pass for the rescale, a fused backward; at inference on CPU
-    one C++ call, :func:`ecanet.ops.dispatch.eager_inference`, before any check); TorchScript,
+    one C++ call, :func:`ecanet.ops.dispatch.eager_call`, before any check); TorchScript,
     tracing, ``torch.compile``, ``torch.export`` and ONNX export see the plain operators below.
 
     Example:
@@ -254,7 +254,7 @@ def eca(
         torch.Size([2, 64, 7, 7])
     """
     if not torch.jit.is_scripting():
-        out = eager_inference(x, weight, None, None, "none", inplace, padding, pooling, gate, channel_dim, None)
+        out = eager_call(x, weight, None, None, "none", inplace, padding, pooling, gate, channel_dim, None)
         if out is not None:
             return out
         check_eca_options(padding, pooling, gate)
@@ -312,7 +312,7 @@ def eca_residual(
         True
     """
     if not torch.jit.is_scripting():
-        out = eager_inference(
+        out = eager_call(
             x, weight, identity, descriptor, activation, inplace, padding, pooling, gate, channel_dim, None
         )
         if out is not None:

@@ -91,7 +91,8 @@ def test_forward_is_two_triton_launches():
 
 
 @pytest.mark.parametrize("tail", [False, True])
-def test_training_step_launches_no_gate_operators(tail):
+@pytest.mark.parametrize("prepared", [False, True])
+def test_training_step_launches_no_gate_operators(tail, prepared):
     layer = ECA(256).to(CUDA)
     x = torch.randn(8, 256, 14, 14, device=CUDA, requires_grad=True)
     shortcut = torch.randn(8, 256, 14, 14, device=CUDA, requires_grad=True)
@@ -102,6 +103,8 @@ def test_training_step_launches_no_gate_operators(tail):
         out = layer.residual(x * 1.0, shortcut) if tail else layer(x)
         out.sum().backward()
 
+    if prepared:
+        step()  # the checked call: the profiled one repeats it
     kernels = _kernels_launched(step)
     triton = [name for name in kernels if name.endswith("_kernel")]
     assert len(triton) == 4, kernels  # mean, rescale; gradient sums, input gradient with the gate's backward
@@ -212,7 +215,7 @@ def test_repeated_inference_calls_are_prepared_and_still_checked():
     layer = ECA(256).to(CUDA)
     x = torch.randn(4, 256, 7, 7, device=CUDA).to(memory_format=torch.channels_last)
     weight = layer.conv.weight
-    key = prepared_calls.call_key(x, weight, None, None, False, False, layer.padding, layer.gate, 1)
+    key = prepared_calls.call_key(x, weight, None, None, False, False, layer.padding, layer.gate, 1, False)
     with torch.no_grad():
         first = layer(x)
         assert key in prepared_calls._prepared
@@ -225,6 +228,34 @@ def test_repeated_inference_calls_are_prepared_and_still_checked():
             other(x)
     out = layer(x.requires_grad_())  # grad mode on: the autograd Function, not the prepared call
     assert out.grad_fn is not None
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_repeated_training_calls_are_prepared_and_still_checked(memory_format):
+    layer = ECA(256).to(CUDA)
+    shape = (4, 256, 7, 7)
+    source = torch.randn(shape, device=CUDA).to(memory_format=memory_format).requires_grad_()
+    shortcut = torch.randn(shape, device=CUDA).to(memory_format=memory_format).requires_grad_()
+    grad = torch.randn(shape, device=CUDA)
+    weight = layer.conv.weight
+    key = prepared_calls.call_key(source, weight, shortcut, None, True, True, layer.padding, layer.gate, 1, True)
+    gradients = []
+    for _ in range(2):  # the checked call, then the prepared one
+        source.grad = shortcut.grad = weight.grad = None
+        branch = source * 1.0
+        out = layer.residual(branch, shortcut)
+        assert key in prepared_calls._prepared and out is branch  # the branch output is overwritten
+        out.backward(grad)
+        gradients.append([tensor.grad.clone() for tensor in (source, shortcut, weight)])
+    for first, second in zip(*gradients, strict=True):
+        torch.testing.assert_close(second, first, rtol=0, atol=0)
+    x_ref, id_ref, w_ref = (t.detach().double().cpu().requires_grad_() for t in (source, shortcut, weight))
+    torch.relu(eca_reference(x_ref, w_ref) + id_ref).backward(grad.double().cpu())
+    for got, expected in zip(gradients[1], (x_ref, id_ref, w_ref), strict=True):
+        torch.testing.assert_close(got.double().cpu(), expected.grad, rtol=1e-4, atol=1e-4)
+    other = ECA(128).to(CUDA)  # same kernel size, so the same key: the channel count is checked per call
+    with pytest.raises(ValueError, match="built for 128 channels"):
+        other.residual(source * 1.0, shortcut)
 
 
 def test_in_place_inference_writes_are_seen_by_autograd():

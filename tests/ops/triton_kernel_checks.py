@@ -203,7 +203,7 @@ def test_prepared_call_repeats_a_checked_call():
     weight = _random((1, 1, 3), torch.float32)
     options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
     assert prepared_calls.run(x, *options) is None  # no call with this key was checked
-    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(prepared_calls.call_key(x, *options, False), triton_kernels.geometry(x, 1))
     out = prepared_calls.run(x, *options)
     assert out is not x and out.stride() == x.stride()
     torch.testing.assert_close(out.double(), eca_reference(x.double(), weight.double()), rtol=1e-5, atol=1e-5)
@@ -216,7 +216,7 @@ def test_prepared_in_place_tail_counts_its_write():
     weight = _random((1, 1, 3), torch.float32)
     descriptor = x.double().mean((2, 3)).float()
     options = (weight, identity, descriptor, True, True, "circular", "hard_sigmoid", 1)
-    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(prepared_calls.call_key(x, *options, False), triton_kernels.geometry(x, 1))
     gated = eca_reference(x.double(), weight.double(), padding="circular", gate="hard_sigmoid")
     expected = torch.relu(gated + identity)
     version = x._version
@@ -226,6 +226,68 @@ def test_prepared_in_place_tail_counts_its_write():
     with torch.inference_mode():
         frozen = x.clone()
     assert prepared_calls.run(frozen, *options) is None  # in place on an inference tensor: ATen's error
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("residual", [False, True])
+def test_prepared_training_call_matches_reference(layout, residual):
+    # A call that records a graph runs the fused Function with the stored geometry, in its forward
+    # and its backward: the output gradient (contiguous, so another layout than a channels-last
+    # input's) is laid out like the input first.
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    source = _random(shape, torch.float32, memory_format).requires_grad_()
+    weight = _random((1, 1, 3), torch.float32).requires_grad_()
+    shortcut = _random(shape, torch.float32, memory_format).requires_grad_() if residual else None
+    grad = _random(shape, torch.float64)
+    options = (weight, shortcut, None, residual, residual, "zeros", "sigmoid", channel_dim)
+    branch = source * 1.0
+    assert prepared_calls.run(branch, *options) is None  # no call with this key was checked
+    key = prepared_calls.call_key(branch, *options, True)
+    prepared_calls.remember(key, triton_kernels.geometry(branch, channel_dim))
+    out = prepared_calls.run(branch, *options)
+    assert out.grad_fn is not None and (out is branch) == residual  # a tail overwrites its branch
+    out.backward(grad.float())
+
+    x_ref, w_ref = source.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    expected = eca_reference(x_ref, w_ref, channel_dim=channel_dim)
+    if residual:
+        id_ref = shortcut.detach().double().requires_grad_()
+        expected = torch.relu(expected + id_ref)
+    expected.backward(grad)
+    tolerance = TOLERANCES[torch.float32]
+    torch.testing.assert_close(out.double(), expected, **tolerance)
+    torch.testing.assert_close(source.grad.double(), x_ref.grad, **tolerance)
+    torch.testing.assert_close(weight.grad.double(), w_ref.grad, rtol=1e-5, atol=1e-4)
+    if residual:
+        torch.testing.assert_close(shortcut.grad.double(), id_ref.grad, **tolerance)
+
+
+def test_prepared_calls_keep_training_and_inference_apart():
+    x = _random((2, 6, 3, 5), torch.float32)
+    weight = _random((1, 1, 3), torch.float32).requires_grad_()
+    options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
+    prepared_calls.remember(prepared_calls.call_key(x, *options, False), triton_kernels.geometry(x, 1))
+    assert prepared_calls.run(x, *options) is None  # the weight requires grad: a training call, not checked yet
+    with torch.no_grad():
+        assert prepared_calls.run(x, *options).grad_fn is None
+
+
+def test_prepared_training_tail_leaves_a_leaf_input_intact():
+    # Overwriting a leaf that requires grad would lose the values its gradient needs: the result
+    # goes to a new tensor, as on the checked path.
+    shape = (2, 6, 3, 5)
+    x = _random(shape, torch.float32).requires_grad_()
+    identity = _random(shape, torch.float32)
+    weight = _random((1, 1, 3), torch.float32)
+    options = (weight, identity, None, True, True, "zeros", "sigmoid", 1)
+    prepared_calls.remember(prepared_calls.call_key(x, *options, True), triton_kernels.geometry(x, 1))
+    before = x.detach().clone()
+    out = prepared_calls.run(x, *options)
+    assert out is not x and torch.equal(x.detach(), before)
+    out.sum().backward()
+    x_ref = before.double().requires_grad_()
+    torch.relu(eca_reference(x_ref, weight.double()) + identity.double()).sum().backward()
+    torch.testing.assert_close(x.grad.double(), x_ref.grad, **TOLERANCES[torch.float32])
 
 
 def test_launcher_keeps_compiled_kernels_for_gpu_launches_only():

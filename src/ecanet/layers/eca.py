@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ecanet import functional as F_eca
-from ecanet.ops import eager_inference
+from ecanet.ops import eager_call
 
 __all__ = ["ECA", "ChannelKernel"]
 
@@ -150,18 +150,18 @@ class ECA(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if not torch.jit.is_scripting():
-            out = self._eager_inference(x, None, None, "none", self.inplace)
+            out = self._eager_call(x, None, None, "none", self.inplace)
             if out is not None:
                 return out
         self._check_channels(x)
         return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim, self.inplace)
 
     @torch.jit.unused  # TorchScript sees the plain operators
-    def _eager_inference(
+    def _eager_call(
         self, x: Tensor, identity: Tensor | None, descriptor: Tensor | None, activation: str, inplace: bool
     ) -> Tensor | None:
-        """:func:`ecanet.ops.eager_inference` with this layer's kernel and options, or ``None``."""
-        return eager_inference(
+        """:func:`ecanet.ops.eager_call` with this layer's kernel and options, or ``None``."""
+        return eager_call(
             x,
             self.conv.weight,
             identity,
@@ -220,7 +220,7 @@ class ECA(nn.Module):
             True
         """
         if not torch.jit.is_scripting():
-            out = self._eager_inference(x, identity, descriptor, activation, inplace)
+            out = self._eager_call(x, identity, descriptor, activation, inplace)
             if out is not None:
                 return out
         self._check_channels(x)

@@ -82,7 +82,7 @@ def available() -> bool:
 
 def entry(name: str) -> Callable[..., Tensor | None] | None:
     """One of the extension's one-step eager calls, ``"eca_inference"`` (see
-    :func:`ecanet.ops.dispatch.eager_inference`) or ``"pooled_projection"`` (see
+    :func:`ecanet.ops.dispatch.eager_call`) or ``"pooled_projection"`` (see
     :func:`ecanet.ops.dispatch.eager_pooled_projection`), or ``None`` without the extension.
 
     Example:

@@ -12,10 +12,16 @@ from torch.autograd import forward_ad
 
 from ecanet.ops import cpu_kernels, prepared_calls, triton_kernels
 from ecanet.ops.composed import ComposedKernels
-from ecanet.ops.function import EcaKernels, count_in_place_write, fused_eca_function
+from ecanet.ops.function import (
+    EcaKernels,
+    count_in_place_write,
+    fused_eca_function,
+    overwritable_with_shortcut,
+    records_graph,
+)
 from ecanet.ops.views import channel_geometry, same_layout
 
-__all__ = ["eager_inference", "eager_pooled_projection", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
+__all__ = ["eager_call", "eager_pooled_projection", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -93,15 +99,6 @@ def kernels_for(x: Tensor) -> EcaKernels | None:
     return None
 
 
-def _overwritable_with_shortcut(x: Tensor, identity: Tensor) -> bool:
-    """Whether a block tail may overwrite ``x`` while recording a graph (its backward then reads
-    the output and the shortcut instead of ``x``): ``x`` is an intermediate result (not a leaf that
-    requires grad, not a view) and the shortcut does not share its memory."""
-    if x.requires_grad and x.grad_fn is None:
-        return False
-    return x._base is None and identity.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
-
-
 def fast_eca(
     x: Tensor,
     weight: Tensor,
@@ -164,22 +161,22 @@ def fast_eca(
     kernels = kernels_for(x)
     if kernels is None:
         return None
-    needs_graph = torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad)
-    )
-    if needs_graph:
+    graph = records_graph(x, weight, identity)
+    key = None
+    if x.is_cuda and kernels is _triton_backend():  # later calls like this one may skip the checks
+        key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, graph)
+    if graph:
         if identity is not None:
-            inplace = inplace and _overwritable_with_shortcut(x, identity)
-        return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
-    # No graph to record: the kernels run directly (they have no autograd formula of their own).
-    if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
-        return None  # the plain in-place operator raises ATen's error for this
-    out = x if inplace else kernels.empty_like(x)
-    kernels.forward(x, weight, identity, relu, padding, gate, out, channel_dim, descriptor)
-    if inplace:
-        count_in_place_write(x)
-    if x.is_cuda and kernels is _triton_backend():  # checked: later calls like this one may skip the checks
-        key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
+            inplace = inplace and overwritable_with_shortcut(x, identity)
+        out = fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
+    else:  # no graph to record: the kernels run directly (they have no autograd formula of their own)
+        if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
+            return None  # the plain in-place operator raises ATen's error for this
+        out = x if inplace else kernels.empty_like(x)
+        kernels.forward(x, weight, identity, relu, padding, gate, out, channel_dim, descriptor)
+        if inplace:
+            count_in_place_write(x)
+    if key is not None:
         prepared_calls.remember(key, triton_kernels.geometry(x, channel_dim))
     return out
 
@@ -191,7 +188,7 @@ def _operators_must_be_seen(tensors: tuple[Tensor | None, ...]) -> bool:
 
 
 @torch.jit.unused  # TorchScript sees the plain operators
-def eager_inference(
+def eager_call(
     x: Tensor,
     weight: Tensor,
     identity: Tensor | None,
@@ -204,18 +201,21 @@ def eager_inference(
     channel_dim: int,
     channels: int | None,
 ) -> Tensor | None:
-    """ECA or a block tail computed in one step, before any checking in Python, or ``None``.
+    """ECA or a block tail computed before any checking in Python, or ``None``.
 
-    The common inference call (no autograd graph, a dense tensor) spends more time in Python than
-    in the kernels at small sizes. So :class:`~ecanet.layers.ECA` and :mod:`ecanet.functional`
-    try this first; it returns ``None`` whenever the checked path must run (a graph to record,
-    forward-mode AD, an operator-recording mode or transform, an unusual layout, or any invalid
-    argument, whose error that path raises), so results and errors are those of :func:`fast_eca`.
+    A common eager call (a dense tensor, the usual options) spends more time in Python than in
+    the kernels at small sizes, and on a GPU the host's time per call is what ECA costs. So
+    :class:`~ecanet.layers.ECA` and :mod:`ecanet.functional` try this first; it returns ``None``
+    whenever the checked path must run (forward-mode AD, an operator-recording mode or transform,
+    an unusual layout, a call not seen before, or any invalid argument, whose error that path
+    raises), so results and errors are those of :func:`fast_eca`.
 
-    - CPU: the compiled extension checks everything itself and computes (and the interpreter no
-      longer runs on caches the kernel's pass just evicted).
-    - CUDA: :func:`ecanet.ops.prepared_calls.run` launches the Triton kernels directly when a call
-      with the same argument layout and options has passed the checked path before.
+    - CPU, inference only (no autograd graph to record): the compiled extension checks everything
+      itself and computes in one C++ call (and the interpreter no longer runs on caches the
+      kernel's pass just evicted).
+    - CUDA, inference and training: :func:`ecanet.ops.prepared_calls.run` launches the Triton
+      kernels, or runs the fused autograd Function, directly when a call with the same argument
+      layout and options has passed the checked path before.
 
     Args:
         x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for :func:`fast_eca`.
@@ -228,16 +228,12 @@ def eager_inference(
 
     Example:
         >>> x = torch.randn(2, 4, 3, 3)
-        >>> out = eager_inference(x, torch.zeros(1, 1, 3), None, None, "none", False, "zeros", "avg", "sigmoid", 1, 4)
+        >>> out = eager_call(x, torch.zeros(1, 1, 3), None, None, "none", False, "zeros", "avg", "sigmoid", 1, 4)
         >>> out is None or torch.allclose(out, x * 0.5)
         True
     """
     if (
-        not (x.is_cpu or x.is_cuda)
-        or (
-            torch.is_grad_enabled()
-            and (x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad))
-        )
+        not (x.is_cuda or (x.is_cpu and not records_graph(x, weight, identity)))
         or pooling != "avg"
         or (activation != "relu" and activation != "none")
         or _operators_must_be_seen((x, weight, identity, descriptor))

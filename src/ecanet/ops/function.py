@@ -19,7 +19,7 @@ from torch.autograd.function import once_differentiable
 
 from ecanet.ops.views import same_layout
 
-__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function"]
+__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function", "overwritable_with_shortcut", "records_graph"]
 
 
 class EcaKernels(Protocol):
@@ -207,3 +207,33 @@ def count_in_place_write(x: Tensor) -> None:
     """
     if not x.is_inference():
         torch.autograd.graph.increment_version(x)
+
+
+def records_graph(x: Tensor, weight: Tensor, identity: Tensor | None) -> bool:
+    """Whether a call on these tensors records an autograd graph: grad mode is on and one of them requires grad.
+
+    Example:
+        >>> records_graph(torch.ones(2), torch.ones(1, requires_grad=True), None)
+        True
+        >>> with torch.no_grad():
+        ...     records_graph(torch.ones(2), torch.ones(1, requires_grad=True), None)
+        False
+    """
+    return torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (identity is not None and identity.requires_grad)
+    )
+
+
+def overwritable_with_shortcut(x: Tensor, identity: Tensor) -> bool:
+    """Whether a block tail may overwrite ``x`` while recording a graph (its backward then reads
+    the output and the shortcut instead of ``x``): ``x`` is an intermediate result (not a leaf that
+    requires grad, not a view) and the shortcut does not share its memory.
+
+    Example:
+        >>> source, shortcut = torch.ones(2, 3, requires_grad=True), torch.zeros(2, 3)
+        >>> overwritable_with_shortcut(source * 2, shortcut), overwritable_with_shortcut(source, shortcut)
+        (True, False)
+    """
+    if x.requires_grad and x.grad_fn is None:
+        return False
+    return x._base is None and identity.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()

@@ -1,18 +1,22 @@
-"""Repeated eager inference calls on CUDA tensors: checked once per argument layout, then launched directly.
+"""Repeated eager calls on CUDA tensors: checked once per argument layout, then run directly.
 
 A GPU runs ECA's two passes over an activation in microseconds; an eager call costs what the host
 needs to issue them. Through the checked path (the argument checks of :mod:`ecanet.functional`,
 :func:`ecanet.ops.dispatch.fast_eca`, the channel views) that was about 50 µs of an H200
-machine's host time per call, more than the two launches and more than timm's whole layer, and a
-network whose host only just keeps ahead of its GPU waits for every microsecond of it.
+machine's host time per inference call, more than the two launches and more than timm's whole
+layer, and a network whose host only just keeps ahead of its GPU waits for every microsecond of it.
 
 Whether a call passes those checks, and the sizes and strides the kernels walk, depend only on
-the arguments' shapes, strides, dtypes and devices and on the options. So once a call has passed
-them on the Triton backend, :func:`ecanet.ops.dispatch.fast_eca` stores its
-:class:`~ecanet.ops.triton_kernels.Geometry` under :func:`call_key` (:func:`remember`), and
-:func:`run` serves later calls with the same key straight from the store. What may change from
-one call to the next (grad mode, operator-recording modes, tensor subclasses, the layer's channel
-count) the caller checks every time (:func:`ecanet.ops.dispatch.eager_inference`).
+the arguments' shapes, strides, dtypes and devices, on the options and on whether it records an
+autograd graph. So once a call has passed them on the Triton backend,
+:func:`ecanet.ops.dispatch.fast_eca` stores its :class:`~ecanet.ops.triton_kernels.Geometry`
+under :func:`call_key` (:func:`remember`), and :func:`run` serves later calls with the same key
+straight from the store: an inference call by launching the kernels, a training call through
+the fused autograd Function with a backend that knows the geometry already (so neither its
+forward nor its backward works it out again). What may change from one call to the next (grad
+mode and which tensors require grad, operator-recording modes, tensor subclasses, the layer's
+channel count, whether a block tail may overwrite its input) is checked on every call, here and
+by the caller (:func:`ecanet.ops.dispatch.eager_call`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import torch
 from torch import Tensor
 
 from ecanet.ops import triton_kernels
-from ecanet.ops.function import count_in_place_write
+from ecanet.ops.function import count_in_place_write, fused_eca_function, overwritable_with_shortcut, records_graph
+from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.triton_kernels import Geometry
 
 __all__ = ["call_key", "remember", "run"]
@@ -42,12 +47,15 @@ def call_key(
     padding: str,
     gate: str,
     channel_dim: int,
+    graph: bool,
 ) -> tuple:
-    """Everything the checks of an inference call depend on (arguments as for :func:`run`).
+    """Everything the checks of a call depend on (arguments as for :func:`run`; ``graph``: whether
+    it records an autograd graph, :func:`ecanet.ops.function.records_graph`).
 
     Example:
-        >>> key = call_key(torch.ones(2, 3, 4), torch.ones(1, 1, 3), None, None, False, False, "zeros", "sigmoid", 1)
-        >>> key == call_key(torch.zeros(2, 3, 4), torch.zeros(1, 1, 3), None, None, False, False, "zeros", "sigmoid", 1)
+        >>> options = (None, None, False, False, "zeros", "sigmoid", 1, False)
+        >>> key = call_key(torch.ones(2, 3, 4), torch.ones(1, 1, 3), *options)
+        >>> key == call_key(torch.zeros(2, 3, 4), torch.zeros(1, 1, 3), *options)
         True
     """
     return (
@@ -66,6 +74,7 @@ def call_key(
         padding,
         gate,
         channel_dim,
+        graph,
     )
 
 
@@ -86,11 +95,13 @@ def run(
     gate: str,
     channel_dim: int,
 ) -> Tensor | None:
-    """``act(x * gate + identity)`` by :func:`ecanet.ops.triton_kernels.eca_forward` if a call with the
-    same key passed the checks before, else ``None``.
+    """``act(x * gate + identity)`` as :func:`ecanet.ops.dispatch.fast_eca` computes it, if a call with
+    the same key passed its checks before, else ``None``.
 
-    The caller has made sure that no autograd graph is to be recorded and that no mode needs to
-    see the operators (as :func:`ecanet.ops.dispatch.eager_inference` does).
+    Without an autograd graph to record, the kernels run directly
+    (:func:`ecanet.ops.triton_kernels.eca_forward`); with one, through the fused autograd
+    Function. The caller has made sure that no mode needs to see the operators (as
+    :func:`ecanet.ops.dispatch.eager_call` does).
 
     Args:
         x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for
@@ -100,8 +111,15 @@ def run(
     Returns:
         The result, or ``None``.
     """
-    shape = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim))
-    if shape is None or (inplace and x.is_inference() and not torch.is_inference_mode_enabled()):
+    graph = records_graph(x, weight, identity)
+    shape = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, graph))
+    if shape is None:
+        return None
+    if graph:
+        if identity is not None:
+            inplace = inplace and overwritable_with_shortcut(x, identity)
+        return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, TritonKernels(shape))
+    if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None
     out = x if inplace else torch.empty_like(x)
     triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, descriptor)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops import triton_kernels
+from ecanet.ops.triton_kernels import Geometry
 
 __all__ = ["TritonKernels"]
 
@@ -23,13 +24,21 @@ __all__ = ["TritonKernels"]
 class TritonKernels:
     """:class:`ecanet.ops.function.EcaKernels` for CUDA tensors, in Triton.
 
+    Args:
+        shape: the :class:`~ecanet.ops.triton_kernels.Geometry` that every tensor of the calls
+            will have, when known (:mod:`ecanet.ops.prepared_calls`); ``None``: worked out, and
+            the operands' layouts checked, on each call.
+
     Example:
         >>> TritonKernels()
         TritonKernels()
     """
 
+    def __init__(self, shape: Geometry | None = None) -> None:
+        self.shape = shape
+
     def __repr__(self) -> str:
-        return "TritonKernels()"
+        return "TritonKernels()" if self.shape is None else f"TritonKernels({self.shape})"
 
     def mean(self, x: Tensor, channel_dim: int) -> Tensor:
         return triton_kernels.channel_mean(x, channel_dim)
@@ -49,7 +58,9 @@ class TritonKernels:
         channel_dim: int,
         known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        shape = triton_kernels.geometry(x, channel_dim, identity, out)
+        shape = self.shape
+        if shape is None:
+            shape = triton_kernels.geometry(x, channel_dim, identity, out)
         return triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, known_mean)
 
     def backward(
@@ -68,7 +79,9 @@ class TritonKernels:
         dx: Tensor | None,
         channel_dim: int,
     ) -> Tensor:
-        shape = triton_kernels.geometry(grad, channel_dim, saved, relu_out, identity, masked, dx)
+        shape = self.shape
+        if shape is None:
+            shape = triton_kernels.geometry(grad, channel_dim, saved, relu_out, identity, masked, dx)
         return triton_kernels.eca_backward(
             shape, grad, saved, relu_out, mean, gate, weight, padding, gate_kind, inplace, identity, masked, dx
         )

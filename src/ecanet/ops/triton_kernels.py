@@ -411,19 +411,19 @@ def eca_backward(
     if dx is None or dx.numel() == 0:
         return weight_gradient(sums, gate, mean, weight, padding, gate_kind, inplace)
     weight = weight.contiguous()
-    k = weight.shape[-1]
     block_c = _affine_plan(shape)[0]
     per_channel = weight.shape[0] > 1
-    rows = (shape.n, shape.c, k) if per_channel else (shape.n * -(-shape.c // block_c), k)
-    partial = torch.empty(rows, dtype=mean.dtype, device=mean.device)
+    rows = shape.n if per_channel else shape.n * -(-shape.c // block_c)
+    partial = torch.empty((rows, *weight.shape), dtype=mean.dtype, device=mean.device)
     masked_grad = grad if relu_out is None else masked
     _affine(shape, masked_grad, gate, sums, None, False, dx, weight, partial, padding, gate_kind, mean, inplace)
     return _summed_weight_gradient(partial, weight)
 
 
 def _summed_weight_gradient(partial: Tensor, weight: Tensor) -> Tensor:
-    """The kernel's gradient from rows of partial sums, shaped and typed like ``weight``."""
-    return _dense(partial.sum(0).view(weight.shape), weight.dtype)
+    """The kernel's gradient from rows of partial sums ``(rows, *weight.shape)``, typed like ``weight``
+    (the rows carry the weight's shape so that the sum needs no view: each operator call is host time)."""
+    return _dense(partial.sum(0), weight.dtype)
 
 
 def weight_gradient(
@@ -448,7 +448,7 @@ def weight_gradient(
     per_channel = weight.shape[0] > 1
     block_c = min(1024, _next_power_of_2(c))
     c_blocks = -(-c // block_c)
-    partial = torch.empty((n, c, k) if per_channel else (n * c_blocks, k), dtype=mean.dtype, device=mean.device)
+    partial = torch.empty((n if per_channel else n * c_blocks, *weight.shape), dtype=mean.dtype, device=mean.device)
     if n * c_blocks:
         _launcher("weight_gradient_kernel")(
             n * c_blocks,

@@ -809,7 +809,7 @@ bool kernel_dtype(at::ScalarType t) {
 }
 
 // ECA or a block tail at inference, straight from the N-D tensors: the Python layer's common case
-// in one C++ step (ecanet/ops/dispatch.py, eager_inference). Returns the result, or nothing
+// in one C++ step (ecanet/ops/dispatch.py, eager_call). Returns the result, or nothing
 // wherever the checked Python path must run instead: a graph to record, an operator-recording
 // mode, layouts or dtypes the kernels do not cover, and any invalid argument, whose error that
 // path words (forward-mode AD, tracing and transforms are ruled out in Python beforehand).

@@ -1,4 +1,4 @@
-"""The one-step C++ inference entry :func:`ecanet.ops.dispatch.eager_inference`, against the float64 reference.
+"""The one-step C++ inference entry behind :func:`ecanet.ops.dispatch.eager_call` on CPU, against the float64 reference.
 
 Covers its results over layouts, dtypes and options; in-place semantics; the float32 sigmoid's
 accuracy and NaN handling; every case where it must hand over to the checked path (returning
@@ -25,7 +25,7 @@ from ecanet import ECA
 from ecanet.functional import eca, eca_residual
 from ecanet.models import eca_resnet18, eca_resnet50
 from ecanet.ops import cpu_kernels
-from ecanet.ops.dispatch import eager_inference
+from ecanet.ops.dispatch import eager_call
 from handover_cases import Args, HandOver, PassThroughFunctionMode, PlainSubclass, dual, replace, within
 from operator_log import OperatorLog
 from reference import eca_reference
@@ -131,8 +131,8 @@ def _infer(
     channel_dim: int = 1,
     channels: int | None = None,
 ) -> Tensor | None:
-    """:func:`eager_inference` with the common arguments defaulted."""
-    return eager_inference(
+    """:func:`eager_call` with the common arguments defaulted."""
+    return eager_call(
         x, weight, identity, descriptor, activation, inplace, padding, pooling, gate, channel_dim, channels
     )
 
@@ -506,7 +506,7 @@ NONE_CASES: dict[str, HandOver] = {
 
 def test_the_base_call_of_the_none_cases_gives_a_result():
     with torch.enable_grad():
-        assert eager_inference(**_base_args()) is not None
+        assert eager_call(**_base_args()) is not None
 
 
 @pytest.mark.parametrize("case", list(NONE_CASES))
@@ -517,7 +517,7 @@ def test_returns_none_where_the_checked_path_must_run(case: str):
     plain = type(x) is torch.Tensor and x.layout == torch.strided and x.device.type == "cpu"
     before = x.detach().clone() if plain else None
     with torch.enable_grad(), context:
-        assert eager_inference(**args) is None
+        assert eager_call(**args) is None
     if before is not None:  # in place was asked for: nothing may have been written
         assert torch.equal(x.detach(), before)
 
@@ -715,7 +715,7 @@ def test_every_kernel_size_matches_the_reference(k: int, rows: str):
     weight = torch.randn(1 if rows == "shared" else channels, 1, k, generator=_generator(100 + k))
     for padding in ("zeros", "circular"):
         with torch.no_grad():
-            out = eager_inference(x, weight, None, None, "none", False, padding, "avg", "sigmoid", 1, channels)
+            out = eager_call(x, weight, None, None, "none", False, padding, "avg", "sigmoid", 1, channels)
         assert out is not None
         _assert_close(out, _expected(x, weight, padding=padding), TOLERANCES[torch.float32])
 
@@ -730,7 +730,7 @@ def test_samples_on_both_sides_of_the_cache_budget_match_the_reference(channels:
     weight = torch.randn(1, 1, 5, generator=_generator(2))
     expected = _expected(x, weight, identity, relu=True)
     with torch.no_grad():
-        out = eager_inference(x, weight, identity, None, "relu", False, "zeros", "avg", "sigmoid", 1, channels)
+        out = eager_call(x, weight, identity, None, "relu", False, "zeros", "avg", "sigmoid", 1, channels)
         checked = _checked(lambda: eca_residual(x, weight, identity, inplace=False))
     assert out is not None
     _assert_close(out, expected, TOLERANCES[torch.float32])
