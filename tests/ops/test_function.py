@@ -184,6 +184,24 @@ def test_in_place_on_a_tensor_saved_for_backward_raises_instead_of_wrong_gradien
         out.sum().backward()
 
 
+@pytest.mark.parametrize("tail", [False, True])
+def test_second_derivatives_raise_and_first_ones_stay_exact(tail):
+    # The fused backward is not differentiable itself: with create_graph=True the first gradients
+    # are still right, and differentiating them raises instead of giving a wrong second derivative.
+    x, _ = _input("2d")
+    weight = _weight().requires_grad_()
+    identity = torch.randn_like(x)
+    source = x.clone().requires_grad_()
+    out = eca_residual(source * 1.0, weight, identity) if tail else eca(source, weight)
+    (grad_x,) = torch.autograd.grad(out.square().sum(), source, create_graph=True)
+    x_ref = x.clone().requires_grad_()
+    expected = _residual_reference(x_ref, weight.detach(), identity, "relu") if tail else eca_reference(x_ref, weight)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x_ref)
+    torch.testing.assert_close(grad_x, expected_grad, rtol=1e-10, atol=1e-10)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad_x.sum().backward()
+
+
 def test_layer_inplace_option_and_repr():
     layer = ECA(6, kernel_size=3, inplace=True)
     assert repr(layer) == "ECA(6, k=3, padding=zeros, pooling=avg, gate=sigmoid, inplace=True)"
