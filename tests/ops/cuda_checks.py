@@ -215,7 +215,7 @@ def test_repeated_inference_calls_are_prepared_and_still_checked():
     layer = ECA(256).to(CUDA)
     x = torch.randn(4, 256, 7, 7, device=CUDA).to(memory_format=torch.channels_last)
     weight = layer.conv.weight
-    key = prepared_calls.call_key(x, weight, None, None, False, False, layer.padding, layer.gate, 1, False)
+    key = prepared_calls.call_key(x, weight, None, None, False, False, layer.padding, layer.gate, 1)
     with torch.no_grad():
         first = layer(x)
         assert key in prepared_calls._prepared
@@ -226,7 +226,7 @@ def test_repeated_inference_calls_are_prepared_and_still_checked():
         other = ECA(128).to(CUDA)  # same kernel size, so the same key: the channel count is checked per call
         with pytest.raises(ValueError, match="built for 128 channels"):
             other(x)
-    out = layer(x.requires_grad_())  # grad mode on: the autograd Function, not the prepared call
+    out = layer(x.requires_grad_())  # recording a graph: the same key, through the autograd Function
     assert out.grad_fn is not None
 
 
@@ -238,7 +238,7 @@ def test_repeated_training_calls_are_prepared_and_still_checked(memory_format):
     shortcut = torch.randn(shape, device=CUDA).to(memory_format=memory_format).requires_grad_()
     grad = torch.randn(shape, device=CUDA)
     weight = layer.conv.weight
-    key = prepared_calls.call_key(source, weight, shortcut, None, True, True, layer.padding, layer.gate, 1, True)
+    key = prepared_calls.call_key(source, weight, shortcut, None, True, True, layer.padding, layer.gate, 1)
     gradients = []
     for _ in range(2):  # the checked call, then the prepared one
         source.grad = shortcut.grad = weight.grad = None

@@ -13,10 +13,12 @@ os.environ["TRITON_INTERPRET"] = "1" if os.environ.get("ECANET_TRITON_DEVICE", "
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecanet.models import create_model
 from ecanet.ops import dispatch, prepared_calls, triton_kernels
-from ecanet.ops.function import fused_eca_function
+from ecanet.ops.function import fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.views import channel_view
 from reference import eca_reference
@@ -203,7 +205,7 @@ def test_prepared_call_repeats_a_checked_call():
     weight = _random((1, 1, 3), torch.float32)
     options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
     assert prepared_calls.run(x, *options) is None  # no call with this key was checked
-    prepared_calls.remember(prepared_calls.call_key(x, *options, False), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
     out = prepared_calls.run(x, *options)
     assert out is not x and out.stride() == x.stride()
     torch.testing.assert_close(out.double(), eca_reference(x.double(), weight.double()), rtol=1e-5, atol=1e-5)
@@ -216,7 +218,7 @@ def test_prepared_in_place_tail_counts_its_write():
     weight = _random((1, 1, 3), torch.float32)
     descriptor = x.double().mean((2, 3)).float()
     options = (weight, identity, descriptor, True, True, "circular", "hard_sigmoid", 1)
-    prepared_calls.remember(prepared_calls.call_key(x, *options, False), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
     gated = eca_reference(x.double(), weight.double(), padding="circular", gate="hard_sigmoid")
     expected = torch.relu(gated + identity)
     version = x._version
@@ -242,7 +244,7 @@ def test_prepared_training_call_matches_reference(layout, residual):
     options = (weight, shortcut, None, residual, residual, "zeros", "sigmoid", channel_dim)
     branch = source * 1.0
     assert prepared_calls.run(branch, *options) is None  # no call with this key was checked
-    key = prepared_calls.call_key(branch, *options, True)
+    key = prepared_calls.call_key(branch, *options)
     prepared_calls.remember(key, triton_kernels.geometry(branch, channel_dim))
     out = prepared_calls.run(branch, *options)
     assert out.grad_fn is not None and (out is branch) == residual  # a tail overwrites its branch
@@ -262,16 +264,6 @@ def test_prepared_training_call_matches_reference(layout, residual):
         torch.testing.assert_close(shortcut.grad.double(), id_ref.grad, **tolerance)
 
 
-def test_prepared_calls_keep_training_and_inference_apart():
-    x = _random((2, 6, 3, 5), torch.float32)
-    weight = _random((1, 1, 3), torch.float32).requires_grad_()
-    options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
-    prepared_calls.remember(prepared_calls.call_key(x, *options, False), triton_kernels.geometry(x, 1))
-    assert prepared_calls.run(x, *options) is None  # the weight requires grad: a training call, not checked yet
-    with torch.no_grad():
-        assert prepared_calls.run(x, *options).grad_fn is None
-
-
 def test_prepared_training_tail_leaves_a_leaf_input_intact():
     # Overwriting a leaf that requires grad would lose the values its gradient needs: the result
     # goes to a new tensor, as on the checked path.
@@ -280,7 +272,7 @@ def test_prepared_training_tail_leaves_a_leaf_input_intact():
     identity = _random(shape, torch.float32)
     weight = _random((1, 1, 3), torch.float32)
     options = (weight, identity, None, True, True, "zeros", "sigmoid", 1)
-    prepared_calls.remember(prepared_calls.call_key(x, *options, True), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
     before = x.detach().clone()
     out = prepared_calls.run(x, *options)
     assert out is not x and torch.equal(x.detach(), before)
@@ -288,6 +280,133 @@ def test_prepared_training_tail_leaves_a_leaf_input_intact():
     x_ref = before.double().requires_grad_()
     torch.relu(eca_reference(x_ref, weight.double()) + identity.double()).sum().backward()
     torch.testing.assert_close(x.grad.double(), x_ref.grad, **TOLERANCES[torch.float32])
+
+
+_CALL_LAYOUTS = {
+    "channels-first": ((2, 6, 3, 5), torch.contiguous_format, 1),
+    "channels-last": ((2, 6, 3, 5), torch.channels_last, 1),
+    "tokens": ((2, 7, 6), torch.contiguous_format, -1),
+}
+
+
+def _call_tensors(seed, layout, source, shortcut, weight_grad):
+    """Fresh tensors for one call, equal for equal arguments: ``(x, weight, identity, leaves)``.
+
+    ``source``: ``x`` is an intermediate result, a leaf that requires grad, a constant, or an
+    inference tensor. ``shortcut``: no identity, one with memory of its own, or ``x``'s own memory.
+    """
+    shape, memory_format, _ = _CALL_LAYOUTS[layout]
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(*size):
+        values = torch.randn(size or shape, generator=generator, dtype=torch.float64)
+        return values.to(DEVICE, torch.float32).contiguous(
+            memory_format=torch.contiguous_format if size else memory_format
+        )
+
+    values, leaves = draw(), []
+    if source == "intermediate":
+        leaves.append(values.requires_grad_())
+        x = values * 1.0
+    elif source == "leaf":
+        x = values.requires_grad_()
+        leaves.append(x)
+    elif source == "inference":
+        with torch.inference_mode():
+            x = values.clone()
+    else:
+        x = values
+    weight = draw(1, 1, 3).requires_grad_(weight_grad)
+    if weight_grad:
+        leaves.append(weight)
+    identity = None
+    if shortcut == "own":
+        identity = draw().requires_grad_()
+        leaves.append(identity)
+    elif shortcut == "shared":
+        identity = x.detach()
+    return x, weight, identity, leaves
+
+
+def _outcome(run, tensors, grad):
+    """What a call did: ``None`` (declined), the error it raised, or its result, whether it wrote
+    into ``x``, the version counts and, when it recorded a graph, the leaves' gradients."""
+    x, _, _, leaves = tensors
+    version = None if x.is_inference() else x._version
+    try:
+        out = run(*tensors[:3])
+    except (RuntimeError, ValueError) as error:
+        return type(error), str(error)
+    if out is None:
+        return None
+    outcome = {
+        "out": out.detach().clone(),
+        "in place": out is x,
+        "writes": None if version is None else x._version - version,
+        "graph": out.grad_fn is not None,
+    }
+    if out.grad_fn is not None:
+        out.backward(grad)
+        outcome["gradients"] = [leaf.grad for leaf in leaves]
+    return outcome
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    layout=st.sampled_from(list(_CALL_LAYOUTS)),
+    source=st.sampled_from(["intermediate", "leaf", "constant", "inference"]),
+    shortcut=st.sampled_from(["none", "own", "shared"]),
+    weight_grad=st.booleans(),
+    grad_mode=st.booleans(),
+    relu=st.booleans(),
+    inplace=st.booleans(),
+    stored_in_training=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_prepared_calls_behave_like_checked_calls(
+    layout, source, shortcut, weight_grad, grad_mode, relu, inplace, stored_in_training, seed
+):
+    # A well-behaved call (training or not) stores its key; a later call with the same key but
+    # other per-call properties (grad mode, a leaf, an inference tensor, a shortcut sharing x's
+    # memory, which tensors require grad) must do through the prepared path exactly what the
+    # checked path does with it.
+    channel_dim = _CALL_LAYOUTS[layout][2]
+    options = (relu, inplace, "zeros", "sigmoid", channel_dim)
+
+    def checked(x, weight, identity):
+        return dispatch.fast_eca(x, weight, identity, *options)
+
+    def prepared(x, weight, identity):
+        return prepared_calls.run(x, weight, identity, None, *options)
+
+    call = (seed, layout, source, shortcut, weight_grad)
+    grad = torch.randn(_CALL_LAYOUTS[layout][0], generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    with pytest.MonkeyPatch.context() as patch, torch.set_grad_enabled(grad_mode):
+        patch.setattr(dispatch, "kernels_for", lambda x: dispatch._triton_backend())
+        patch.setattr(prepared_calls, "_prepared", {})
+        graph = records_graph(*_call_tensors(*call)[:3])
+        stored = "intermediate" if stored_in_training else "constant"
+        first_call = _call_tensors(seed, layout, stored, shortcut.replace("shared", "own"), False)
+        assert checked(*first_call[:3]) is not None and len(prepared_calls._prepared) == 1
+        expected = _outcome(checked, _call_tensors(*call), grad)
+        got = _outcome(prepared, _call_tensors(*call), grad)
+    if got is None:  # declined: the caller takes the checked path, which raises ATen's error here
+        assert inplace and not graph and source == "inference"
+        return
+    if expected is None or isinstance(expected, tuple):
+        assert got == expected
+        return
+    assert got.keys() == expected.keys()
+    for name, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(got[name], value, rtol=0, atol=0)
+        elif name == "gradients":
+            for got_grad, expected_grad in zip(got[name], value, strict=True):
+                assert (got_grad is None) == (expected_grad is None)
+                if expected_grad is not None:
+                    torch.testing.assert_close(got_grad, expected_grad, rtol=0, atol=0)
+        else:
+            assert got[name] == value, name
 
 
 def test_launcher_keeps_compiled_kernels_for_gpu_launches_only():

@@ -163,8 +163,8 @@ def fast_eca(
         return None
     graph = records_graph(x, weight, identity)
     key = None
-    if x.is_cuda and kernels is _triton_backend():  # later calls like this one may skip the checks
-        key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, graph)
+    if kernels is _triton_backend():  # later calls like this one may skip the checks (on CUDA, see eager_call)
+        key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
     if graph:
         if identity is not None:
             inplace = inplace and overwritable_with_shortcut(x, identity)

@@ -7,8 +7,8 @@ machine's host time per inference call, more than the two launches and more than
 layer, and a network whose host only just keeps ahead of its GPU waits for every microsecond of it.
 
 Whether a call passes those checks, and the sizes and strides the kernels walk, depend only on
-the arguments' shapes, strides, dtypes and devices, on the options and on whether it records an
-autograd graph. So once a call has passed them on the Triton backend,
+the arguments' shapes, strides, dtypes and devices and on the options, whether or not the call
+records an autograd graph. So once a call has passed them on the Triton backend,
 :func:`ecanet.ops.dispatch.fast_eca` stores its :class:`~ecanet.ops.triton_kernels.Geometry`
 under :func:`call_key` (:func:`remember`), and :func:`run` serves later calls with the same key
 straight from the store: an inference call by launching the kernels, a training call through
@@ -47,13 +47,11 @@ def call_key(
     padding: str,
     gate: str,
     channel_dim: int,
-    graph: bool,
 ) -> tuple:
-    """Everything the checks of a call depend on (arguments as for :func:`run`; ``graph``: whether
-    it records an autograd graph, :func:`ecanet.ops.function.records_graph`).
+    """Everything the checks of a call depend on (arguments as for :func:`run`).
 
     Example:
-        >>> options = (None, None, False, False, "zeros", "sigmoid", 1, False)
+        >>> options = (None, None, False, False, "zeros", "sigmoid", 1)
         >>> key = call_key(torch.ones(2, 3, 4), torch.ones(1, 1, 3), *options)
         >>> key == call_key(torch.zeros(2, 3, 4), torch.zeros(1, 1, 3), *options)
         True
@@ -74,7 +72,6 @@ def call_key(
         padding,
         gate,
         channel_dim,
-        graph,
     )
 
 
@@ -111,11 +108,10 @@ def run(
     Returns:
         The result, or ``None``.
     """
-    graph = records_graph(x, weight, identity)
-    shape = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, graph))
+    shape = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim))
     if shape is None:
         return None
-    if graph:
+    if records_graph(x, weight, identity):
         if identity is not None:
             inplace = inplace and overwritable_with_shortcut(x, identity)
         return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, TritonKernels(shape))
