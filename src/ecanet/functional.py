@@ -245,7 +245,8 @@ def eca(
 
     Eager calls on CPU and CUDA tensors take the fused fast path of :mod:`ecanet.ops` (one
     reading pass for the pool, one pass for the rescale, a fused backward; at inference on CPU
-    one C++ call, :func:`ecanet.ops.dispatch.eager_call`, before any check); TorchScript,
+    one C++ call, and on CUDA a call whose layout passed the checks before, through
+    :func:`ecanet.ops.dispatch.eager_call` before any check); TorchScript,
     tracing, ``torch.compile``, ``torch.export`` and ONNX export see the plain operators below.
 
     Example:

@@ -26,8 +26,9 @@ class TritonKernels:
 
     Args:
         shape: the :class:`~ecanet.ops.triton_kernels.Geometry` that every tensor of the calls
-            will have, when known (:mod:`ecanet.ops.prepared_calls`); ``None``: worked out, and
-            the operands' layouts checked, on each call.
+            will have, when the caller knows it (:mod:`ecanet.ops.prepared_calls`, whose key fixes
+            the operands' sizes and strides; the autograd Function lays the output gradient out
+            like the input); ``None``: worked out, and the operands' layouts checked, on each call.
 
     Example:
         >>> TritonKernels()
