@@ -200,6 +200,25 @@ def test_empty_batch_launches_nothing():
     assert mean.shape == gates.shape == (0, 4)
 
 
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last", "channel-blocks-channels-last"])
+def test_forward_without_a_kept_gate_writes_the_same_result(layout):
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    x, identity = _random(shape, torch.float32, memory_format), _random(shape, torch.float32, memory_format)
+    weight = _random((1, 1, 5), torch.float32)
+    geometry = triton_kernels.geometry(x, channel_dim)
+    results = []
+    for keep_gate in (True, False):
+        out = torch.empty_like(x)
+        _, gates = triton_kernels.eca_forward(
+            geometry, x, weight, identity, True, "zeros", "sigmoid", out, keep_gate=keep_gate
+        )
+        assert (gates is not None) == keep_gate
+        results.append(out)
+    torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
+    expected = torch.relu(eca_reference(x.double(), weight.double(), channel_dim=channel_dim) + identity.double())
+    torch.testing.assert_close(results[1].double(), expected, **TOLERANCES[torch.float32])
+
+
 def test_prepared_call_repeats_a_checked_call():
     x = _random((2, 6, 3, 5), torch.float32, torch.channels_last)
     weight = _random((1, 1, 3), torch.float32)

@@ -118,7 +118,7 @@ def run(
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None
     out = x if inplace else torch.empty_like(x)
-    triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, descriptor)
+    triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, descriptor, keep_gate=False)
     if inplace:
         count_in_place_write(x)
     return out

@@ -212,6 +212,7 @@ def channel_affine_kernel(
     sc,
     ss,
     INPUT_GRADIENT: tl.constexpr,
+    STORE_GATES: tl.constexpr,
     INPLACE: tl.constexpr,
     K: tl.constexpr,
     PER_CHANNEL: tl.constexpr,
@@ -225,7 +226,7 @@ def channel_affine_kernel(
 ):
     # out = act(x * a[n, c] + b[n, c] + identity), a and b worked out on the way:
     # - the forward: a is ECA's gate, computed here from the pooled means in a_ptr, and stored to
-    #   side_out once per channel; no b;
+    #   side_out once per channel if STORE_GATES (for a backward); no b;
     # - INPUT_GRADIENT: a_ptr holds the gates and b_ptr their gradients (times the gates INPLACE);
     #   b is dL/dmean / S, and the kernel's gradient goes to side_out once per channel (partial
     #   sums per sample and channel block, or per channel).
@@ -236,7 +237,8 @@ def channel_affine_kernel(
         a = tl.load(a_ptr + row + channels, mask=channels < C, other=0.0)
     else:
         a = channel_gate(a_ptr, weight_ptr, n, channels, C, K, PER_CHANNEL, CIRCULAR, GATE)
-        tl.store(side_out_ptr + row + channels, a, mask=(channels < C) & (s_block == 0))
+        if STORE_GATES:
+            tl.store(side_out_ptr + row + channels, a, mask=(channels < C) & (s_block == 0))
     out = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(a.dtype) * a[:, None]
     if INPUT_GRADIENT:
         d_mean = mean_gradient(b_ptr, a_ptr, weight_ptr, row, channels, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE)

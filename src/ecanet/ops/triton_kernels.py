@@ -285,7 +285,7 @@ def _affine(
     relu: bool,
     out: Tensor,
     weight: Tensor,
-    side_out: Tensor,
+    side_out: Tensor | None,
     padding: str,
     gate: str,
     mean: Tensor | None = None,
@@ -294,9 +294,10 @@ def _affine(
     """Writes ``act(x * a + b + identity)`` into ``out`` (tensors as for :func:`_reduce`).
 
     Without ``b`` (the forward), ``a`` holds the pooled means: the gate is computed from them and
-    stored to ``side_out``. With ``b`` (the input gradient), ``a`` holds the gates and ``b`` their
-    gradients (times the gates ``inplace``): the shift ``dL/dmean / S`` is computed from them, and
-    the kernel's gradient from them and ``mean`` is stored to ``side_out`` (see :func:`eca_backward`).
+    stored to ``side_out`` (or not kept, without one). With ``b`` (the input gradient), ``a`` holds
+    the gates and ``b`` their gradients (times the gates ``inplace``): the shift ``dL/dmean / S`` is
+    computed from them, and the kernel's gradient from them and ``mean`` is stored to ``side_out``
+    (see :func:`eca_backward`).
     """
     block_c, block_s, programs = _affine_plan(shape)
     if programs == 0:
@@ -309,7 +310,7 @@ def _affine(
         x if identity is None else identity,
         out,
         weight,
-        side_out,
+        a if side_out is None else side_out,
         a if mean is None else mean,
         shape.c,
         shape.s,
@@ -317,6 +318,7 @@ def _affine(
         shape.sc,
         shape.ss,
         INPUT_GRADIENT=b is not None,
+        STORE_GATES=side_out is not None,
         INPLACE=inplace,
         K=weight.shape[-1],
         PER_CHANNEL=weight.shape[0] > 1,
@@ -346,7 +348,8 @@ def eca_forward(
     gate: str,
     out: Tensor,
     known_mean: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
+    keep_gate: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """ECA (or a block tail) in two launches: the pooled mean, then ``act(x * gate + identity)``
     into ``out`` with the gate worked out inside the rescale.
 
@@ -363,12 +366,15 @@ def eca_forward(
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
         out: destination (may be ``x``).
         known_mean: ``x``'s pooled mean ``(N, C)`` if already known; the pooling pass is skipped.
+        keep_gate: store the gate for a backward; without, it is computed but not kept (one
+            allocation fewer at inference).
 
     Returns:
-        ``(mean, gate)``, both ``(N, C)`` in the accumulation dtype (float32, float64 for float64).
+        ``(mean, gate)``, both ``(N, C)`` in the accumulation dtype (float32, float64 for float64);
+        the gate ``None`` unless kept.
     """
     mean = _mean(shape, x) if known_mean is None else known_mean.contiguous()
-    gates = torch.empty_like(mean)
+    gates = torch.empty_like(mean) if keep_gate else None
     _affine(shape, x, mean, None, identity, relu, out, weight.contiguous(), gates, padding, gate)
     return mean, gates
 
