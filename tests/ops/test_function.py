@@ -236,6 +236,32 @@ def test_block_tail_writes_into_the_branch_output_where_it_may(pooling):
     torch.testing.assert_close(inference, kept.detach(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("case", ["leaf", "shared-shortcut", "view"])
+def test_block_tail_keeps_what_its_backward_or_shortcut_needs(case):
+    # While recording a graph, a tail writes into x only when x is an intermediate result that is
+    # not a view and the shortcut has memory of its own; otherwise x stays intact.
+    weight = _weight().requires_grad_()
+    values = torch.randn(2, 6, 4, 4, dtype=torch.float64)
+    if case == "leaf":
+        x = values.clone().requires_grad_()
+        identity = torch.randn_like(values)
+    elif case == "shared-shortcut":
+        x = values.clone().requires_grad_() * 1.0
+        identity = x.detach()
+    else:
+        x = (torch.cat([values, values]).requires_grad_() * 1.0)[:2]  # a view of an intermediate result
+        identity = torch.randn_like(values)
+    before = x.detach().clone()
+    out = eca_residual(x, weight, identity, inplace=True)
+    assert out.data_ptr() != x.data_ptr() and torch.equal(x.detach(), before)
+    x_ref, w_ref = before.clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    expected = _residual_reference(x_ref, w_ref, identity.clone(), "relu")
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    (got,) = torch.autograd.grad(out.sum(), weight)
+    (wanted,) = torch.autograd.grad(expected.sum(), w_ref)
+    torch.testing.assert_close(got, wanted, rtol=1e-10, atol=1e-10)
+
+
 def test_plain_in_place_path_under_autograd_raises_instead_of_wrong_gradients():
     # avgmax runs the plain operators; its in-place rescale still may not corrupt gradients.
     source = torch.randn(2, 6, 4, 4, requires_grad=True)

@@ -16,7 +16,6 @@ from ecanet.ops.function import (
     EcaKernels,
     count_in_place_write,
     fused_eca_function,
-    overwritable_with_shortcut,
     records_graph,
 )
 from ecanet.ops.views import channel_geometry, same_layout
@@ -166,8 +165,6 @@ def fast_eca(
     if kernels is _triton_backend():  # later calls like this one may skip the checks (on CUDA, see eager_call)
         key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
     if graph:
-        if identity is not None:
-            inplace = inplace and overwritable_with_shortcut(x, identity)
         out = fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
     else:  # no graph to record: the kernels run directly (they have no autograd formula of their own)
         if inplace and x.is_inference() and not torch.is_inference_mode_enabled():

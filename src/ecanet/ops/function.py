@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from ecanet.ops.views import same_layout
 
-__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function", "overwritable_with_shortcut", "records_graph"]
+__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function", "records_graph"]
 
 
 class EcaKernels(Protocol):
@@ -185,16 +185,17 @@ def fused_eca_function(
     """Differentiable ``act(x * gate + identity)`` with the fused backward; see the module docstring.
 
     With ``inplace=True`` the result is written into ``x`` (marked dirty, so autograd rejects
-    uses that would need the old values); the backward then recovers ``x * gate`` from the output
-    and ``identity`` (saved instead of ``x``), which costs no extra memory when the shortcut is
-    kept alive anyway, as a block's input is. ``identity`` must not share memory with ``x``.
+    uses that would need the old values). With an ``identity`` as well, only where
+    :func:`_overwritable_with_shortcut` allows it (else the result goes to a new tensor): the
+    backward then recovers ``x * gate`` from the output and ``identity`` (saved instead of ``x``),
+    which costs no extra memory when the shortcut is kept alive anyway, as a block's input is.
 
     Args:
         x: input with an ``(N, C, S)`` view (:func:`ecanet.ops.views.channel_geometry`).
         weight: ECA kernel ``[1 or C, 1, k]``.
         identity: shortcut laid out like ``x``, or ``None``.
         relu: apply ReLU after the addition.
-        inplace: write the result into ``x``.
+        inplace: write the result into ``x`` (with an ``identity``, where allowed; see above).
         padding, gate: the gate's options (see :func:`ecanet.functional.eca`).
         channel_dim: ``1`` or ``-1``.
         kernels: the backend.
@@ -208,8 +209,8 @@ def fused_eca_function(
         >>> type(out.grad_fn).__name__
         '_FusedEcaBackward'
     """
-    if inplace and identity is not None and identity.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
-        raise ValueError("in place, identity must not share memory with x (x is overwritten); use inplace=False")
+    if inplace and identity is not None:
+        inplace = _overwritable_with_shortcut(x, identity)
     return _FusedEca.apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
 
 
@@ -242,14 +243,14 @@ def records_graph(x: Tensor, weight: Tensor, identity: Tensor | None) -> bool:
     )
 
 
-def overwritable_with_shortcut(x: Tensor, identity: Tensor) -> bool:
+def _overwritable_with_shortcut(x: Tensor, identity: Tensor) -> bool:
     """Whether a block tail may overwrite ``x`` while recording a graph (its backward then reads
     the output and the shortcut instead of ``x``): ``x`` is an intermediate result (not a leaf that
     requires grad, not a view) and the shortcut does not share its memory.
 
     Example:
         >>> source, shortcut = torch.ones(2, 3, requires_grad=True), torch.zeros(2, 3)
-        >>> overwritable_with_shortcut(source * 2, shortcut), overwritable_with_shortcut(source, shortcut)
+        >>> _overwritable_with_shortcut(source * 2, shortcut), _overwritable_with_shortcut(source, shortcut)
         (True, False)
     """
     if x.requires_grad and x.grad_fn is None:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops import triton_kernels
-from ecanet.ops.function import count_in_place_write, fused_eca_function, overwritable_with_shortcut, records_graph
+from ecanet.ops.function import count_in_place_write, fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.triton_kernels import Geometry
 
@@ -112,8 +112,6 @@ def run(
     if shape is None:
         return None
     if records_graph(x, weight, identity):
-        if identity is not None:
-            inplace = inplace and overwritable_with_shortcut(x, identity)
         return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, TritonKernels(shape))
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None
