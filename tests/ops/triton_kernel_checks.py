@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from ecanet.models import create_model
 from ecanet.ops import dispatch, prepared_calls, triton_kernels
+from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.views import channel_view
@@ -217,6 +218,72 @@ def test_forward_without_a_kept_gate_writes_the_same_result(layout):
     torch.testing.assert_close(results[1], results[0], rtol=0, atol=0)
     expected = torch.relu(eca_reference(x.double(), weight.double(), channel_dim=channel_dim) + identity.double())
     torch.testing.assert_close(results[1].double(), expected, **TOLERANCES[torch.float32])
+
+
+def _frozen_norm(channels: int, dtype: torch.dtype = torch.float32, eps: float = 2.0**-10) -> FrozenNorm:
+    """An eval-mode BatchNorm's tensors: random statistics (variances 0.5 to 2) and affine; the
+    default eps is one that float32 holds exactly."""
+    variance = (torch.rand(channels, dtype=torch.float64) * 1.5 + 0.5).to(DEVICE, dtype)
+    mean, weight, bias = (_random((channels,), dtype) for _ in range(3))
+    return FrozenNorm(mean, variance, weight, bias, eps)
+
+
+def _normalized(x: torch.Tensor, norm: FrozenNorm, channel_dim: int) -> torch.Tensor:
+    """``norm(x)`` in float64, as ``nn.BatchNorm`` computes it in eval mode."""
+    shape = [1] * x.dim()
+    shape[channel_dim] = -1
+    mean, variance, weight, bias = (t.double().reshape(shape) for t in norm[:4])
+    return (x.double() - mean) / torch.sqrt(variance + norm.eps) * weight + bias
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("residual", "inplace", "k", "padding", "gate", "per_channel", "eps"),
+    [(True, True, 3, "zeros", "sigmoid", False, 0.0), (False, False, 5, "circular", "hard_sigmoid", True, 2.0**-10)],
+)
+def test_rescale_through_a_frozen_norm_matches_reference(
+    layout, dtype, residual, inplace, k, padding, gate, per_channel, eps
+):
+    # The norm's input and its mean go in; out is the ECA (tail) of norm(x). With eps = 0 the
+    # padding channels' statistics must not divide zero by zero.
+    shape, memory_format, channel_dim = LAYOUTS[layout]
+    x, identity = _random(shape, dtype, memory_format), _random(shape, dtype, memory_format)
+    channels = shape[channel_dim]
+    weight = _random((channels if per_channel else 1, 1, k), dtype)
+    norm = _frozen_norm(channels, eps=eps)
+    normalized = _normalized(x, norm, channel_dim)
+    expected = eca_reference(normalized, weight.double(), padding=padding, gate=gate, channel_dim=channel_dim)
+    if residual:
+        expected = torch.relu(expected + identity.double())
+    positions = [dim for dim in range(1, len(shape)) if dim != channel_dim % len(shape)]
+    pooled = x.double().mean(positions)
+    out = x if inplace else torch.full_like(x, float("nan"))
+    geometry = triton_kernels.geometry(x, channel_dim)
+    mean, _ = triton_kernels.eca_forward(
+        geometry, x, weight, identity if residual else None, residual, padding, gate, out, None, False, norm
+    )
+    torch.testing.assert_close(out.double(), expected, **TOLERANCES[dtype])
+    assert (out is x) == inplace
+    torch.testing.assert_close(mean.double(), pooled, **TOLERANCES[dtype])  # x's, before the norm
+
+
+def test_prepared_tail_applies_a_frozen_norm_with_grad_mode_off():
+    x, identity = (_random((2, 6, 3, 5), torch.float32, torch.channels_last) for _ in range(2))
+    weight, norm = _random((1, 1, 3), torch.float32), _frozen_norm(6)
+    options = (weight, identity, None, True, True, "zeros", "sigmoid", 1)
+    expected = torch.relu(eca_reference(_normalized(x, norm, 1), weight.double()) + identity.double())
+    with torch.no_grad():
+        assert prepared_calls.run(x, *options, norm) is None  # no call with this key was checked
+        prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
+        assert prepared_calls.run(x, *options, _frozen_norm(5)) is None  # the norm is for other channels
+        assert prepared_calls.run(x, *options, norm._replace(bias=norm.bias.double()[::2])) is None  # not dense
+    assert prepared_calls.run(x, *options, norm) is None  # grad mode on: the norm's parameters may want gradients
+    with torch.no_grad():
+        version = x._version
+        out = prepared_calls.run(x, *options, norm)
+    assert out is x and x._version == version + 1
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_prepared_call_repeats_a_checked_call():

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ecanet.functional import eca_descriptor
 from ecanet.ops import eager_pooled_projection
+from ecanet.ops.frozen_norm import is_frozen_batchnorm
 
 __all__ = ["pooled_through_norm", "pooled_through_projection"]
 
@@ -42,17 +43,6 @@ def _is_pointwise(conv: nn.Module) -> bool:
         and conv.stride == (1, 1)
         and conv.padding == (0, 0)
         and conv.groups == 1
-    )
-
-
-def _is_frozen_batchnorm(norm: nn.Module) -> bool:
-    """An ``nn.BatchNorm2d`` that normalises with running statistics: eval mode, statistics tracked
-    (in training mode BatchNorm uses the batch's statistics, which are not known before its input is)."""
-    return (
-        isinstance(norm, nn.BatchNorm2d)
-        and not norm.training
-        and norm.running_mean is not None
-        and norm.running_var is not None
     )
 
 
@@ -94,7 +84,7 @@ def pooled_through_norm(y: Tensor, norm: nn.Module) -> Tensor | None:
         >>> torch.allclose(pooled_through_norm(y, norm), norm(y).mean((2, 3)), atol=1e-6)
         True
     """
-    if not _is_frozen_batchnorm(norm):
+    if not is_frozen_batchnorm(norm):
         return None
     return _normalized(eca_descriptor(y), norm)
 
@@ -125,7 +115,7 @@ def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Te
     if (
         z.device.type != "cpu"
         or not _is_pointwise(conv)
-        or not _is_frozen_batchnorm(norm)
+        or not is_frozen_batchnorm(norm)
         or not _cheaper_than_pooling_output(z, conv)
     ):
         return None

@@ -12,7 +12,9 @@ built on first use), :class:`ecanet.ops.composed.ComposedKernels` over ATen oper
 kernels (:class:`ecanet.ops.triton_backend.TritonKernels`, CUDA), driven by the autograd Function
 in :mod:`ecanet.ops.function`.
 :func:`ecanet.ops.dispatch.eager_pooled_projection` serves ResNet bottlenecks at inference (ECA's
-descriptor through their last 1x1 convolution and BatchNorm, see :mod:`ecanet.models.pooling`).
+descriptor through their last 1x1 convolution and BatchNorm, see :mod:`ecanet.models.pooling`);
+on CUDA at inference the Triton rescale also applies a block's last BatchNorm itself
+(:mod:`ecanet.ops.frozen_norm`).
 """
 
 from ecanet.ops.dispatch import eager_call, eager_pooled_projection, fast_eca, fast_mean

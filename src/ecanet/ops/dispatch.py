@@ -12,6 +12,7 @@ from torch.autograd import forward_ad
 
 from ecanet.ops import cpu_kernels, prepared_calls, triton_kernels
 from ecanet.ops.composed import ComposedKernels
+from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import (
     EcaKernels,
     count_in_place_write,
@@ -197,6 +198,7 @@ def eager_call(
     gate: str,
     channel_dim: int,
     channels: int | None,
+    norm: FrozenNorm | None = None,
 ) -> Tensor | None:
     """ECA or a block tail computed before any checking in Python, or ``None``.
 
@@ -212,13 +214,16 @@ def eager_call(
       kernel's pass just evicted).
     - CUDA, inference and training: :func:`ecanet.ops.prepared_calls.run` launches the Triton
       kernels, or runs the fused autograd Function, directly when a call with the same argument
-      layout and options has passed the checked path before.
+      layout and options has passed the checked path before. There, with grad mode off, the
+      rescale can also apply the eval-mode BatchNorm that ``x`` comes before (``norm``).
 
     Args:
         x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for :func:`fast_eca`.
         activation: ``"relu"`` or ``"none"`` (anything else gives ``None``).
         pooling: ``"avg"`` (anything else gives ``None``).
         channels: the channel count the caller was built for (``None``: any).
+        norm: an eval-mode BatchNorm to apply to ``x`` first, or ``None``: the result is that of
+            the call on ``norm(x)`` (CUDA only; see :func:`ecanet.ops.prepared_calls.run`).
 
     Returns:
         The result, or ``None``.
@@ -229,11 +234,12 @@ def eager_call(
         >>> out is None or torch.allclose(out, x * 0.5)
         True
     """
+    tensors = (x, weight, identity, descriptor) if norm is None else (x, weight, identity, descriptor, *norm[:4])
     if (
-        not (x.is_cuda or (x.is_cpu and not records_graph(x, weight, identity)))
+        not (x.is_cuda or (x.is_cpu and norm is None and not records_graph(x, weight, identity)))
         or pooling != "avg"
         or (activation != "relu" and activation != "none")
-        or _operators_must_be_seen((x, weight, identity, descriptor))
+        or _operators_must_be_seen(tensors)
     ):
         return None
     if x.is_cuda:  # what may change between calls with one key is checked above and here
@@ -242,7 +248,7 @@ def eager_call(
         ):
             return None
         relu = activation == "relu"
-        return prepared_calls.run(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
+        return prepared_calls.run(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, norm)
     entry = cpu_kernels.entry("eca_inference")
     if entry is None:
         return None

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops import triton_kernels
+from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import count_in_place_write, fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.triton_kernels import Geometry
@@ -91,6 +92,7 @@ def run(
     padding: str,
     gate: str,
     channel_dim: int,
+    norm: FrozenNorm | None = None,
 ) -> Tensor | None:
     """``act(x * gate + identity)`` as :func:`ecanet.ops.dispatch.fast_eca` computes it, if a call with
     the same key passed its checks before, else ``None``.
@@ -100,10 +102,16 @@ def run(
     Function. The caller has made sure that no mode needs to see the operators (as
     :func:`ecanet.ops.dispatch.eager_call` does).
 
+    With ``norm``, ``x`` is an eval-mode BatchNorm's input and the result that of the call on
+    ``norm(x)``, whose key it shares (a BatchNorm lays its output out like its input): the norm is
+    applied inside the rescale, and a ``descriptor`` is ``x``'s mean. Only with grad mode off (the
+    norm's parameters get no gradient here) and only when the norm's tensors fit ``x``.
+
     Args:
         x, weight, identity, descriptor, inplace, padding, gate, channel_dim: as for
             :func:`ecanet.ops.dispatch.fast_eca`.
         relu: apply ReLU at the end.
+        norm: the BatchNorm that ``x`` comes before, or ``None``.
 
     Returns:
         The result, or ``None``.
@@ -111,12 +119,14 @@ def run(
     shape = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim))
     if shape is None:
         return None
+    if norm is not None and (torch.is_grad_enabled() or not norm.fits(shape.c, x.device)):
+        return None
     if records_graph(x, weight, identity):
         return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, TritonKernels(shape))
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None
     out = x if inplace else torch.empty_like(x)
-    triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, descriptor, keep_gate=False)
+    triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, descriptor, False, norm)
     if inplace:
         count_in_place_write(x)
     return out

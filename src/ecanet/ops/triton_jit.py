@@ -99,15 +99,48 @@ def neighbours(channels, offset, C, CIRCULAR):
 
 
 @triton.jit
-def channel_gate(descriptor_ptr, weight_ptr, n, channels, C, K, PER_CHANNEL, CIRCULAR, GATE):
+def frozen_norm(mean_ptr, var_ptr, weight_ptr, bias_ptr, eps, channels, present, dtype):
+    # The per-channel scale and shift of an eval-mode BatchNorm, norm(y) = y * scale + shift, from
+    # its running mean and variance, weight and bias; both 0 where not present.
+    var = tl.load(var_ptr + channels, mask=present, other=1.0).to(dtype)
+    scale = tl.load(weight_ptr + channels, mask=present, other=0.0).to(dtype) / tl.sqrt(var + eps)
+    shift = tl.load(bias_ptr + channels, mask=present, other=0.0).to(dtype)
+    shift -= tl.load(mean_ptr + channels, mask=present, other=0.0).to(dtype) * scale
+    return scale, shift
+
+
+@triton.jit
+def channel_gate(
+    descriptor_ptr,
+    weight_ptr,
+    n,
+    channels,
+    C,
+    K,
+    PER_CHANNEL,
+    CIRCULAR,
+    GATE,
+    norm_mean_ptr,
+    norm_var_ptr,
+    norm_weight_ptr,
+    norm_bias_ptr,
+    norm_eps,
+    NORM,
+):
     # ECA's gate for `channels` of sample n: sigmoid or hard sigmoid of the k-tap convolution of
-    # the descriptor across channels (zero or circular padding), as ecanet.ops.channel_gate.
+    # the descriptor across channels (zero or circular padding), as ecanet.ops.channel_gate. With
+    # NORM the descriptor is that of the BatchNorm's input, normalised here.
     valid = channels < C
     row = descriptor_ptr + n.to(tl.int64) * C
     logits = tl.zeros(channels.shape, dtype=descriptor_ptr.dtype.element_ty)
     for j in tl.static_range(K):
         source, present = neighbours(channels, j - K // 2, C, CIRCULAR)
         values = tl.load(row + source, mask=present, other=0.0)
+        if NORM:
+            scale, shift = frozen_norm(
+                norm_mean_ptr, norm_var_ptr, norm_weight_ptr, norm_bias_ptr, norm_eps, source, present, logits.dtype
+            )
+            values = values * scale + shift
         if PER_CHANNEL:
             taps = tl.load(weight_ptr + channels * K + j, mask=valid, other=0.0)
         else:
@@ -206,6 +239,11 @@ def channel_affine_kernel(
     weight_ptr,
     side_out_ptr,
     mean_ptr,
+    norm_mean_ptr,
+    norm_var_ptr,
+    norm_weight_ptr,
+    norm_bias_ptr,
+    norm_eps,
     C,
     S,
     sn,
@@ -213,6 +251,7 @@ def channel_affine_kernel(
     ss,
     INPUT_GRADIENT: tl.constexpr,
     STORE_GATES: tl.constexpr,
+    NORM: tl.constexpr,
     INPLACE: tl.constexpr,
     K: tl.constexpr,
     PER_CHANNEL: tl.constexpr,
@@ -230,16 +269,41 @@ def channel_affine_kernel(
     # - INPUT_GRADIENT: a_ptr holds the gates and b_ptr their gradients (times the gates INPLACE);
     #   b is dL/dmean / S, and the kernel's gradient goes to side_out once per channel (partial
     #   sums per sample and channel block, or per channel).
+    # NORM (forward, inference): x is the input of an eval-mode BatchNorm and a_ptr holds x's means;
+    # the kernel rescales norm(x) = x * scale + shift, so a becomes gate * scale and b gate * shift.
     pid = tl.program_id(0)
     n, c_block, channels, s_block, mask, offsets = tile_offsets(pid, C, S, sn, sc, ss, CHANNELS_INNER, BLOCK_C, BLOCK_S)
     row = n.to(tl.int64) * C
     if INPUT_GRADIENT:
         a = tl.load(a_ptr + row + channels, mask=channels < C, other=0.0)
     else:
-        a = channel_gate(a_ptr, weight_ptr, n, channels, C, K, PER_CHANNEL, CIRCULAR, GATE)
+        a = channel_gate(
+            a_ptr,
+            weight_ptr,
+            n,
+            channels,
+            C,
+            K,
+            PER_CHANNEL,
+            CIRCULAR,
+            GATE,
+            norm_mean_ptr,
+            norm_var_ptr,
+            norm_weight_ptr,
+            norm_bias_ptr,
+            norm_eps,
+            NORM,
+        )
         if STORE_GATES:
             tl.store(side_out_ptr + row + channels, a, mask=(channels < C) & (s_block == 0))
-    out = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(a.dtype) * a[:, None]
+    out = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(a.dtype)
+    if NORM:
+        scale, shift = frozen_norm(
+            norm_mean_ptr, norm_var_ptr, norm_weight_ptr, norm_bias_ptr, norm_eps, channels, channels < C, a.dtype
+        )
+        out = out * (a * scale)[:, None] + (a * shift)[:, None]
+    else:
+        out *= a[:, None]
     if INPUT_GRADIENT:
         d_mean = mean_gradient(b_ptr, a_ptr, weight_ptr, row, channels, C, K, PER_CHANNEL, CIRCULAR, GATE, INPLACE)
         out += (d_mean / S).to(a.dtype)[:, None]

@@ -35,6 +35,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.triton_launch import KernelLauncher
 from ecanet.ops.views import required_channel_geometry, same_layout
 
@@ -290,11 +291,13 @@ def _affine(
     gate: str,
     mean: Tensor | None = None,
     inplace: bool = False,
+    norm: FrozenNorm | None = None,
 ) -> None:
     """Writes ``act(x * a + b + identity)`` into ``out`` (tensors as for :func:`_reduce`).
 
     Without ``b`` (the forward), ``a`` holds the pooled means: the gate is computed from them and
-    stored to ``side_out`` (or not kept, without one). With ``b`` (the input gradient), ``a`` holds
+    stored to ``side_out`` (or not kept, without one); with ``norm``, ``x`` and the means are the
+    norm's input and the kernel rescales ``norm(x)``. With ``b`` (the input gradient), ``a`` holds
     the gates and ``b`` their gradients (times the gates ``inplace``): the shift ``dL/dmean / S`` is
     computed from them, and the kernel's gradient from them and ``mean`` is stored to ``side_out``
     (see :func:`eca_backward`).
@@ -312,6 +315,7 @@ def _affine(
         weight,
         a if side_out is None else side_out,
         a if mean is None else mean,
+        *((a, a, a, a, 0.0) if norm is None else norm),
         shape.c,
         shape.s,
         shape.sn,
@@ -319,6 +323,7 @@ def _affine(
         shape.ss,
         INPUT_GRADIENT=b is not None,
         STORE_GATES=side_out is not None,
+        NORM=norm is not None,
         INPLACE=inplace,
         K=weight.shape[-1],
         PER_CHANNEL=weight.shape[0] > 1,
@@ -349,6 +354,7 @@ def eca_forward(
     out: Tensor,
     known_mean: Tensor | None = None,
     keep_gate: bool = True,
+    norm: FrozenNorm | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """ECA (or a block tail) in two launches: the pooled mean, then ``act(x * gate + identity)``
     into ``out`` with the gate worked out inside the rescale.
@@ -368,14 +374,18 @@ def eca_forward(
         known_mean: ``x``'s pooled mean ``(N, C)`` if already known; the pooling pass is skipped.
         keep_gate: store the gate for a backward; without, it is computed but not kept (one
             allocation fewer at inference).
+        norm: an eval-mode BatchNorm that ``x`` (and ``known_mean``) comes before: the result is
+            ``act(eca(norm(x)) + identity)``, with the norm applied inside the rescale, so a block
+            spends no launch and no pass over memory on it (inference only: the backward does
+            not know it).
 
     Returns:
         ``(mean, gate)``, both ``(N, C)`` in the accumulation dtype (float32, float64 for float64);
-        the gate ``None`` unless kept.
+        the gate ``None`` unless kept; with ``norm``, ``mean`` is ``x``'s.
     """
     mean = _mean(shape, x) if known_mean is None else known_mean.contiguous()
     gates = torch.empty_like(mean) if keep_gate else None
-    _affine(shape, x, mean, None, identity, relu, out, weight.contiguous(), gates, padding, gate)
+    _affine(shape, x, mean, None, identity, relu, out, weight.contiguous(), gates, padding, gate, norm=norm)
     return mean, gates
 
 
