@@ -289,3 +289,48 @@ def test_torch_export_matches_eager():
     exported = torch.export.export(layer, (x,))
     fresh = torch.randn(2, 32, 5, 5)
     torch.testing.assert_close(exported.module()(fresh), layer(fresh), rtol=1e-6, atol=1e-7)
+
+
+def _batchnorm_with_statistics(channels: int, training: bool) -> nn.BatchNorm2d:
+    norm = nn.BatchNorm2d(channels).train(training)
+    with torch.no_grad():
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.normal_()
+        norm.bias.normal_()
+    return norm
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("grad_mode", [False, True])
+def test_residual_after_norm_runs_the_norm_as_a_module_off_the_gpu(training, grad_mode):
+    # Where the norm is not folded into the fused tail (here: CPU tensors) it runs as a module: its
+    # hooks fire and in training mode its running statistics move exactly as a separate call's.
+    torch.manual_seed(0)
+    layer = ECA(16)
+    norm = _batchnorm_with_statistics(16, training)
+    twin = _batchnorm_with_statistics(16, training)
+    twin.load_state_dict(norm.state_dict())
+    x, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    seen = []
+    norm.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    with torch.no_grad():
+        expected = torch.relu(eca_reference(twin(x).double(), layer.conv.weight.double()) + identity.double())
+    with torch.set_grad_enabled(grad_mode):
+        out = layer.residual_after_norm(x.clone(), norm, identity)
+    assert seen == [x.shape]
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm.running_mean, twin.running_mean, rtol=0, atol=0)
+    torch.testing.assert_close(norm.running_var, twin.running_var, rtol=0, atol=0)
+
+
+def test_residual_after_norm_takes_the_normalized_mean_as_descriptor():
+    torch.manual_seed(0)
+    layer, norm = ECA(16), _batchnorm_with_statistics(16, training=False)
+    x, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    with torch.no_grad():
+        normalized = norm(x)
+        descriptor = normalized.mean((2, 3))
+        out = layer.residual_after_norm(x, norm, identity, descriptor=descriptor)
+    expected = torch.relu(eca_reference(normalized.double(), layer.conv.weight.double()) + identity.double())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)

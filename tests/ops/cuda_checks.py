@@ -157,14 +157,39 @@ def test_layer_matches_reference_forward_and_backward(shape_name, dtype, residua
 @pytest.mark.parametrize("name", ["eca_resnet50", "eca_mobilenet_v2"])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_network_inference_matches_float64_cpu(name, memory_format):
+    # The first call takes the checked path (each block's last BatchNorm a module of its own), the
+    # second the prepared one (that BatchNorm applied inside ECA's rescale).
     torch.manual_seed(0)
     model = create_model(name).eval()
     x = torch.randn(4, 3, 160, 160)
     with torch.inference_mode():
         expected = model.double()(x.double())
         model = model.float().to(CUDA, memory_format=memory_format)
-        got = model(x.to(CUDA, memory_format=memory_format))
-    torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-3, atol=1e-3)
+        for _ in range(2):
+            got = model(x.to(CUDA, memory_format=memory_format))
+            torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_inference_folds_each_blocks_last_batchnorm_into_ecas_rescale(memory_format):
+    # A forward hook anywhere makes every BatchNorm run as a module (hooks must see it): the same
+    # network then launches one BatchNorm more per block, and gives the same result.
+    torch.manual_seed(0)
+    model = create_model("eca_resnet50").eval().to(CUDA, memory_format=memory_format)
+    x = torch.randn(4, 3, 96, 96, device=CUDA).to(memory_format=memory_format)
+    y = torch.randn(4, 256, 24, 24, device=CUDA).to(memory_format=memory_format)
+    with torch.no_grad():
+        one_norm = len(_kernels_launched(lambda: model.layer1[0].bn3(y)))
+        folded = _kernels_launched(lambda: model(x))
+        folded_out = model(x)
+        hook = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+        try:
+            unfolded = _kernels_launched(lambda: model(x))
+            unfolded_out = model(x)
+        finally:
+            hook.remove()
+    assert len(unfolded) - len(folded) == 16 * one_norm, (len(unfolded), len(folded), one_norm)
+    torch.testing.assert_close(folded_out, unfolded_out, rtol=1e-4, atol=1e-4)
 
 
 def test_compiled_network_matches_eager():

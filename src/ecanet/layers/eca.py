@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from ecanet import functional as F_eca
 from ecanet.ops import eager_call
+from ecanet.ops.frozen_norm import FrozenNorm
 
 __all__ = ["ECA", "ChannelKernel"]
 
@@ -41,6 +42,17 @@ class ChannelKernel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rows={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}"
+
+
+def _has_forward_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run forward hooks (its own or global ones), which a folded
+    norm must not skip."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or nn.modules.module._global_forward_hooks
+        or nn.modules.module._global_forward_pre_hooks
+    )
 
 
 class ECA(nn.Module):
@@ -158,7 +170,13 @@ class ECA(nn.Module):
 
     @torch.jit.unused  # TorchScript sees the plain operators
     def _eager_call(
-        self, x: Tensor, identity: Tensor | None, descriptor: Tensor | None, activation: str, inplace: bool
+        self,
+        x: Tensor,
+        identity: Tensor | None,
+        descriptor: Tensor | None,
+        activation: str,
+        inplace: bool,
+        norm: FrozenNorm | None = None,
     ) -> Tensor | None:
         """:func:`ecanet.ops.eager_call` with this layer's kernel and options, or ``None``."""
         return eager_call(
@@ -173,6 +191,7 @@ class ECA(nn.Module):
             self.gate,
             self.channel_dim,
             self.channels,
+            norm,
         )
 
     def _check_channels(self, x: Tensor) -> None:
@@ -236,6 +255,44 @@ class ECA(nn.Module):
             inplace,
             descriptor,
         )
+
+    def residual_after_norm(
+        self,
+        y: Tensor,
+        norm: nn.Module,
+        identity: Tensor,
+        activation: str = "relu",
+        inplace: bool = True,
+        descriptor: Tensor | None = None,
+    ) -> Tensor:
+        """``self.residual(norm(y), identity, ...)``, the tail of a block whose branch ends in ``norm``.
+
+        On CUDA tensors with grad mode off, an eval-mode ``nn.BatchNorm2d`` (running statistics,
+        affine) is applied inside ECA's rescale once a call like this one has run, so the block
+        spends no launch and no pass over memory on it (see :mod:`ecanet.ops.frozen_norm`); the
+        result is then written into ``y``'s memory (``inplace``). Everywhere else, and whenever
+        forward hooks would see ``norm`` run, ``norm`` runs as a module first. Not for TorchScript.
+
+        Args:
+            y: the norm's input (the branch's last convolution's output).
+            norm: the branch's last normalization.
+            identity, activation, inplace: as for :meth:`residual`.
+            descriptor: ``norm(y)``'s pooled mean, if the caller has it (see :meth:`residual`).
+
+        Example:
+            >>> eca, norm = ECA(64), nn.BatchNorm2d(64).eval()
+            >>> y, identity = torch.randn(2, 64, 8, 8), torch.randn(2, 64, 8, 8)
+            >>> out = eca.residual_after_norm(y, norm, identity, inplace=False)
+            >>> torch.allclose(out, eca.residual(norm(y), identity, inplace=False))
+            True
+        """
+        if descriptor is None and y.is_cuda and not torch.is_grad_enabled() and not _has_forward_hooks(norm):
+            frozen = FrozenNorm.of(norm)
+            if frozen is not None:
+                out = self._eager_call(y, identity, None, activation, inplace, frozen)
+                if out is not None:
+                    return out
+        return self.residual(norm(y), identity, activation, inplace, descriptor)
 
     def __repr__(self) -> str:
         # One line: the kernel holder is an implementation detail of the state-dict layout.

@@ -119,7 +119,7 @@ class InvertedResidual(nn.Module):
             return self.conv(x)
         eca = self.eca
         if eca is not None:
-            return eca.residual(self.conv[:-1](x), x, activation="none")
+            return eca.residual_after_norm(self.conv[:-2](x), self.conv[-2], x, activation="none")
         return x + self.conv(x)
 
 

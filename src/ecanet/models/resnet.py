@@ -86,9 +86,13 @@ class _AttentionBlock(nn.Module):
             return None
         return pooled_through_norm(y, norm)
 
-    def _tail(self, out: Tensor, identity: Tensor, descriptor: Tensor | None = None) -> Tensor:
+    def _tail(self, y: Tensor, norm: nn.Module, identity: Tensor, descriptor: Tensor | None = None) -> Tensor:
+        """``relu(attention(norm(y)) + identity)``; ECA takes the norm into its fused tail (see
+        :meth:`ecanet.layers.ECA.residual_after_norm`: on a GPU at inference the norm costs no pass of its
+        own)."""
         if self.eca is not None:
-            return self.eca.residual(out, identity, descriptor=descriptor)
+            return self.eca.residual_after_norm(y, norm, identity, descriptor=descriptor)
+        out = norm(y)
         if self.attention is not None:
             out = self.attention(out)
         out += identity
@@ -141,10 +145,9 @@ class BasicBlock(_AttentionBlock):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.conv2(out)
         descriptor = self._compiled_descriptor(out, self.bn2)
-        out = self.bn2(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self._tail(out, identity, descriptor)
+        return self._tail(out, self.bn2, identity, descriptor)
 
 
 class Bottleneck(_AttentionBlock):
@@ -203,10 +206,9 @@ class Bottleneck(_AttentionBlock):
         out = self.conv3(out)
         if descriptor is None:
             descriptor = self._compiled_descriptor(out, self.bn3)
-        out = self.bn3(out)
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self._tail(out, identity, descriptor)
+        return self._tail(out, self.bn3, identity, descriptor)
 
 
 class ResNet(nn.Module):
