@@ -334,3 +334,32 @@ def test_residual_after_norm_takes_the_normalized_mean_as_descriptor():
         out = layer.residual_after_norm(x, norm, identity, descriptor=descriptor)
     expected = torch.relu(eca_reference(normalized.double(), layer.conv.weight.double()) + identity.double())
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+class _FxTail(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.eca = ECA(16)
+
+    def forward(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        return self.eca.residual(x * 1.0, identity)
+
+
+def test_torch_fx_records_one_checked_call_per_layer():
+    # A symbolic trace cannot branch on the input, so the layer records its checked call as one
+    # node; the graph checks the channel count and computes (fast path included) when it runs.
+    torch.manual_seed(0)
+    layer, tail = ECA(16), _FxTail()
+    for module in (layer, tail):
+        calls = [node for node in torch.fx.symbolic_trace(module).graph.nodes if node.op == "call_function"]
+        assert [node.target.__name__ for node in calls if "checked" in node.target.__name__] == [
+            "_checked_eca" if module is layer else "_checked_eca_residual"
+        ]
+    x, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    traced, traced_tail = torch.fx.symbolic_trace(layer), torch.fx.symbolic_trace(tail)
+    torch.testing.assert_close(traced(x), layer(x), rtol=0, atol=0)
+    torch.testing.assert_close(traced_tail(x, identity), tail(x, identity), rtol=0, atol=0)
+    expected = torch.relu(eca_reference(x.double(), tail.eca.conv.weight.double()) + identity.double())
+    torch.testing.assert_close(traced_tail(x, identity).double(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="built for 16 channels but the input has 8"):
+        traced(torch.randn(2, 8, 5, 5))

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecanet import CBAM, ECA, SE, create_model, eca_kernel_size
+from ecanet import CBAM, ECA, SE, add_eca, create_model, eca_kernel_size
 from ecanet.models import resnet
 from ecanet.models.resnet import BasicBlock, Bottleneck, ResNet, build_resnet, eca_stage_attention
 from operator_log import OperatorLog
@@ -381,3 +381,33 @@ def test_compiled_block_inference_matches_float64_reference(block_type, memory_f
     torch._dynamo.reset()
     expected = _block_reference(block.double(), x)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize("grad_mode", [False, True])
+def test_networks_trace_with_torch_fx(name, grad_mode):
+    # torchvision's feature extraction, FX quantization and the like trace the network symbolically.
+    # Under no_grad the bottlenecks' pooling through the projection (CPU inference) is a choice by
+    # size that a trace does not know, so the trace records the plain path.
+    torch.manual_seed(0)
+    kwargs = {"width_mult": 0.25} if "mobilenet" in name else {"width": 16}
+    model = create_model(name, num_classes=10, **kwargs).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.set_grad_enabled(grad_mode):
+        traced = torch.fx.symbolic_trace(model)
+        torch.testing.assert_close(traced(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_feature_extraction_of_a_retrofitted_network():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    add_eca(model)
+    seen = {}
+    model.layer3.register_forward_hook(lambda module, args, out: seen.setdefault("layer3", out))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        extractor = torchvision.models.feature_extraction.create_feature_extractor
+        features = extractor(model, {"layer3": "layer3", "fc": "logits"})(x)
+    torch.testing.assert_close(features["logits"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(features["layer3"], seen["layer3"], rtol=0, atol=0)

@@ -3,7 +3,7 @@
 import math
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from ecanet import functional as F_eca
 from ecanet.ops import eager_call
@@ -42,6 +42,53 @@ class ChannelKernel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rows={self.weight.shape[0]}, kernel_size={self.weight.shape[-1]}"
+
+
+def _check_channel_count(x: Tensor, channels: int | None, channel_dim: int) -> None:
+    if channels is not None and x.dim() >= 3:
+        got = x.shape[1] if channel_dim == 1 else x.shape[-1]
+        if got != channels:
+            raise ValueError(
+                f"ECA was built for {channels} channels but the input has {got} "
+                f"(channel_dim={channel_dim}, shape {list(x.shape)})"
+            )
+
+
+# torch.fx records these two as single calls (their checks branch on the input's shape, which a
+# symbolic trace does not know): a traced graph checks and computes when it runs, fast path included.
+@fx.wrap
+def _checked_eca(
+    x: Tensor,
+    weight: Tensor,
+    channels: int | None,
+    padding: str,
+    pooling: str,
+    gate: str,
+    channel_dim: int,
+    inplace: bool,
+) -> Tensor:
+    """:func:`ecanet.functional.eca` after the layer's channel count is checked."""
+    _check_channel_count(x, channels, channel_dim)
+    return F_eca.eca(x, weight, padding, pooling, gate, channel_dim, inplace)
+
+
+@fx.wrap
+def _checked_eca_residual(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor,
+    channels: int | None,
+    activation: str,
+    padding: str,
+    pooling: str,
+    gate: str,
+    channel_dim: int,
+    inplace: bool,
+    descriptor: Tensor | None,
+) -> Tensor:
+    """:func:`ecanet.functional.eca_residual` after the layer's channel count is checked."""
+    _check_channel_count(x, channels, channel_dim)
+    return F_eca.eca_residual(x, weight, identity, activation, padding, pooling, gate, channel_dim, inplace, descriptor)
 
 
 def _has_forward_hooks(module: nn.Module) -> bool:
@@ -161,12 +208,15 @@ class ECA(nn.Module):
         self.conv.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():
-            out = self._eager_call(x, None, None, "none", self.inplace)
-            if out is not None:
-                return out
-        self._check_channels(x)
-        return F_eca.eca(x, self.conv.weight, self.padding, self.pooling, self.gate, self.channel_dim, self.inplace)
+        # Nested, so that TorchScript (which drops the outer branch) never compiles the fx check.
+        if not torch.jit.is_scripting():  # noqa: SIM102
+            if not isinstance(x, fx.Proxy):  # torch.fx records the checked call below as one node
+                out = self._eager_call(x, None, None, "none", self.inplace)
+                if out is not None:
+                    return out
+        return _checked_eca(
+            x, self.conv.weight, self.channels, self.padding, self.pooling, self.gate, self.channel_dim, self.inplace
+        )
 
     @torch.jit.unused  # TorchScript sees the plain operators
     def _eager_call(
@@ -193,16 +243,6 @@ class ECA(nn.Module):
             self.channels,
             norm,
         )
-
-    def _check_channels(self, x: Tensor) -> None:
-        channels = self.channels
-        if channels is not None and x.dim() >= 3:
-            got = x.shape[1] if self.channel_dim == 1 else x.shape[-1]
-            if got != channels:
-                raise ValueError(
-                    f"ECA was built for {channels} channels but the input has {got} "
-                    f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
-                )
 
     def residual(
         self,
@@ -238,15 +278,17 @@ class ECA(nn.Module):
             >>> torch.allclose(eca.residual(x, identity, inplace=False), torch.relu(eca(x) + identity), atol=1e-6)
             True
         """
-        if not torch.jit.is_scripting():
-            out = self._eager_call(x, identity, descriptor, activation, inplace)
-            if out is not None:
-                return out
-        self._check_channels(x)
-        return F_eca.eca_residual(
+        # Nested, so that TorchScript (which drops the outer branch) never compiles the fx check.
+        if not torch.jit.is_scripting():  # noqa: SIM102
+            if not isinstance(x, fx.Proxy):  # torch.fx records the checked call below as one node
+                out = self._eager_call(x, identity, descriptor, activation, inplace)
+                if out is not None:
+                    return out
+        return _checked_eca_residual(
             x,
             self.conv.weight,
             identity,
+            self.channels,
             activation,
             self.padding,
             self.pooling,
@@ -271,7 +313,8 @@ class ECA(nn.Module):
         affine) is applied inside ECA's rescale once a call like this one has run, so the block
         spends no launch and no pass over memory on it (see :mod:`ecanet.ops.frozen_norm`); the
         result is then written into ``y``'s memory (``inplace``). Everywhere else, and whenever
-        forward hooks would see ``norm`` run, ``norm`` runs as a module first. Not for TorchScript.
+        forward hooks would see ``norm`` run, ``norm`` runs as a module first (so torch.fx records
+        it as a module call). Not for TorchScript.
 
         Args:
             y: the norm's input (the branch's last convolution's output).
@@ -286,7 +329,13 @@ class ECA(nn.Module):
             >>> torch.allclose(out, eca.residual(norm(y), identity, inplace=False))
             True
         """
-        if descriptor is None and y.is_cuda and not torch.is_grad_enabled() and not _has_forward_hooks(norm):
+        if (
+            not isinstance(y, fx.Proxy)
+            and descriptor is None
+            and y.is_cuda
+            and not torch.is_grad_enabled()
+            and not _has_forward_hooks(norm)
+        ):
             frozen = FrozenNorm.of(norm)
             if frozen is not None:
                 out = self._eager_call(y, identity, None, activation, inplace, frozen)

@@ -119,7 +119,10 @@ class InvertedResidual(nn.Module):
             return self.conv(x)
         eca = self.eca
         if eca is not None:
-            return eca.residual_after_norm(self.conv[:-2](x), self.conv[-2], x, activation="none")
+            branch = x
+            for layer in self.conv[:-2]:  # the modules themselves, so torch.fx sees them
+                branch = layer(branch)
+            return eca.residual_after_norm(branch, self.conv[-2], x, activation="none")
         return x + self.conv(x)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from ecanet.functional import eca_descriptor
 from ecanet.ops import eager_pooled_projection
@@ -113,7 +113,8 @@ def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Te
         True
     """
     if (
-        z.device.type != "cpu"
+        isinstance(z, fx.Proxy)  # a torch.fx trace records the plain path (the choice depends on z's size)
+        or z.device.type != "cpu"
         or not _is_pointwise(conv)
         or not is_frozen_batchnorm(norm)
         or not _cheaper_than_pooling_output(z, conv)
