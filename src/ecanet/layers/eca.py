@@ -45,6 +45,7 @@ class ChannelKernel(nn.Module):
 
 
 def _check_channel_count(x: Tensor, channels: int | None, channel_dim: int) -> None:
+    """Raises if ``x`` (3-D or more) does not have the ``channels`` the layer was built for."""
     if channels is not None and x.dim() >= 3:
         got = x.shape[1] if channel_dim == 1 else x.shape[-1]
         if got != channels:
