@@ -512,6 +512,75 @@ def _triton_everywhere(monkeypatch):
         monkeypatch.setattr(dispatch, "kernels_for", lambda x: dispatch._triton_backend())
 
 
+def _prepared_everywhere(monkeypatch):
+    """Also sends CPU tensors down the prepared-call path that CUDA tensors take (interpreted)."""
+    _triton_everywhere(monkeypatch)
+    if DEVICE == "cpu":
+        monkeypatch.setattr(dispatch, "takes_prepared_calls", lambda x: True)
+
+
+def _folded_norm_calls(monkeypatch) -> list[bool]:
+    """Whether each forward launched from here on applied a BatchNorm inside the rescale."""
+    calls = []
+    forward = triton_kernels.eca_forward
+
+    def spy(*args):
+        calls.append(len(args) > 10 and args[10] is not None)  # the norm, passed by position
+        return forward(*args)
+
+    monkeypatch.setattr(triton_kernels, "eca_forward", spy)
+    return calls
+
+
+def _with_running_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_()
+                module.bias.normal_()
+    return model
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("eca_resnet18", {"width": 8}), ("eca_mobilenet_v2", {"width_mult": 0.25})]
+)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, kwargs, memory_format):
+    # The whole route a GPU takes: in the first forward each block whose layout is new runs the
+    # checked path (its last BatchNorm a module); in the second every residual block's call is
+    # prepared, with that BatchNorm inside the rescale. float64 throughout, against the plain
+    # operators. A forward hook anywhere keeps every BatchNorm a module.
+    torch.manual_seed(0)
+    model = _with_running_statistics(create_model(name, num_classes=10, small_input=True, **kwargs)).eval()
+    model = model.to(DEVICE, torch.float64, memory_format=memory_format)
+    # 32 px: the last maps are 2x2 (at 1x1 channels-first and channels-last strides coincide, and a
+    # BatchNorm may return the other one, so its input's layout is not the one prepared).
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64).to(DEVICE, memory_format=memory_format)
+    tails = sum(1 for module in model.modules() if hasattr(module, "eca") and getattr(module, "use_res_connect", True))
+    with torch.no_grad():
+        with monkeypatch.context() as plain:
+            plain.setattr(dispatch, "use_plain_operators", lambda: True)
+            expected = model(x)
+        _prepared_everywhere(monkeypatch)
+        folded = _folded_norm_calls(monkeypatch)
+        checked = model(x)  # a block whose layout an earlier block had is prepared already
+        assert folded.count(True) < tails, folded
+        folded.clear()
+        prepared = model(x)
+        assert folded.count(True) == tails > 0, folded
+        folded.clear()
+        hook = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+        try:
+            hooked = model(x)
+        finally:
+            hook.remove()
+        assert not any(folded)
+    for got in (checked, prepared, hooked):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
 def _one_step(model, x: torch.Tensor, target: torch.Tensor, memory_format=torch.channels_last) -> None:
     """The loss's gradients of ``model`` (moved to :data:`DEVICE`) for one batch."""
     model = model.to(DEVICE, memory_format=memory_format)

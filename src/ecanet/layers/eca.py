@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from ecanet import functional as F_eca
-from ecanet.ops import eager_call
+from ecanet.ops import dispatch, eager_call
 from ecanet.ops.frozen_norm import FrozenNorm
 
 __all__ = ["ECA", "ChannelKernel"]
@@ -333,7 +333,7 @@ class ECA(nn.Module):
         if (
             not isinstance(y, fx.Proxy)
             and descriptor is None
-            and y.is_cuda
+            and dispatch.takes_prepared_calls(y)
             and not torch.is_grad_enabled()
             and not _has_forward_hooks(norm)
         ):

@@ -21,7 +21,15 @@ from ecanet.ops.function import (
 )
 from ecanet.ops.views import channel_geometry, same_layout
 
-__all__ = ["eager_call", "eager_pooled_projection", "fast_eca", "fast_mean", "kernels_for", "use_plain_operators"]
+__all__ = [
+    "eager_call",
+    "eager_pooled_projection",
+    "fast_eca",
+    "fast_mean",
+    "kernels_for",
+    "takes_prepared_calls",
+    "use_plain_operators",
+]
 
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -185,6 +193,20 @@ def _operators_must_be_seen(tensors: tuple[Tensor | None, ...]) -> bool:
     return use_plain_operators() or torch._C._has_torch_function(tensors)
 
 
+def takes_prepared_calls(x: Tensor) -> bool:
+    """Whether eager calls on ``x`` are served by :mod:`ecanet.ops.prepared_calls`: CUDA tensors,
+    whose host time per call is what ECA costs on a GPU.
+
+    The single place that routes by device, so that checks in Triton's interpreter can send CPU
+    tensors down the same path (by replacing this function).
+
+    Example:
+        >>> takes_prepared_calls(torch.zeros(1))
+        False
+    """
+    return x.is_cuda
+
+
 @torch.jit.unused  # TorchScript sees the plain operators
 def eager_call(
     x: Tensor,
@@ -235,14 +257,15 @@ def eager_call(
         True
     """
     tensors = (x, weight, identity, descriptor) if norm is None else (x, weight, identity, descriptor, *norm[:4])
+    prepared = takes_prepared_calls(x)
     if (
-        not (x.is_cuda or (x.is_cpu and norm is None and not records_graph(x, weight, identity)))
+        not (prepared or (x.is_cpu and norm is None and not records_graph(x, weight, identity)))
         or pooling != "avg"
         or (activation != "relu" and activation != "none")
         or _operators_must_be_seen(tensors)
     ):
         return None
-    if x.is_cuda:  # what may change between calls with one key is checked above and here
+    if prepared:  # what may change between calls with one key is checked above and here
         if (channels is not None and x.dim() >= 3 and x.shape[channel_dim] != channels) or (
             torch._C._len_torch_dispatch_stack() > 0
         ):
