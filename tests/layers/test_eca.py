@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from batchnorm_statistics import with_random_statistics
 from ecanet import ECA
 from ecanet.functional import eca
 from reference import eca_reference
@@ -291,16 +292,6 @@ def test_torch_export_matches_eager():
     torch.testing.assert_close(exported.module()(fresh), layer(fresh), rtol=1e-6, atol=1e-7)
 
 
-def _batchnorm_with_statistics(channels: int, training: bool) -> nn.BatchNorm2d:
-    norm = nn.BatchNorm2d(channels).train(training)
-    with torch.no_grad():
-        norm.running_mean.normal_()
-        norm.running_var.uniform_(0.5, 2.0)
-        norm.weight.normal_()
-        norm.bias.normal_()
-    return norm
-
-
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("grad_mode", [False, True])
 def test_residual_after_norm_runs_the_norm_as_a_module_off_the_gpu(training, grad_mode):
@@ -308,8 +299,8 @@ def test_residual_after_norm_runs_the_norm_as_a_module_off_the_gpu(training, gra
     # hooks fire and in training mode its running statistics move exactly as a separate call's.
     torch.manual_seed(0)
     layer = ECA(16)
-    norm = _batchnorm_with_statistics(16, training)
-    twin = _batchnorm_with_statistics(16, training)
+    norm = with_random_statistics(nn.BatchNorm2d(16).train(training))
+    twin = with_random_statistics(nn.BatchNorm2d(16).train(training))
     twin.load_state_dict(norm.state_dict())
     x, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
     seen = []
@@ -326,7 +317,7 @@ def test_residual_after_norm_runs_the_norm_as_a_module_off_the_gpu(training, gra
 
 def test_residual_after_norm_takes_the_normalized_mean_as_descriptor():
     torch.manual_seed(0)
-    layer, norm = ECA(16), _batchnorm_with_statistics(16, training=False)
+    layer, norm = ECA(16), with_random_statistics(nn.BatchNorm2d(16).eval())
     x, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
     with torch.no_grad():
         normalized = norm(x)

@@ -16,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchnorm_statistics import with_random_statistics
 from ecanet.models import create_model
 from ecanet.ops import dispatch, prepared_calls, triton_kernels
 from ecanet.ops.frozen_norm import FrozenNorm
@@ -532,17 +533,6 @@ def _folded_norm_calls(monkeypatch) -> list[bool]:
     return calls
 
 
-def _with_running_statistics(model: torch.nn.Module) -> torch.nn.Module:
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            with torch.no_grad():
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.normal_()
-                module.bias.normal_()
-    return model
-
-
 @pytest.mark.parametrize(
     ("name", "kwargs"), [("eca_resnet18", {"width": 8}), ("eca_mobilenet_v2", {"width_mult": 0.25})]
 )
@@ -553,7 +543,7 @@ def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, k
     # prepared, with that BatchNorm inside the rescale. float64 throughout, against the plain
     # operators. A forward hook anywhere keeps every BatchNorm a module.
     torch.manual_seed(0)
-    model = _with_running_statistics(create_model(name, num_classes=10, small_input=True, **kwargs)).eval()
+    model = with_random_statistics(create_model(name, num_classes=10, small_input=True, **kwargs)).eval()
     model = model.to(DEVICE, torch.float64, memory_format=memory_format)
     # 32 px: the last maps are 2x2 (at 1x1 channels-first and channels-last strides coincide, and a
     # BatchNorm may return the other one, so its input's layout is not the one prepared).

@@ -245,7 +245,7 @@ def eager_call(
         pooling: ``"avg"`` (anything else gives ``None``).
         channels: the channel count the caller was built for (``None``: any).
         norm: an eval-mode BatchNorm to apply to ``x`` first, or ``None``: the result is that of
-            the call on ``norm(x)`` (CUDA only; see :func:`ecanet.ops.prepared_calls.run`).
+            the call on ``norm(x)`` (prepared calls only, see :func:`ecanet.ops.prepared_calls.run`).
 
     Returns:
         The result, or ``None``.
