@@ -354,3 +354,24 @@ def test_torch_fx_records_one_checked_call_per_layer():
     torch.testing.assert_close(traced_tail(x, identity).double(), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="built for 16 channels but the input has 8"):
         traced(torch.randn(2, 8, 5, 5))
+
+
+class _Negated(nn.Module):
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return -weight
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_a_parametrized_kernel_is_what_the_fast_path_reads(residual):
+    # The eager route reads the kernel from the modules' dictionaries; a parametrized one is not
+    # there and must be computed, not taken from its unparametrized original.
+    layer = _layer(16, "zeros", "avg", "sigmoid", True, 1).eval()
+    nn.utils.parametrize.register_parametrization(layer.conv, "weight", _Negated())
+    x, identity = torch.randn(2, 16, 5, 4, dtype=torch.float64), torch.randn(2, 16, 5, 4, dtype=torch.float64)
+    expected = eca_reference(x, layer.conv.weight.detach())
+    with torch.no_grad():
+        if residual:
+            out, expected = layer.residual(x.clone(), identity), torch.relu(expected + identity)
+        else:
+            out = layer(x)
+    torch.testing.assert_close(out, expected)

@@ -47,3 +47,16 @@ def test_frozen_norm_holds_the_modules_own_tensors():
 def test_fits_names_tensors_the_kernel_can_read(change, fits):
     frozen = change(FrozenNorm.of(nn.BatchNorm2d(4).eval()))
     assert frozen.fits(4, torch.device("cpu")) == fits
+
+
+class _Doubled(nn.Module):
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return 2 * weight
+
+
+def test_a_parametrized_norm_is_not_folded():
+    # Its weight is computed on access, not held in the module's parameters, which is where
+    # FrozenNorm looks (nn.Module's attribute lookup costs host time on every call).
+    norm = nn.BatchNorm2d(4).eval()
+    nn.utils.parametrize.register_parametrization(norm, "weight", _Doubled())
+    assert is_frozen_batchnorm(norm) and FrozenNorm.of(norm) is None

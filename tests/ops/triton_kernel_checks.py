@@ -276,7 +276,7 @@ def test_prepared_tail_applies_a_frozen_norm_with_grad_mode_off():
     expected = torch.relu(eca_reference(_normalized(x, norm, 1), weight.double()) + identity.double())
     with torch.no_grad():
         assert prepared_calls.run(x, *options, norm) is None  # no call with this key was checked
-        prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
+        prepared_calls.remember(x, *options)
         assert prepared_calls.run(x, *options, _frozen_norm(5)) is None  # the norm is for other channels
         assert prepared_calls.run(x, *options, norm._replace(bias=norm.bias.double()[::2])) is None  # not dense
     assert prepared_calls.run(x, *options, norm) is None  # grad mode on: the norm's parameters may want gradients
@@ -287,12 +287,30 @@ def test_prepared_tail_applies_a_frozen_norm_with_grad_mode_off():
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("folded", [False, True])
+@pytest.mark.parametrize("descriptor", [False, True])
+def test_prepared_inference_call_plans_nothing_again(monkeypatch, folded, descriptor):
+    # Tiles, grids and constexprs are planned when the call is stored: a later call only launches.
+    x, identity = (_random((2, 6, 3, 5), torch.float32, torch.channels_last) for _ in range(2))
+    weight, norm = _random((1, 1, 3), torch.float32), _frozen_norm(6) if folded else None
+    normalized = _normalized(x, norm, 1) if folded else x.double()
+    mean = x.double().mean((2, 3)).float() if descriptor else None  # with a norm, its input's mean
+    options = (weight, identity, mean, True, False, "zeros", "sigmoid", 1)
+    with torch.no_grad():
+        prepared_calls.remember(x, *options)
+        for planner in ("forward_plan", "_reduction", "_reduction_plan", "_affine_launch", "_affine_plan", "geometry"):
+            monkeypatch.setattr(triton_kernels, planner, None)
+        out = prepared_calls.run(x, *options, norm)
+    expected = torch.relu(eca_reference(normalized, weight.double()) + identity.double())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_prepared_call_repeats_a_checked_call():
     x = _random((2, 6, 3, 5), torch.float32, torch.channels_last)
     weight = _random((1, 1, 3), torch.float32)
     options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
     assert prepared_calls.run(x, *options) is None  # no call with this key was checked
-    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(x, *options)
     out = prepared_calls.run(x, *options)
     assert out is not x and out.stride() == x.stride()
     torch.testing.assert_close(out.double(), eca_reference(x.double(), weight.double()), rtol=1e-5, atol=1e-5)
@@ -305,7 +323,7 @@ def test_prepared_in_place_tail_counts_its_write():
     weight = _random((1, 1, 3), torch.float32)
     descriptor = x.double().mean((2, 3)).float()
     options = (weight, identity, descriptor, True, True, "circular", "hard_sigmoid", 1)
-    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(x, *options)
     gated = eca_reference(x.double(), weight.double(), padding="circular", gate="hard_sigmoid")
     expected = torch.relu(gated + identity)
     version = x._version
@@ -331,8 +349,7 @@ def test_prepared_training_call_matches_reference(layout, residual):
     options = (weight, shortcut, None, residual, residual, "zeros", "sigmoid", channel_dim)
     branch = source * 1.0
     assert prepared_calls.run(branch, *options) is None  # no call with this key was checked
-    key = prepared_calls.call_key(branch, *options)
-    prepared_calls.remember(key, triton_kernels.geometry(branch, channel_dim))
+    prepared_calls.remember(branch, *options)
     out = prepared_calls.run(branch, *options)
     assert out.grad_fn is not None and (out is branch) == residual  # a tail overwrites its branch
     out.backward(grad.float())
@@ -359,7 +376,7 @@ def test_prepared_training_tail_leaves_a_leaf_input_intact():
     identity = _random(shape, torch.float32)
     weight = _random((1, 1, 3), torch.float32)
     options = (weight, identity, None, True, True, "zeros", "sigmoid", 1)
-    prepared_calls.remember(prepared_calls.call_key(x, *options), triton_kernels.geometry(x, 1))
+    prepared_calls.remember(x, *options)
     before = x.detach().clone()
     out = prepared_calls.run(x, *options)
     assert out is not x and torch.equal(x.detach(), before)
@@ -523,13 +540,13 @@ def _prepared_everywhere(monkeypatch):
 def _folded_norm_calls(monkeypatch) -> list[bool]:
     """Whether each forward launched from here on applied a BatchNorm inside the rescale."""
     calls = []
-    forward = triton_kernels.eca_forward
+    forward = triton_kernels.ForwardPlan.__call__
 
-    def spy(*args):
-        calls.append(len(args) > 10 and args[10] is not None)  # the norm, passed by position
-        return forward(*args)
+    def spy(plan, x, weight, identity, out, known_mean=None, norm=None):
+        calls.append(norm is not None)
+        return forward(plan, x, weight, identity, out, known_mean, norm)
 
-    monkeypatch.setattr(triton_kernels, "eca_forward", spy)
+    monkeypatch.setattr(triton_kernels.ForwardPlan, "__call__", spy)
     return calls
 
 

@@ -220,6 +220,14 @@ class ECA(nn.Module):
         )
 
     @torch.jit.unused  # TorchScript sees the plain operators
+    def _kernel_weight(self) -> Tensor:
+        """``self.conv.weight``, read from the modules' dictionaries where it is a plain parameter:
+        ``nn.Module``'s attribute lookups of a submodule and a parameter cost about a microsecond
+        per call, host time that a GPU waits for. A parametrized kernel is read as an attribute."""
+        weight = self._modules["conv"]._parameters.get("weight")
+        return self.conv.weight if weight is None else weight
+
+    @torch.jit.unused  # TorchScript sees the plain operators
     def _eager_call(
         self,
         x: Tensor,
@@ -232,7 +240,7 @@ class ECA(nn.Module):
         """:func:`ecanet.ops.eager_call` with this layer's kernel and options, or ``None``."""
         return eager_call(
             x,
-            self.conv.weight,
+            self._kernel_weight(),
             identity,
             descriptor,
             activation,

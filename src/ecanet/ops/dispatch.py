@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from ecanet.ops import cpu_kernels, prepared_calls, triton_kernels
+from ecanet.ops import cpu_kernels, prepared_calls
 from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import (
@@ -170,9 +170,6 @@ def fast_eca(
     if kernels is None:
         return None
     graph = records_graph(x, weight, identity)
-    key = None
-    if kernels is _triton_backend():  # later calls like this one may skip the checks (on CUDA, see eager_call)
-        key = prepared_calls.call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
     if graph:
         out = fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
     else:  # no graph to record: the kernels run directly (they have no autograd formula of their own)
@@ -182,8 +179,8 @@ def fast_eca(
         kernels.forward(x, weight, identity, relu, padding, gate, out, channel_dim, descriptor)
         if inplace:
             count_in_place_write(x)
-    if key is not None:
-        prepared_calls.remember(key, triton_kernels.geometry(x, channel_dim))
+    if kernels is _triton_backend():  # later calls like this one may skip the checks (on CUDA, see eager_call)
+        prepared_calls.remember(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
     return out
 
 

@@ -10,8 +10,9 @@ Whether a call passes those checks, and the sizes and strides the kernels walk, 
 the arguments' shapes, strides, dtypes and devices and on the options, whether or not the call
 records an autograd graph. So once a call has passed them on the Triton backend,
 :func:`ecanet.ops.dispatch.fast_eca` stores its :class:`~ecanet.ops.triton_kernels.Geometry`
-under :func:`call_key` (:func:`remember`), and :func:`run` serves later calls with the same key
-straight from the store: an inference call by launching the kernels, a training call through
+and its inference launches (:class:`~ecanet.ops.triton_kernels.ForwardPlan`) under
+:func:`call_key` (:func:`remember`), and :func:`run` serves later calls with the same key
+straight from the store: an inference call by launching the planned kernels, a training call through
 the fused autograd Function with a backend that knows the geometry already (so neither its
 forward nor its backward works it out again). What may change from one call to the next (grad
 mode and which tensors require grad, operator-recording modes, tensor subclasses, the layer's
@@ -21,6 +22,8 @@ by the caller (:func:`ecanet.ops.dispatch.eager_call`).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -28,14 +31,22 @@ from ecanet.ops import triton_kernels
 from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import count_in_place_write, fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
-from ecanet.ops.triton_kernels import Geometry
+from ecanet.ops.triton_kernels import ForwardPlan, Geometry
 
 __all__ = ["call_key", "remember", "run"]
 
 _MOST_KEYS = 4096
 """Keys kept; past this (endlessly varying shapes), new layouts take the checked path every time."""
 
-_prepared: dict[tuple, Geometry] = {}
+
+class _Prepared(NamedTuple):
+    """What a call with a stored key needs: its tensors' geometry, and its inference launches planned."""
+
+    shape: Geometry
+    inference: ForwardPlan
+
+
+_prepared: dict[tuple, _Prepared] = {}
 
 
 def call_key(
@@ -76,10 +87,26 @@ def call_key(
     )
 
 
-def remember(key: tuple, shape: Geometry) -> None:
-    """Stores the geometry of a call with ``key`` that passed every check on the Triton backend."""
+def remember(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor | None,
+    descriptor: Tensor | None,
+    relu: bool,
+    inplace: bool,
+    padding: str,
+    gate: str,
+    channel_dim: int,
+) -> None:
+    """Stores a call that passed every check on the Triton backend (arguments as for :func:`run`)
+    under its :func:`call_key`, with its geometry and its inference launches planned."""
     if len(_prepared) < _MOST_KEYS:
-        _prepared[key] = shape
+        key = call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
+        shape = triton_kernels.geometry(x, channel_dim)
+        inference = triton_kernels.forward_plan(
+            shape, x.device, x.dtype, weight.shape, relu, padding, gate, identity is not None, False
+        )
+        _prepared[key] = _Prepared(shape, inference)
 
 
 def run(
@@ -97,8 +124,8 @@ def run(
     """``act(x * gate + identity)`` as :func:`ecanet.ops.dispatch.fast_eca` computes it, if a call with
     the same key passed its checks before, else ``None``.
 
-    Without an autograd graph to record, the kernels run directly
-    (:func:`ecanet.ops.triton_kernels.eca_forward`); with one, through the fused autograd
+    Without an autograd graph to record, the planned kernels run directly
+    (:class:`ecanet.ops.triton_kernels.ForwardPlan`); with one, through the fused autograd
     Function. The caller has made sure that no mode needs to see the operators (as
     :func:`ecanet.ops.dispatch.eager_call` does).
 
@@ -116,17 +143,18 @@ def run(
     Returns:
         The result, or ``None``.
     """
-    shape = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim))
-    if shape is None:
+    prepared = _prepared.get(call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim))
+    if prepared is None:
         return None
-    if norm is not None and (torch.is_grad_enabled() or not norm.fits(shape.c, x.device)):
+    if norm is not None and (torch.is_grad_enabled() or not norm.fits(prepared.shape.c, x.device)):
         return None
     if records_graph(x, weight, identity):
-        return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, TritonKernels(shape))
+        kernels = TritonKernels(prepared.shape)
+        return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None
     out = x if inplace else torch.empty_like(x)
-    triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, descriptor, False, norm)
+    prepared.inference(x, weight, identity, out, descriptor, norm)
     if inplace:
         count_in_place_write(x)
     return out

@@ -40,10 +40,12 @@ from ecanet.ops.triton_launch import KernelLauncher
 from ecanet.ops.views import required_channel_geometry, same_layout
 
 __all__ = [
+    "ForwardPlan",
     "Geometry",
     "channel_mean",
     "eca_backward",
     "eca_forward",
+    "forward_plan",
     "geometry",
     "reduction_splits",
     "tile",
@@ -213,6 +215,77 @@ def _launcher(name: str) -> KernelLauncher:
     return KernelLauncher(getattr(_kernels(), name))
 
 
+class _Launch(NamedTuple):
+    """One launch of a kernel as planned for a geometry: everything but its tensor arguments.
+
+    Planning a launch (tiles, grid, constexprs) depends only on the geometry and the options, so
+    it is worked out once per combination (and, for prepared calls, kept with the call), not on
+    every call: on a GPU the host's time per call is what ECA costs.
+    """
+
+    kernel: KernelLauncher
+    programs: int
+    scalars: tuple[int | float, ...]
+    """The arguments after the tensors (sizes, strides, scale)."""
+    constexprs: dict[str, int | bool]
+
+    def __call__(self, *tensors: Tensor | float) -> None:
+        if self.programs:
+            self.kernel(self.programs, *tensors, *self.scalars, **self.constexprs)
+
+
+class _Reduction(NamedTuple):
+    """A channel reduction planned for a geometry (:func:`_reduction`)."""
+
+    launch: _Launch
+    partial_shape: tuple[int, ...]
+    """``(N, C)``, or ``(N, splits, C)`` when positions are split (the parts are added up after)."""
+    divisor: int | None
+    """Divides the sums afterwards (float64 means: Triton passes a Python float as a float32 scale)."""
+
+    def __call__(
+        self,
+        x: Tensor,
+        other: Tensor | None = None,
+        relu_out: Tensor | None = None,
+        masked: Tensor | None = None,
+        subtrahend: Tensor | None = None,
+    ) -> Tensor:
+        """``(N, C)`` sums in the accumulation dtype (tensors as for :func:`_reduce`)."""
+        partial = torch.empty(self.partial_shape, dtype=_accumulate_dtype(x.dtype), device=x.device)
+        self.launch(
+            x,
+            x if other is None else other,
+            x if relu_out is None else relu_out,
+            x if masked is None else masked,
+            x if subtrahend is None else subtrahend,
+            partial,
+        )
+        sums = partial if len(self.partial_shape) == 2 else partial.sum(1)
+        return sums if self.divisor is None else sums / self.divisor
+
+
+@functools.lru_cache(maxsize=4096)
+def _reduction(
+    shape: Geometry, policy: _SplitPolicy, product: bool, relu: bool, subtract: bool, scale: float, divisor: int | None
+) -> _Reduction:
+    plan = _reduction_plan(shape, policy)
+    n, c, splits = shape.n, shape.c, plan.splits
+    launch = _Launch(
+        _launcher("channel_reduce_kernel"),
+        n * splits * plan.c_blocks,
+        (c, shape.s, shape.sn, shape.sc, shape.ss, splits, plan.blocks_per_split, scale),
+        {
+            "PRODUCT": product,
+            "RELU": relu,
+            "SUBTRACT": subtract,
+            "BLOCK_C": plan.block_c,
+            "BLOCK_S": plan.block_s,
+        },
+    )
+    return _Reduction(launch, (n, c) if splits == 1 else (n, splits, c), divisor)
+
+
 def _reduce(
     shape: Geometry,
     x: Tensor,
@@ -228,46 +301,22 @@ def _reduce(
     ``x`` and the others are tensors that ``shape`` describes (any views of the same memory with
     the same first element would do).
     """
-    plan = _reduction_plan(shape, _split_policy(x.device))
-    n, c, splits = shape.n, shape.c, plan.splits
-    accumulate = _accumulate_dtype(x.dtype)
-    partial = torch.empty((n, c) if splits == 1 else (n, splits, c), dtype=accumulate, device=x.device)
-    if partial.numel():
-        _launcher("channel_reduce_kernel")(
-            n * splits * plan.c_blocks,
-            x,
-            x if other is None else other,
-            x if relu_out is None else relu_out,
-            x if masked is None else masked,
-            x if subtrahend is None else subtrahend,
-            partial,
-            c,
-            shape.s,
-            shape.sn,
-            shape.sc,
-            shape.ss,
-            splits,
-            plan.blocks_per_split,
-            scale,
-            PRODUCT=other is not None,
-            RELU=relu_out is not None,
-            SUBTRACT=subtrahend is not None,
-            BLOCK_C=plan.block_c,
-            BLOCK_S=plan.block_s,
-        )
-    return partial if splits == 1 else partial.sum(1)
+    policy = _split_policy(x.device)
+    reduction = _reduction(shape, policy, other is not None, relu_out is not None, subtrahend is not None, scale, None)
+    return reduction(x, other, relu_out, masked, subtrahend)
 
 
-def _mean(shape: Geometry, x: Tensor) -> Tensor:
-    # Triton passes Python floats as float32 scalars, so float64 sums are divided afterwards.
-    if x.dtype == torch.float64:
-        return _reduce(shape, x, None, None, None, 1.0) / shape.s
-    return _reduce(shape, x, None, None, None, 1.0 / shape.s if shape.s else math.nan)
+def _mean_reduction(shape: Geometry, device: torch.device, dtype: torch.dtype) -> _Reduction:
+    """The pooling pass: per-channel means (float32 and narrower: the division folded into the sum)."""
+    if dtype == torch.float64:
+        return _reduction(shape, _split_policy(device), False, False, False, 1.0, shape.s)
+    return _reduction(shape, _split_policy(device), False, False, False, 1.0 / shape.s if shape.s else math.nan, None)
 
 
 def channel_mean(x: Tensor, channel_dim: int) -> Tensor:
     """Per-channel means ``(N, C)`` of ``x`` over ``S`` in one pass (float32: the division folded into it)."""
-    return _mean(geometry(x, channel_dim), x)
+    shape = geometry(x, channel_dim)
+    return _mean_reduction(shape, x.device, x.dtype)(x)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -277,23 +326,58 @@ def _affine_plan(shape: Geometry) -> tuple[int, int, int]:
     return block_c, block_s, shape.n * -(-shape.c // block_c) * -(-shape.s // block_s)
 
 
-def _affine(
+@functools.lru_cache(maxsize=4096)
+def _affine_launch(
     shape: Geometry,
+    weight_shape: tuple[int, ...],
+    padding: str,
+    gate: str,
+    input_gradient: bool,
+    store_gates: bool,
+    norm: bool,
+    inplace: bool,
+    identity: bool,
+    relu: bool,
+) -> _Launch:
+    """The per-channel affine pass planned for a geometry, an ECA kernel's shape and the options
+    (see :func:`_affine`)."""
+    block_c, block_s, programs = _affine_plan(shape)
+    return _Launch(
+        _launcher("channel_affine_kernel"),
+        programs,
+        (shape.c, shape.s, shape.sn, shape.sc, shape.ss),
+        {
+            "INPUT_GRADIENT": input_gradient,
+            "STORE_GATES": store_gates,
+            "NORM": norm,
+            "INPLACE": inplace,
+            "K": weight_shape[-1],
+            "PER_CHANNEL": weight_shape[0] > 1,
+            "CIRCULAR": padding == "circular",
+            "GATE": _GATES[gate],
+            "HAS_IDENTITY": identity,
+            "RELU": relu,
+            "CHANNELS_INNER": shape.channels_inner,
+            "BLOCK_C": block_c,
+            "BLOCK_S": block_s,
+        },
+    )
+
+
+def _affine(
+    launch: _Launch,
     x: Tensor,
     a: Tensor,
     b: Tensor | None,
     identity: Tensor | None,
-    relu: bool,
     out: Tensor,
     weight: Tensor,
     side_out: Tensor | None,
-    padding: str,
-    gate: str,
     mean: Tensor | None = None,
-    inplace: bool = False,
     norm: FrozenNorm | None = None,
 ) -> None:
-    """Writes ``act(x * a + b + identity)`` into ``out`` (tensors as for :func:`_reduce`).
+    """Writes ``act(x * a + b + identity)`` into ``out`` (tensors as for :func:`_reduce`; the options
+    are ``launch``'s, :func:`_affine_launch`).
 
     Without ``b`` (the forward), ``a`` holds the pooled means: the gate is computed from them and
     stored to ``side_out`` (or not kept, without one); with ``norm``, ``x`` and the means are the
@@ -302,11 +386,7 @@ def _affine(
     computed from them, and the kernel's gradient from them and ``mean`` is stored to ``side_out``
     (see :func:`eca_backward`).
     """
-    block_c, block_s, programs = _affine_plan(shape)
-    if programs == 0:
-        return
-    _launcher("channel_affine_kernel")(
-        programs,
+    launch(
         x,
         a,
         a if b is None else b,
@@ -316,24 +396,6 @@ def _affine(
         a if side_out is None else side_out,
         a if mean is None else mean,
         *((a, a, a, a, 0.0) if norm is None else norm),
-        shape.c,
-        shape.s,
-        shape.sn,
-        shape.sc,
-        shape.ss,
-        INPUT_GRADIENT=b is not None,
-        STORE_GATES=side_out is not None,
-        NORM=norm is not None,
-        INPLACE=inplace,
-        K=weight.shape[-1],
-        PER_CHANNEL=weight.shape[0] > 1,
-        CIRCULAR=padding == "circular",
-        GATE=_GATES[gate],
-        HAS_IDENTITY=identity is not None,
-        RELU=relu,
-        CHANNELS_INNER=shape.channels_inner,
-        BLOCK_C=block_c,
-        BLOCK_S=block_s,
     )
 
 
@@ -341,6 +403,64 @@ def _dense(t: Tensor, dtype: torch.dtype) -> Tensor:
     """``t`` as a contiguous tensor of ``dtype``, without an operator call when it already is one
     (each call is host time on a GPU)."""
     return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
+
+
+class ForwardPlan(NamedTuple):
+    """ECA's forward (or a block tail's) as two launches planned for one geometry and set of options
+    (:func:`forward_plan`): the pooled mean, then ``act(x * gate + identity)`` with the gate worked
+    out inside the rescale.
+
+    Every tile of the rescale computes its channels' gates (:func:`ecanet.ops.channel_gate.channel_gate`
+    of the mean) from the k neighbouring means, so no launches run on the tiny ``(N, C)`` tensors.
+    A plan holds everything but the tensors, so a caller that keeps it (a prepared call,
+    :mod:`ecanet.ops.prepared_calls`) spends no host time on tiles, grids and constexprs again.
+    """
+
+    pool: _Reduction
+    rescale: _Launch
+    rescale_after_norm: _Launch
+    """The rescale applying an eval-mode BatchNorm to its input first."""
+    keep_gate: bool
+
+    def __call__(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        identity: Tensor | None,
+        out: Tensor,
+        known_mean: Tensor | None = None,
+        norm: FrozenNorm | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Runs the forward (arguments as for :func:`eca_forward`)."""
+        mean = self.pool(x) if known_mean is None else known_mean.contiguous()
+        gates = torch.empty_like(mean) if self.keep_gate else None
+        rescale = self.rescale if norm is None else self.rescale_after_norm
+        _affine(rescale, x, mean, None, identity, out, weight.contiguous(), gates, None, norm)
+        return mean, gates
+
+
+@functools.lru_cache(maxsize=4096)
+def forward_plan(
+    shape: Geometry,
+    device: torch.device,
+    dtype: torch.dtype,
+    weight_shape: tuple[int, ...],
+    relu: bool,
+    padding: str,
+    gate: str,
+    identity: bool,
+    keep_gate: bool,
+) -> ForwardPlan:
+    """The :class:`ForwardPlan` of calls on tensors of ``shape``, ``device`` and ``dtype`` with an ECA
+    kernel of ``weight_shape``, with or without an ``identity`` (arguments as for :func:`eca_forward`).
+    """
+    options = (shape, weight_shape, padding, gate, False, keep_gate)
+    return ForwardPlan(
+        _mean_reduction(shape, device, dtype),
+        _affine_launch(*options, False, False, identity, relu),
+        _affine_launch(*options, True, False, identity, relu),
+        keep_gate,
+    )
 
 
 def eca_forward(
@@ -357,10 +477,7 @@ def eca_forward(
     norm: FrozenNorm | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """ECA (or a block tail) in two launches: the pooled mean, then ``act(x * gate + identity)``
-    into ``out`` with the gate worked out inside the rescale.
-
-    Every tile of the rescale computes its channels' gates (:func:`ecanet.ops.channel_gate.channel_gate`
-    of the mean) from the k neighbouring means, so no launches run on the tiny ``(N, C)`` tensors.
+    into ``out`` with the gate worked out inside the rescale (see :class:`ForwardPlan`).
 
     Args:
         shape: the :class:`Geometry` shared by ``x``, ``identity`` and ``out``.
@@ -383,10 +500,8 @@ def eca_forward(
         ``(mean, gate)``, both ``(N, C)`` in the accumulation dtype (float32, float64 for float64);
         the gate ``None`` unless kept; with ``norm``, ``mean`` is ``x``'s.
     """
-    mean = _mean(shape, x) if known_mean is None else known_mean.contiguous()
-    gates = torch.empty_like(mean) if keep_gate else None
-    _affine(shape, x, mean, None, identity, relu, out, weight.contiguous(), gates, padding, gate, norm=norm)
-    return mean, gates
+    plan = forward_plan(shape, x.device, x.dtype, weight.shape, relu, padding, gate, identity is not None, keep_gate)
+    return plan(x, weight, identity, out, known_mean, norm)
 
 
 def eca_backward(
@@ -432,7 +547,8 @@ def eca_backward(
     rows = shape.n if per_channel else shape.n * -(-shape.c // block_c)
     partial = torch.empty((rows, *weight.shape), dtype=mean.dtype, device=mean.device)
     masked_grad = grad if relu_out is None else masked
-    _affine(shape, masked_grad, gate, sums, None, False, dx, weight, partial, padding, gate_kind, mean, inplace)
+    launch = _affine_launch(shape, weight.shape, padding, gate_kind, True, True, False, inplace, False, False)
+    _affine(launch, masked_grad, gate, sums, None, dx, weight, partial, mean)
     return _summed_weight_gradient(partial, weight)
 
 
