@@ -126,3 +126,18 @@ def test_input_errors():
         layer(torch.randn(2, 8, 5, 5))
     with pytest.raises(TypeError, match="floating-point"):
         layer(torch.ones(2, 16, 5, 5, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+def test_torch_fx_traces_the_layers_as_modules(channel_dim):
+    torch.manual_seed(0)
+    layer = CBAM(32, reduction=4, channel_dim=channel_dim).double()
+    traced = torch.fx.symbolic_trace(layer)
+    assert [node.target for node in traced.graph.nodes if node.op == "call_module"] == ["fc1", "fc2"] * 2 + ["spatial"]
+    x = torch.randn(2, 32, 6, 5, dtype=torch.float64)
+    x = x.movedim(1, -1) if channel_dim == -1 else x
+    torch.testing.assert_close(traced(x), _reference(layer, x))
+    with pytest.raises(ValueError, match="expects 4-dim inputs"):
+        traced(x[0])
+    with pytest.raises(ValueError, match="CBAM was built for 32 channels but the input has 16"):
+        traced(x[:, :16] if channel_dim == 1 else x[..., :16])

@@ -137,3 +137,17 @@ def test_input_errors():
         layer(torch.randn(2, 8))
     with pytest.raises(TypeError, match="floating-point"):
         layer(torch.ones(2, 8, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("channel_dim", [1, -1])
+def test_torch_fx_traces_the_mlp_as_modules(channel_dim):
+    # The checks branch on the input's shape, so they are one node each; the MLP stays two module
+    # calls (what FX quantization rewrites). The graph checks the channel count when it runs.
+    torch.manual_seed(0)
+    layer = SE(32, reduction=4, channel_dim=channel_dim).double()
+    traced = torch.fx.symbolic_trace(layer)
+    assert [node.target for node in traced.graph.nodes if node.op == "call_module"] == ["fc1", "fc2"]
+    x = _input(2, 32, (5, 4), channel_dim)
+    torch.testing.assert_close(traced(x), _reference(layer, x))
+    with pytest.raises(ValueError, match="SE was built for 32 channels but the input has 16"):
+        traced(_input(2, 16, (5, 4), channel_dim))

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ecanet import CBAM, ECA, SE, add_eca, create_model, eca_kernel_size
-from ecanet.models import resnet
+from ecanet.models import list_models, resnet
 from ecanet.models.resnet import BasicBlock, Bottleneck, ResNet, build_resnet, eca_stage_attention
 from operator_log import OperatorLog
 from reference import eca_reference
@@ -396,6 +396,18 @@ def test_networks_trace_with_torch_fx(name, grad_mode):
     with torch.set_grad_enabled(grad_mode):
         traced = torch.fx.symbolic_trace(model)
         torch.testing.assert_close(traced(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_network_traces_with_torch_fx(name):
+    # With grad mode on, eager and traced graph take the same path (no pooling through the
+    # projection), so the results agree to rounding even in the deepest random networks.
+    torch.manual_seed(0)
+    kwargs = {"width_mult": 0.25} if "mobilenet" in name else {"width": 8}
+    model = create_model(name, num_classes=10, **kwargs).eval()
+    x = torch.randn(2, 3, 32, 32)
+    traced = torch.fx.symbolic_trace(model)
+    torch.testing.assert_close(traced(x), model(x), rtol=1e-6, atol=1e-6)
 
 
 def test_torchvision_feature_extraction_of_a_retrofitted_network():

@@ -1,14 +1,29 @@
 """CBAM (Woo et al., ECCV 2018): channel then spatial attention, a comparison point of the ECA paper."""
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
-from ecanet import functional as F_eca
-from ecanet.layers.se import bottleneck_mlp, broadcast_channel_weights, excitation
+from ecanet.layers.se import bottleneck_mlp, checked_descriptor, excitation, rescale_channels
 
 __all__ = ["CBAM"]
 
 _CONVS: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+
+fx.wrap("rescale_channels")  # one call in a traced graph here too (see ecanet.layers.se)
+
+
+@fx.wrap  # it branches on the input's rank and shape, which a symbolic trace does not know
+def _checked_pools(x: Tensor, spatial_dims: int, channels: int, channel_dim: int) -> tuple[Tensor, Tensor]:
+    """The average and the maximum of each channel of ``x`` over its positions, ``(N, C)`` each,
+    after checking that ``x`` has the rank and channels the layer was built for."""
+    if x.dim() != spatial_dims + 2:
+        raise ValueError(
+            f"CBAM was built for {spatial_dims} spatial dims (spatial_dims), so it expects "
+            f"{spatial_dims + 2}-dim inputs, got shape {list(x.shape)}"
+        )
+    average = checked_descriptor(x, channels, channel_dim, "CBAM")
+    cdim = 1 if channel_dim == 1 else x.dim() - 1
+    return average, x.amax(dim=[d for d in range(1, x.dim()) if d != cdim])
 
 
 class CBAM(nn.Module):
@@ -95,27 +110,17 @@ class CBAM(nn.Module):
         self.spatial.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"CBAM was built for {self.spatial_dims} spatial dims (spatial_dims), so it expects "
-                f"{self.spatial_dims + 2}-dim inputs, got shape {list(x.shape)}"
-            )
-        cdim = 1 if self.channel_dim == 1 else x.dim() - 1
-        if x.shape[cdim] != self.channels:
-            raise ValueError(
-                f"CBAM was built for {self.channels} channels but the input has {x.shape[cdim]} "
-                f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
-            )
-        average = F_eca.eca_descriptor(x, "avg", self.channel_dim)
-        spatial_axes = [d for d in range(1, x.dim()) if d != cdim]
-        maximum = x.amax(dim=spatial_axes)
+        pools = _checked_pools(x, self.spatial_dims, self.channels, self.channel_dim)
+        average, maximum = pools[0], pools[1]  # indexed: a traced graph records the tuple as one value
         logits = excitation(average, self.fc1, self.fc2) + excitation(maximum, self.fc1, self.fc2)
-        x = x * broadcast_channel_weights(torch.sigmoid(logits).to(x.dtype), x.dim(), self.channel_dim)
+        x = rescale_channels(x, torch.sigmoid(logits), self.channel_dim)
+        # The spatial branch reduces over the channel axis: dim 1 or -1, whatever the rank.
+        cdim = self.channel_dim
         maps = torch.cat([x.mean(dim=cdim, keepdim=True), x.amax(dim=cdim, keepdim=True)], dim=cdim)
-        if self.channel_dim == -1:
+        if cdim == -1:
             maps = maps.movedim(-1, 1)
         gate = torch.sigmoid(self.spatial(maps.to(self.spatial.weight.dtype))).to(x.dtype)
-        if self.channel_dim == -1:
+        if cdim == -1:
             gate = gate.movedim(1, -1)
         return x * gate
 

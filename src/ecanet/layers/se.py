@@ -1,11 +1,11 @@
 """Squeeze-and-Excitation (Hu et al., CVPR 2018): the paper's main comparison point for ECA."""
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from ecanet import functional as F_eca
 
-__all__ = ["SE", "bottleneck_mlp", "broadcast_channel_weights", "excitation"]
+__all__ = ["SE", "bottleneck_mlp", "broadcast_channel_weights", "checked_descriptor", "excitation", "rescale_channels"]
 
 
 class SE(nn.Module):
@@ -84,14 +84,8 @@ class SE(nn.Module):
         self.fc2.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        descriptor = F_eca.eca_descriptor(x, "avg", self.channel_dim)
-        if descriptor.shape[1] != self.channels:
-            raise ValueError(
-                f"SE was built for {self.channels} channels but the input has {descriptor.shape[1]} "
-                f"(channel_dim={self.channel_dim}, shape {list(x.shape)})"
-            )
-        weights = torch.sigmoid(excitation(descriptor, self.fc1, self.fc2)).to(x.dtype)
-        return x * broadcast_channel_weights(weights, x.dim(), self.channel_dim)
+        descriptor = checked_descriptor(x, self.channels, self.channel_dim, "SE")
+        return rescale_channels(x, torch.sigmoid(excitation(descriptor, self.fc1, self.fc2)), self.channel_dim)
 
     def extra_repr(self) -> str:
         parts = [str(self.channels), f"reduction={self.reduction}", f"hidden={self.hidden_channels}"]
@@ -103,6 +97,42 @@ class SE(nn.Module):
 
     def __repr__(self) -> str:
         return f"{self._get_name()}({self.extra_repr()})"
+
+
+# torch.fx records these two as single calls: they branch on the input's rank and shape, which a
+# symbolic trace does not know. The MLP between them stays two module calls in a traced graph.
+@fx.wrap
+def checked_descriptor(x: Tensor, channels: int, channel_dim: int, layer: str) -> Tensor:
+    """``x``'s average-pooled ``(N, C)`` descriptor (:func:`ecanet.functional.eca_descriptor`), after
+    checking that ``x`` has the ``channels`` that ``layer`` (its name, for the error) was built for.
+
+    Example:
+        >>> checked_descriptor(torch.ones(2, 8, 5, 5), 8, 1, "SE").shape
+        torch.Size([2, 8])
+    """
+    descriptor = F_eca.eca_descriptor(x, "avg", channel_dim)
+    if descriptor.shape[1] != channels:
+        raise ValueError(
+            f"{layer} was built for {channels} channels but the input has {descriptor.shape[1]} "
+            f"(channel_dim={channel_dim}, shape {list(x.shape)})"
+        )
+    return descriptor
+
+
+@fx.wrap
+def rescale_channels(x: Tensor, weights: Tensor, channel_dim: int) -> Tensor:
+    """``x`` with each channel multiplied by its weight (cast to ``x``'s dtype).
+
+    Args:
+        x: input ``(N, C, *)`` (``channel_dim=1``) or ``(N, *, C)`` (``channel_dim=-1``).
+        weights: ``(N, C)`` weights.
+        channel_dim: ``1`` or ``-1``.
+
+    Example:
+        >>> rescale_channels(torch.ones(2, 49, 8), torch.full((2, 8), 0.5), -1).unique()
+        tensor([0.5000])
+    """
+    return x * broadcast_channel_weights(weights.to(x.dtype), x.dim(), channel_dim)
 
 
 def broadcast_channel_weights(weights: Tensor, ndim: int, channel_dim: int) -> Tensor:
