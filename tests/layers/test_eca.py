@@ -294,8 +294,9 @@ def test_torch_export_matches_eager():
 
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("grad_mode", [False, True])
-def test_residual_after_norm_runs_the_norm_as_a_module_off_the_gpu(training, grad_mode):
-    # Where the norm is not folded into the fused tail (here: CPU tensors) it runs as a module: its
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_after_norm_runs_the_norm_as_a_module_off_the_gpu(training, grad_mode, shortcut):
+    # Where the norm is not folded into the rescale (here: CPU tensors) it runs as a module: its
     # hooks fire and in training mode its running statistics move exactly as a separate call's.
     torch.manual_seed(0)
     layer = ECA(16)
@@ -306,9 +307,10 @@ def test_residual_after_norm_runs_the_norm_as_a_module_off_the_gpu(training, gra
     seen = []
     norm.register_forward_hook(lambda module, args, out: seen.append(out.shape))
     with torch.no_grad():
-        expected = torch.relu(eca_reference(twin(x).double(), layer.conv.weight.double()) + identity.double())
+        expected = eca_reference(twin(x).double(), layer.conv.weight.double())
+        expected = torch.relu(expected + identity.double()) if shortcut else expected
     with torch.set_grad_enabled(grad_mode):
-        out = layer.residual_after_norm(x.clone(), norm, identity)
+        out = layer.residual_after_norm(x.clone(), norm, identity) if shortcut else layer.after_norm(x, norm)
     assert seen == [x.shape]
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(norm.running_mean, twin.running_mean, rtol=0, atol=0)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchnorm_statistics import with_random_statistics
+from ecanet.layers import ECA
 from ecanet.models import create_model
 from ecanet.ops import dispatch, prepared_calls, triton_kernels
 from ecanet.ops.frozen_norm import FrozenNorm
@@ -556,16 +557,16 @@ def _folded_norm_calls(monkeypatch) -> list[bool]:
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, kwargs, memory_format):
     # The whole route a GPU takes: in the first forward each block whose layout is new runs the
-    # checked path (its last BatchNorm a module); in the second every residual block's call is
-    # prepared, with that BatchNorm inside the rescale. float64 throughout, against the plain
-    # operators. A forward hook anywhere keeps every BatchNorm a module.
+    # checked path (its last BatchNorm a module); in the second every block's call is prepared,
+    # with that BatchNorm inside the rescale (MobileNetV2's blocks without a shortcut too). float64
+    # throughout, against the plain operators. A forward hook anywhere keeps every BatchNorm a module.
     torch.manual_seed(0)
     model = with_random_statistics(create_model(name, num_classes=10, small_input=True, **kwargs)).eval()
     model = model.to(DEVICE, torch.float64, memory_format=memory_format)
     # 32 px: the last maps are 2x2 (at 1x1 channels-first and channels-last strides coincide, and a
     # BatchNorm may return the other one, so its input's layout is not the one prepared).
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64).to(DEVICE, memory_format=memory_format)
-    tails = sum(1 for module in model.modules() if hasattr(module, "eca") and getattr(module, "use_res_connect", True))
+    blocks = sum(1 for module in model.modules() if isinstance(getattr(module, "eca", None), ECA))
     with torch.no_grad():
         with monkeypatch.context() as plain:
             plain.setattr(dispatch, "use_plain_operators", lambda: True)
@@ -573,10 +574,10 @@ def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, k
         _prepared_everywhere(monkeypatch)
         folded = _folded_norm_calls(monkeypatch)
         checked = model(x)  # a block whose layout an earlier block had is prepared already
-        assert folded.count(True) < tails, folded
+        assert folded.count(True) < blocks, folded
         folded.clear()
         prepared = model(x)
-        assert folded.count(True) == tails > 0, folded
+        assert folded.count(True) == blocks > 0, folded
         folded.clear()
         hook = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
         try:

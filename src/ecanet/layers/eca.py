@@ -103,6 +103,20 @@ def _has_forward_hooks(module: nn.Module) -> bool:
     )
 
 
+def _foldable_norm(y: Tensor, norm: nn.Module) -> FrozenNorm | None:
+    """``norm``'s tensors if the call on ``y`` may apply it inside ECA's rescale: the route of
+    :mod:`ecanet.ops.prepared_calls` (CUDA), grad mode off, no forward hooks that would miss it
+    running, not a symbolic trace, and an eval-mode BatchNorm (:meth:`FrozenNorm.of`)."""
+    if (
+        isinstance(y, fx.Proxy)
+        or not dispatch.takes_prepared_calls(y)
+        or torch.is_grad_enabled()
+        or _has_forward_hooks(norm)
+    ):
+        return None
+    return FrozenNorm.of(norm)
+
+
 class ECA(nn.Module):
     """Efficient Channel Attention (Wang et al., CVPR 2020), for inputs of any dimensionality.
 
@@ -338,19 +352,37 @@ class ECA(nn.Module):
             >>> torch.allclose(out, eca.residual(norm(y), identity, inplace=False))
             True
         """
-        if (
-            not isinstance(y, fx.Proxy)
-            and descriptor is None
-            and dispatch.takes_prepared_calls(y)
-            and not torch.is_grad_enabled()
-            and not _has_forward_hooks(norm)
-        ):
-            frozen = FrozenNorm.of(norm)
-            if frozen is not None:
-                out = self._eager_call(y, identity, None, activation, inplace, frozen)
-                if out is not None:
-                    return out
+        frozen = _foldable_norm(y, norm) if descriptor is None else None
+        if frozen is not None:
+            out = self._eager_call(y, identity, None, activation, inplace, frozen)
+            if out is not None:
+                return out
         return self.residual(norm(y), identity, activation, inplace, descriptor)
+
+    def after_norm(self, y: Tensor, norm: nn.Module) -> Tensor:
+        """``self(norm(y))``: ECA after the last normalization of a block without a shortcut.
+
+        As in :meth:`residual_after_norm`, on CUDA tensors with grad mode off an eval-mode
+        ``nn.BatchNorm2d`` is applied inside ECA's rescale once a call like this one has run;
+        everywhere else, and whenever forward hooks would see ``norm`` run, ``norm`` runs as a
+        module first. Not for TorchScript.
+
+        Args:
+            y: the norm's input (the block's last convolution's output).
+            norm: the block's last normalization.
+
+        Example:
+            >>> eca, norm = ECA(64), nn.BatchNorm2d(64).eval()
+            >>> y = torch.randn(2, 64, 8, 8)
+            >>> torch.allclose(eca.after_norm(y, norm), eca(norm(y)))
+            True
+        """
+        frozen = _foldable_norm(y, norm)
+        if frozen is not None:
+            out = self._eager_call(y, None, None, "none", self.inplace, frozen)
+            if out is not None:
+                return out
+        return self(norm(y))
 
     def __repr__(self) -> str:
         # One line: the kernel holder is an implementation detail of the state-dict layout.

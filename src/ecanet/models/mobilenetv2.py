@@ -115,15 +115,16 @@ class InvertedResidual(nn.Module):
         return last if isinstance(last, ECA) else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.use_res_connect:
-            return self.conv(x)
         eca = self.eca
-        if eca is not None:
-            branch = x
-            for layer in self.conv[:-2]:  # the modules themselves, so torch.fx sees them
-                branch = layer(branch)
+        if eca is None:
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+        branch = x
+        for layer in self.conv[:-2]:  # the modules themselves, so torch.fx sees them
+            branch = layer(branch)
+        # ECA takes the projection's BatchNorm (on a GPU at inference it runs inside the rescale).
+        if self.use_res_connect:
             return eca.residual_after_norm(branch, self.conv[-2], x, activation="none")
-        return x + self.conv(x)
+        return eca.after_norm(branch, self.conv[-2])
 
 
 class MobileNetV2(nn.Module):
