@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchnorm_statistics import with_random_statistics
+from ecanet import add_eca
 from ecanet.layers import ECA
 from ecanet.models import create_model
 from ecanet.ops import dispatch, prepared_calls, triton_kernels
@@ -24,6 +25,7 @@ from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.views import channel_view
+from ecanet.retrofit.wrappers import ECAAfter
 from reference import eca_reference
 
 DEVICE = os.environ.get("ECANET_TRITON_DEVICE", "cpu")
@@ -587,6 +589,56 @@ def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, k
         assert not any(folded)
     for got in (checked, prepared, hooked):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", ["plain", "hooked", "inplace"])
+def test_after_norm_folds_into_a_new_tensor_unless_a_hook_must_see_it(monkeypatch, case):
+    # A call is prepared once one with its layout ran, and then applies the BatchNorm inside the
+    # rescale, into a new tensor: never into y, also for an in-place layer (whose checked calls
+    # store another key: here a twin that is not in place stored this one's first). A hook on the
+    # layer must see it run, so it is never folded.
+    torch.manual_seed(0)
+    layer = ECA(6, inplace=case == "inplace").to(DEVICE, torch.float64)
+    norm = with_random_statistics(torch.nn.BatchNorm2d(6)).eval().to(DEVICE, torch.float64)
+    seen = []
+    if case == "hooked":
+        layer.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    y = _random((2, 6, 3, 5), torch.float64, torch.channels_last)
+    before = y.clone()
+    expected = eca_reference(norm(y), layer.conv.weight.detach().double())
+    _prepared_everywhere(monkeypatch)
+    with torch.no_grad():
+        if case == "inplace":
+            ECA(6).to(DEVICE, torch.float64).after_norm(y, norm)
+        folded = _folded_norm_calls(monkeypatch)
+        outs = [layer.after_norm(y, norm) for _ in range(2)]
+    assert folded == {"plain": [False, True], "hooked": [False, False], "inplace": [True, True]}[case]
+    assert len(seen) == (2 if case == "hooked" else 0) and torch.equal(y, before)
+    for out in outs:
+        torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_retrofitted_torchvision_network_folds_each_wrapped_batchnorm(monkeypatch, memory_format):
+    # add_eca wraps each block's last BatchNorm with ECA after it (ECAAfter); on the GPU's route the
+    # second inference applies every one of them inside ECA's rescale.
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    add_eca(model)
+    model = with_random_statistics(model).eval().to(DEVICE, torch.float64, memory_format=memory_format)
+    wrapped = sum(1 for module in model.modules() if isinstance(module, ECAAfter))
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64).to(DEVICE, memory_format=memory_format)
+    with torch.no_grad():
+        with monkeypatch.context() as plain:
+            plain.setattr(dispatch, "use_plain_operators", lambda: True)
+            expected = model(x)
+        _prepared_everywhere(monkeypatch)
+        model(x)
+        folded = _folded_norm_calls(monkeypatch)
+        prepared = model(x)
+    assert folded.count(True) == wrapped == 8, folded
+    torch.testing.assert_close(prepared, expected, rtol=1e-10, atol=1e-10)
 
 
 def _one_step(model, x: torch.Tensor, target: torch.Tensor, memory_format=torch.channels_last) -> None:

@@ -363,13 +363,14 @@ class ECA(nn.Module):
         """``self(norm(y))``: ECA after the last normalization of a block without a shortcut.
 
         As in :meth:`residual_after_norm`, on CUDA tensors with grad mode off an eval-mode
-        ``nn.BatchNorm2d`` is applied inside ECA's rescale once a call like this one has run;
-        everywhere else, and whenever forward hooks would see ``norm`` run, ``norm`` runs as a
-        module first. Not for TorchScript.
+        ``nn.BatchNorm2d`` is applied inside ECA's rescale once a call like this one has run, into
+        a new tensor (an ``inplace`` layer writes into ``norm``'s output, which then does not exist,
+        and never into ``y``); everywhere else, and whenever forward hooks would see ``norm`` or
+        this layer run, both run as modules. Not for TorchScript.
 
         Args:
             y: the norm's input (the block's last convolution's output).
-            norm: the block's last normalization.
+            norm: the block's last normalization (any module: others than a BatchNorm just run).
 
         Example:
             >>> eca, norm = ECA(64), nn.BatchNorm2d(64).eval()
@@ -377,9 +378,9 @@ class ECA(nn.Module):
             >>> torch.allclose(eca.after_norm(y, norm), eca(norm(y)))
             True
         """
-        frozen = _foldable_norm(y, norm)
+        frozen = None if _has_forward_hooks(self) else _foldable_norm(y, norm)
         if frozen is not None:
-            out = self._eager_call(y, None, None, "none", self.inplace, frozen)
+            out = self._eager_call(y, None, None, "none", False, frozen)
             if out is not None:
                 return out
         return self(norm(y))

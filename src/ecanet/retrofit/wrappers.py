@@ -5,6 +5,7 @@ and :class:`ECAInsteadOf` takes the place of a squeeze-and-excitation module. Bo
 original module object, so :func:`ecanet.remove_eca` puts back exactly what was there.
 """
 
+import torch
 from torch import Tensor, nn
 
 from ecanet.layers.eca import ECA
@@ -41,6 +42,9 @@ class ECAAfter(nn.Module):
         self.eca = eca
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():  # TorchScript drops this branch
+            # On a GPU at inference an eval-mode BatchNorm then runs inside ECA's rescale.
+            return self.eca.after_norm(x, self.module)
         return self.eca(self.module(x))
 
     def original(self) -> nn.Module:
