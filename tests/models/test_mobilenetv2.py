@@ -136,3 +136,18 @@ def test_class_errors():
 def test_attention_override_on_eca_builder():
     model = mobilenetv2.eca_mobilenet_v2(width_mult=0.25, attention=None)
     assert not any(isinstance(m, ECA) for m in model.modules())
+
+
+@pytest.mark.parametrize(("inp", "stride"), [(16, 1), (8, 2)])  # with and without the shortcut
+def test_hooks_on_an_eca_blocks_sequence_see_it_run(inp, stride):
+    # ECA's blocks call the sequence's layers one by one (ECA takes the last BatchNorm into its
+    # call); a hook on the sequence itself must still see it run, with the same result.
+    torch.manual_seed(0)
+    block = InvertedResidual(inp, 16, stride, 6, attention="eca").eval()
+    x = torch.randn(2, inp, 8, 8)
+    with torch.no_grad():
+        expected = block(x)
+        seen = []
+        block.conv.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+        torch.testing.assert_close(block(x), expected, rtol=1e-6, atol=1e-6)  # the fused tail rounds once
+    assert seen == [expected.shape]

@@ -9,7 +9,7 @@ from ecanet import functional as F_eca
 from ecanet.ops import dispatch, eager_call
 from ecanet.ops.frozen_norm import FrozenNorm
 
-__all__ = ["ECA", "ChannelKernel"]
+__all__ = ["ECA", "ChannelKernel", "has_forward_hooks"]
 
 
 class ChannelKernel(nn.Module):
@@ -92,9 +92,14 @@ def _checked_eca_residual(
     return F_eca.eca_residual(x, weight, identity, activation, padding, pooling, gate, channel_dim, inplace, descriptor)
 
 
-def _has_forward_hooks(module: nn.Module) -> bool:
-    """Whether calling ``module`` would run forward hooks (its own or global ones), which a folded
-    norm must not skip."""
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether calling ``module`` would run forward hooks (its own or global ones), which a fused
+    call that skips running it must not skip.
+
+    Example:
+        >>> has_forward_hooks(nn.ReLU())
+        False
+    """
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
@@ -111,7 +116,7 @@ def _foldable_norm(y: Tensor, norm: nn.Module) -> FrozenNorm | None:
         isinstance(y, fx.Proxy)
         or not dispatch.takes_prepared_calls(y)
         or torch.is_grad_enabled()
-        or _has_forward_hooks(norm)
+        or has_forward_hooks(norm)
     ):
         return None
     return FrozenNorm.of(norm)
@@ -378,7 +383,7 @@ class ECA(nn.Module):
             >>> torch.allclose(eca.after_norm(y, norm), eca(norm(y)))
             True
         """
-        frozen = None if _has_forward_hooks(self) else _foldable_norm(y, norm)
+        frozen = None if has_forward_hooks(self) else _foldable_norm(y, norm)
         if frozen is not None:
             out = self._eager_call(y, None, None, "none", False, frozen)
             if out is not None:

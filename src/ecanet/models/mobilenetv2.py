@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ecanet.layers.eca import ECA
+from ecanet.layers.eca import ECA, has_forward_hooks
 from ecanet.layers.factory import AttentionSpec, create_attention
 from ecanet.layers.se import SE
 
@@ -116,7 +116,7 @@ class InvertedResidual(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         eca = self.eca
-        if eca is None:
+        if eca is None or has_forward_hooks(self.conv):  # hooks on the sequence see it run as one
             return x + self.conv(x) if self.use_res_connect else self.conv(x)
         branch = x
         for layer in self.conv[:-2]:  # the modules themselves, so torch.fx sees them
