@@ -30,8 +30,10 @@ test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest
 
 # Layer, call and model benchmarks on one thread (about 10 minutes here); `ecanet bench --quick` is the short run.
+# Then a GPU's host time per block, simulated on CPU tensors (the GPU's route, launches skipped; 20 s).
 bench: $(VENV)/.installed-dev
 	$(BIN)/ecanet bench --threads 1 --out benchmarks/cpu-1-thread
+	$(BIN)/ecanet bench --threads 1 --groups host --out benchmarks/cpu-host-route
 
 # On a machine with a CUDA GPU: the Triton kernels compiled for it and the layer and networks on
 # CUDA, against float64 references (CI has no GPU; it checks the kernels in Triton's interpreter).

@@ -16,14 +16,19 @@ import torch
 from tqdm import tqdm
 
 from ecanet.bench.allocator import pin_glibc_thresholds
+from ecanet.bench.host import benchmark_host_block
 from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_call, benchmark_layer, benchmark_tail
 from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
 from ecanet.training.files import write_atomically
 
-__all__ = ["GROUPS", "bench_cases", "machine_description", "run_bench", "select_cases"]
+__all__ = ["DEFAULT_GROUPS", "GROUPS", "bench_cases", "machine_description", "run_bench", "select_cases"]
 
-GROUPS = ("layer", "tail", "call", "model")
+GROUPS = ("layer", "tail", "call", "model", "host")
+
+DEFAULT_GROUPS = ("layer", "tail", "call", "model")
+"""What runs unless groups are named: ``"host"`` (a GPU's host time, simulated on CPU tensors,
+:mod:`ecanet.bench.host`) runs on request, into results of its own."""
 
 Case = tuple[str, Callable[[], list[BenchRow]]]
 
@@ -48,7 +53,7 @@ training (batch 64, 32 px); on a GPU, where those are too small to keep it busy,
 
 
 def bench_cases(
-    groups: Sequence[str] = GROUPS,
+    groups: Sequence[str] = DEFAULT_GROUPS,
     *,
     quick: bool = False,
     rounds: int | None = None,
@@ -66,10 +71,12 @@ def bench_cases(
     case is also replayed from CUDA graphs (the GPU's work without the host's), and training is
     also compiled (NCHW float32, channels-last bfloat16). Models
     get as many rounds as layers. ``quick`` keeps the first and last stage
-    shapes, float32 only, eager models only, and 5 rounds.
+    shapes, float32 only, eager models only, and 5 rounds. ``"host"`` (CPU only) times a ResNet-50
+    bottleneck's inference and training step on the GPU's route with its launches skipped
+    (:mod:`ecanet.bench.host`).
 
     Args:
-        groups: any of ``"layer"``, ``"tail"``, ``"call"``, ``"model"``.
+        groups: any of ``"layer"``, ``"tail"``, ``"call"``, ``"model"``, ``"host"``.
         quick: the short run.
         rounds: measured rounds per layer case (default 15, quick 5).
 
@@ -83,6 +90,8 @@ def bench_cases(
     rounds = rounds if rounds is not None else (5 if quick else 15)
     warmup = 1 if quick else 2
     device = torch.device(device)
+    if "host" in groups and device.type != "cpu":
+        raise ValueError("the host group simulates a GPU's host on CPU tensors; on a GPU the model group measures it")
     # Models too: their goals (<= 2% overhead) sit below the run-to-run scatter of a few rounds.
     timing = {"rounds": rounds, "warmup": warmup, "device": device}
     shapes = (RESNET50_STAGE_SHAPES[0], RESNET50_STAGE_SHAPES[-1]) if quick else RESNET50_STAGE_SHAPES
@@ -132,6 +141,10 @@ def bench_cases(
                     model_cases.append((label, partial(benchmark_model_training, **options)))
         pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
         cases += [(label, pin(run)) for label, run in model_cases]
+    if "host" in groups:
+        for mode in ("inference", "training"):
+            label = f"host bottleneck {mode} channels_last float32"
+            cases.append((label, partial(benchmark_host_block, mode, rounds=rounds, warmup=warmup)))
     return cases
 
 

@@ -9,7 +9,7 @@ import torch
 
 from ecanet.bench.device import bench_device
 from ecanet.bench.report import format_table
-from ecanet.bench.suite import GROUPS, bench_cases, run_bench, select_cases
+from ecanet.bench.suite import DEFAULT_GROUPS, GROUPS, bench_cases, run_bench, select_cases
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="short run: 2 shapes, float32, 5 rounds")
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds per case (default 15, quick 5)")
     parser.add_argument(
-        "--groups", nargs="+", choices=GROUPS, default=list(GROUPS), help="which benchmark groups to run"
+        "--groups",
+        nargs="+",
+        choices=GROUPS,
+        default=list(DEFAULT_GROUPS),
+        help="which benchmark groups to run (default: all but host, the GPU route's host time simulated on CPU)",
     )
     parser.add_argument(
         "--only",

@@ -1,0 +1,165 @@
+"""What ECA costs a GPU's host, measured on any machine: ECA's CUDA route with its launches skipped.
+
+On a GPU an eager ECA call costs mostly what the host needs to issue it (see
+``docs/performance.md``, GPU): the checks, the prepared call's key, the kernels' arguments and two
+launches, against the plain block's BatchNorm, addition and ReLU. :func:`cuda_route_without_launches`
+sends CPU tensors down that route (:func:`ecanet.ops.dispatch.takes_prepared_calls`, the Triton
+backend) and replaces every Triton launch with a no-op, so the Python a GPU's host runs per call
+can be timed without a GPU, and compared in the same process with the plain block (whose ATen
+operators do run, on tiny CPU tensors). ECA's outputs are not computed there: only the time means
+anything. Needs Triton installed (its kernels are planned, never compiled).
+
+Training steps have a third candidate, ``function``: the plain block with its tail (addition and
+ReLU) inside a minimal ``torch.autograd.Function``. ECA's fused training tail is such a Function,
+so that row is the part of ECA's host time that its Python can never remove.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from ecanet.bench.report import BenchRow, rows_from_stats
+from ecanet.bench.timing import time_side_by_side
+from ecanet.models.resnet import Bottleneck
+from ecanet.ops import dispatch
+
+__all__ = ["HOST_BLOCK_SHAPE", "benchmark_host_block", "cuda_route_without_launches"]
+
+HOST_BLOCK_SHAPE = (8, 256, 2, 2)
+"""A ResNet-50 bottleneck's input (256 channels, 64 inside): its maps are tiny, so that the plain
+block's CPU operators cost about what their launches cost a GPU's host."""
+
+
+@contextlib.contextmanager
+def cuda_route_without_launches() -> Iterator[None]:
+    """Within the block, CPU tensors take the route of CUDA tensors, and Triton launches nothing.
+
+    Raises:
+        RuntimeError: Triton is not installed.
+
+    Example:
+        >>> with cuda_route_without_launches():
+        ...     dispatch.takes_prepared_calls(torch.zeros(1))
+        True
+        >>> dispatch.takes_prepared_calls(torch.zeros(1))
+        False
+    """
+    if importlib.util.find_spec("triton") is None:
+        raise RuntimeError("the host benchmark plans ECA's Triton launches: it needs Triton installed")
+    from ecanet.ops.triton_launch import KernelLauncher
+
+    with contextlib.ExitStack() as undo:
+        for owner, name, replacement in (
+            (dispatch, "takes_prepared_calls", _always),
+            (dispatch, "kernels_for", _triton_backend_for),
+            (KernelLauncher, "__call__", _launch_nothing),
+        ):
+            undo.callback(setattr, owner, name, getattr(owner, name))
+            setattr(owner, name, replacement)
+        yield
+
+
+def _always(x: torch.Tensor) -> bool:
+    return True
+
+
+def _triton_backend_for(x: torch.Tensor) -> object:
+    return dispatch._triton_backend()
+
+
+def _launch_nothing(launcher: object, programs: int, *args: object, **constexprs: object) -> None:
+    return None
+
+
+def benchmark_host_block(
+    mode: str = "inference",
+    *,
+    rounds: int = 15,
+    warmup: int = 2,
+    min_round_seconds: float = 0.05,
+) -> list[BenchRow]:
+    """Times a ResNet-50 bottleneck with and without ECA on :func:`cuda_route_without_launches`.
+
+    ``"inference"``: an eval-mode forward without autograd (ECA's calls prepared from the second
+    one on, the last BatchNorm inside ECA's rescale). ``"training"``: a train-mode forward and
+    backward. Channels-last float32, input :data:`HOST_BLOCK_SHAPE`. Each round repeats the call
+    for at least ``min_round_seconds``; the rows' ``extra_us`` is what ECA adds to the host's
+    time per block.
+
+    Args:
+        mode: ``"inference"`` or ``"training"``.
+        rounds, warmup: as for :func:`ecanet.bench.timing.time_side_by_side`.
+        min_round_seconds: time per candidate and round.
+
+    Example:
+        >>> rows = benchmark_host_block(rounds=1, warmup=0, min_round_seconds=0.0)
+        >>> [row.candidate for row in rows], rows[1].group
+        (['none', 'eca'], 'host')
+        >>> [row.candidate for row in benchmark_host_block("training", rounds=1, warmup=0, min_round_seconds=0.0)]
+        ['none', 'eca', 'function']
+    """
+    if mode not in ("inference", "training"):
+        raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(HOST_BLOCK_SHAPE, generator=generator).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(HOST_BLOCK_SHAPE, generator=generator).contiguous(memory_format=torch.channels_last)
+    channels, width = HOST_BLOCK_SHAPE[1], HOST_BLOCK_SHAPE[1] // Bottleneck.expansion
+    candidates: dict[str, Callable[[], object]] = {}
+    blocks = (("none", Bottleneck, None), ("eca", Bottleneck, "eca"))
+    if mode == "training":
+        blocks += (("function", _BottleneckWithFunctionTail, None),)
+    for name, kind, attention in blocks:
+        torch.manual_seed(0)
+        block = kind(channels, width, attention=attention).to(memory_format=torch.channels_last)
+        block.train(mode == "training")
+        candidates[name] = _forward(block, x) if mode == "inference" else _step(block, x, grad)
+    with cuda_route_without_launches():
+        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=min_round_seconds)
+    case = f"bottleneck {'x'.join(map(str, HOST_BLOCK_SHAPE))}"
+    return rows_from_stats("host", case, "channels_last", "float32", mode, stats, "none")
+
+
+def _forward(block: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def forward() -> object:
+        with torch.no_grad():
+            return block(x)
+
+    return forward
+
+
+def _step(block: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor) -> Callable[[], object]:
+    def step() -> None:
+        block(x).backward(grad)
+
+    return step
+
+
+class _TailInFunction(torch.autograd.Function):
+    """The plain tail ``relu(y + identity)`` (in place, as the block does it) as an autograd Function."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        out = y.add_(identity).relu_()
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        (out,) = ctx.saved_tensors
+        masked = grad * (out > 0)
+        return masked, masked
+
+
+class _BottleneckWithFunctionTail(Bottleneck):
+    """The plain bottleneck, its tail run through :class:`_TailInFunction`."""
+
+    def _tail(
+        self, y: torch.Tensor, norm: torch.nn.Module, identity: torch.Tensor, descriptor: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return _TailInFunction.apply(norm(y), identity)

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="the host benchmark plans ECA's Triton launches")
+
+from ecanet.bench.host import (
+    HOST_BLOCK_SHAPE,
+    _BottleneckWithFunctionTail,
+    benchmark_host_block,
+    cuda_route_without_launches,
+)
+from ecanet.bench.suite import bench_cases
+from ecanet.models.resnet import Bottleneck
+from ecanet.ops import dispatch, triton_kernels
+from ecanet.ops.triton_launch import KernelLauncher
+
+
+def _patched():
+    return dispatch.takes_prepared_calls, dispatch.kernels_for, KernelLauncher.__call__
+
+
+def test_the_route_is_restored_after_the_block_even_after_an_error():
+    before = _patched()
+    with pytest.raises(KeyError), cuda_route_without_launches():
+        assert _patched() != before
+        raise KeyError("inside")
+    assert _patched() == before
+    assert not dispatch.takes_prepared_calls(torch.zeros(1))
+
+
+def test_the_eca_block_takes_the_gpus_route_with_its_batchnorm_folded(monkeypatch):
+    # What the benchmark times must be what a GPU's host runs: from the second inference on, a
+    # prepared call applying the block's last BatchNorm inside the rescale (launching nothing).
+    folded = []
+    forward = triton_kernels.ForwardPlan.__call__
+
+    def spy(plan, x, weight, identity, out, known_mean=None, norm=None):
+        folded.append(norm is not None)
+        return forward(plan, x, weight, identity, out, known_mean, norm)
+
+    monkeypatch.setattr(triton_kernels.ForwardPlan, "__call__", spy)
+    block = Bottleneck(256, 64, attention="eca").eval().to(memory_format=torch.channels_last)
+    x = torch.randn(HOST_BLOCK_SHAPE).contiguous(memory_format=torch.channels_last)
+    with cuda_route_without_launches(), torch.no_grad():
+        for _ in range(3):
+            block(x)
+    assert folded == [False, True, True]
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_rows_compare_the_eca_block_with_the_plain_one(mode):
+    rows = benchmark_host_block(mode, rounds=2, warmup=1, min_round_seconds=0.0)
+    candidates = ["none", "eca"] + (["function"] if mode == "training" else [])
+    assert [(row.group, row.candidate, row.reference, row.mode) for row in rows] == [
+        ("host", candidate, "none", mode) for candidate in candidates
+    ]
+    assert all(row.median_ms > 0 and row.rounds == 2 for row in rows)
+
+
+def test_the_function_candidate_computes_the_plain_blocks_step():
+    # Its tail is the plain tail inside an autograd Function: same output, same gradients.
+    x, grad = torch.randn(HOST_BLOCK_SHAPE, dtype=torch.float64), torch.randn(HOST_BLOCK_SHAPE, dtype=torch.float64)
+    steps = []
+    for kind in (Bottleneck, _BottleneckWithFunctionTail):
+        torch.manual_seed(0)
+        block = kind(256, 64).double()
+        source = x.clone().requires_grad_()
+        out = block(source)
+        out.backward(grad)
+        steps.append((out.detach(), source.grad, block.conv1.weight.grad))
+    for got, expected in zip(steps[1], steps[0], strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_mode_and_gpu_device_are_refused():
+    with pytest.raises(ValueError, match="mode must be"):
+        benchmark_host_block("eval")
+    with pytest.raises(ValueError, match="host group simulates"):
+        bench_cases(["host"], device="cuda")
+    assert [label for label, _ in bench_cases(["host"])] == [
+        "host bottleneck inference channels_last float32",
+        "host bottleneck training channels_last float32",
+    ]
+    assert not any(label.startswith("host") for label, _ in bench_cases())  # on request only
