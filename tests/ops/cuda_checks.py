@@ -170,25 +170,28 @@ def test_network_inference_matches_float64_cpu(name, memory_format):
             torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize(("name", "blocks"), [("eca_resnet50", 16), ("eca_mobilenet_v2", 17)])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_inference_folds_each_blocks_last_batchnorm_into_ecas_rescale(memory_format):
-    # A forward hook anywhere makes every BatchNorm run as a module (hooks must see it): the same
-    # network then launches one BatchNorm more per block, and gives the same result.
+def test_inference_folds_each_blocks_last_batchnorm_into_ecas_rescale(name, blocks, memory_format):
+    # A forward hook on a BatchNorm makes it run as a module (the hook must see it): with hooks on
+    # all of them the same network launches one BatchNorm more per block, and gives the same result.
     torch.manual_seed(0)
-    model = create_model("eca_resnet50").eval().to(CUDA, memory_format=memory_format)
+    model = create_model(name).eval().to(CUDA, memory_format=memory_format)
     x = torch.randn(4, 3, 96, 96, device=CUDA).to(memory_format=memory_format)
-    y = torch.randn(4, 256, 24, 24, device=CUDA).to(memory_format=memory_format)
+    norms = [module for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+    y = torch.randn(4, norms[0].num_features, 24, 24, device=CUDA).to(memory_format=memory_format)
     with torch.no_grad():
-        one_norm = len(_kernels_launched(lambda: model.layer1[0].bn3(y)))
+        one_norm = len(_kernels_launched(lambda: norms[0](y)))
         folded = _kernels_launched(lambda: model(x))
         folded_out = model(x)
-        hook = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: None)
+        hooks = [norm.register_forward_hook(lambda module, args, out: None) for norm in norms]
         try:
             unfolded = _kernels_launched(lambda: model(x))
             unfolded_out = model(x)
         finally:
-            hook.remove()
-    assert len(unfolded) - len(folded) == 16 * one_norm, (len(unfolded), len(folded), one_norm)
+            for hook in hooks:
+                hook.remove()
+    assert len(unfolded) - len(folded) == blocks * one_norm, (len(unfolded), len(folded), one_norm)
     torch.testing.assert_close(folded_out, unfolded_out, rtol=1e-4, atol=1e-4)
 
 
