@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from folded_norms import folded_norm_calls
+
 pytest.importorskip("triton", reason="the host benchmark plans ECA's Triton launches")
 
 from ecanet.bench.host import (
@@ -11,7 +13,7 @@ from ecanet.bench.host import (
 )
 from ecanet.bench.suite import bench_cases
 from ecanet.models.resnet import Bottleneck
-from ecanet.ops import dispatch, triton_kernels
+from ecanet.ops import dispatch
 from ecanet.ops.triton_launch import KernelLauncher
 
 
@@ -31,14 +33,7 @@ def test_the_route_is_restored_after_the_block_even_after_an_error():
 def test_the_eca_block_takes_the_gpus_route_with_its_batchnorm_folded(monkeypatch):
     # What the benchmark times must be what a GPU's host runs: from the second inference on, a
     # prepared call applying the block's last BatchNorm inside the rescale (launching nothing).
-    folded = []
-    forward = triton_kernels.ForwardPlan.__call__
-
-    def spy(plan, x, weight, identity, out, known_mean=None, norm=None):
-        folded.append(norm is not None)
-        return forward(plan, x, weight, identity, out, known_mean, norm)
-
-    monkeypatch.setattr(triton_kernels.ForwardPlan, "__call__", spy)
+    folded = folded_norm_calls(monkeypatch)
     block = Bottleneck(256, 64, attention="eca").eval().to(memory_format=torch.channels_last)
     x = torch.randn(HOST_BLOCK_SHAPE).contiguous(memory_format=torch.channels_last)
     with cuda_route_without_launches(), torch.no_grad():

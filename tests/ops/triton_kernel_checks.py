@@ -26,6 +26,7 @@ from ecanet.ops.function import fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.views import channel_view
 from ecanet.retrofit.wrappers import ECAAfter
+from folded_norms import folded_norm_calls
 from reference import eca_reference
 
 DEVICE = os.environ.get("ECANET_TRITON_DEVICE", "cpu")
@@ -540,19 +541,6 @@ def _prepared_everywhere(monkeypatch):
         monkeypatch.setattr(dispatch, "takes_prepared_calls", lambda x: True)
 
 
-def _folded_norm_calls(monkeypatch) -> list[bool]:
-    """Whether each forward launched from here on applied a BatchNorm inside the rescale."""
-    calls = []
-    forward = triton_kernels.ForwardPlan.__call__
-
-    def spy(plan, x, weight, identity, out, known_mean=None, norm=None):
-        calls.append(norm is not None)
-        return forward(plan, x, weight, identity, out, known_mean, norm)
-
-    monkeypatch.setattr(triton_kernels.ForwardPlan, "__call__", spy)
-    return calls
-
-
 @pytest.mark.parametrize(
     ("name", "kwargs"), [("eca_resnet18", {"width": 8}), ("eca_mobilenet_v2", {"width_mult": 0.25})]
 )
@@ -574,7 +562,7 @@ def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, k
             plain.setattr(dispatch, "use_plain_operators", lambda: True)
             expected = model(x)
         _prepared_everywhere(monkeypatch)
-        folded = _folded_norm_calls(monkeypatch)
+        folded = folded_norm_calls(monkeypatch)
         checked = model(x)  # a block whose layout an earlier block had is prepared already
         assert folded.count(True) < blocks, folded
         folded.clear()
@@ -610,7 +598,7 @@ def test_after_norm_folds_into_a_new_tensor_unless_a_hook_must_see_it(monkeypatc
     with torch.no_grad():
         if case == "inplace":
             ECA(6).to(DEVICE, torch.float64).after_norm(y, norm)
-        folded = _folded_norm_calls(monkeypatch)
+        folded = folded_norm_calls(monkeypatch)
         outs = [layer.after_norm(y, norm) for _ in range(2)]
     assert folded == {"plain": [False, True], "hooked": [False, False], "inplace": [True, True]}[case]
     assert len(seen) == (2 if case == "hooked" else 0) and torch.equal(y, before)
@@ -635,7 +623,7 @@ def test_retrofitted_torchvision_network_folds_each_wrapped_batchnorm(monkeypatc
             expected = model(x)
         _prepared_everywhere(monkeypatch)
         model(x)
-        folded = _folded_norm_calls(monkeypatch)
+        folded = folded_norm_calls(monkeypatch)
         prepared = model(x)
     assert folded.count(True) == wrapped == 8, folded
     torch.testing.assert_close(prepared, expected, rtol=1e-10, atol=1e-10)
