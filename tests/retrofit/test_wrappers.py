@@ -24,6 +24,20 @@ def test_eca_after_applies_eca_to_the_modules_output() -> None:
     assert wrapped.original() is bn
 
 
+class _FirstOfPair(nn.Module):
+    def forward(self, pair: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return pair[0]
+
+
+def test_eca_after_passes_on_whatever_its_module_takes() -> None:
+    # ECAAfter first offers a tensor input to ECA.after_norm (a BatchNorm inside the rescale on a
+    # GPU); any other input goes to the module as it is.
+    torch.manual_seed(0)
+    wrapped = ECAAfter(_FirstOfPair(), ECA(16, dtype=torch.float64))
+    x = torch.randn(3, 16, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(wrapped((x, x + 1)), eca_reference(x, wrapped.eca.conv.weight), rtol=1e-12, atol=1e-12)
+
+
 def test_eca_instead_of_hides_the_replaced_module() -> None:
     torch.manual_seed(0)
     se = SE(32, reduction=4)

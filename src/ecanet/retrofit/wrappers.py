@@ -42,9 +42,11 @@ class ECAAfter(nn.Module):
         self.eca = eca
 
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():  # TorchScript drops this branch
-            # On a GPU at inference an eval-mode BatchNorm then runs inside ECA's rescale.
-            return self.eca.after_norm(x, self.module)
+        # Nested, so that TorchScript (which drops the outer branch) never compiles the inner one.
+        if not torch.jit.is_scripting():  # noqa: SIM102
+            if isinstance(x, Tensor):  # not a trace's proxy, nor whatever else the module may take
+                # On a GPU at inference an eval-mode BatchNorm then runs inside ECA's rescale.
+                return self.eca.after_norm(x, self.module)
         return self.eca(self.module(x))
 
     def original(self) -> nn.Module:
