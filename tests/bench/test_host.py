@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 import torch
 
@@ -77,3 +79,12 @@ def test_bad_mode_and_gpu_device_are_refused():
         "host bottleneck training channels_last float32",
     ]
     assert not any(label.startswith("host") for label, _ in bench_cases())  # on request only
+
+
+def test_without_triton_the_group_is_refused_before_anything_runs(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    with pytest.raises(ValueError, match="needs Triton installed"):
+        bench_cases(["host"])
+    with pytest.raises(RuntimeError, match="needs Triton installed"), cuda_route_without_launches():
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -92,6 +93,8 @@ def bench_cases(
     device = torch.device(device)
     if "host" in groups and device.type != "cpu":
         raise ValueError("the host group simulates a GPU's host on CPU tensors; on a GPU the model group measures it")
+    if "host" in groups and importlib.util.find_spec("triton") is None:
+        raise ValueError("the host group plans ECA's Triton launches: it needs Triton installed")
     # Models too: their goals (<= 2% overhead) sit below the run-to-run scatter of a few rounds.
     timing = {"rounds": rounds, "warmup": warmup, "device": device}
     shapes = (RESNET50_STAGE_SHAPES[0], RESNET50_STAGE_SHAPES[-1]) if quick else RESNET50_STAGE_SHAPES
