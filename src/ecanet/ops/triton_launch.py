@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["KernelLauncher"]
+__all__ = ["KernelLauncher", "launch_key"]
 
 _STAY = contextlib.nullcontext()
 
@@ -106,7 +106,7 @@ class KernelLauncher:
                 self.kernel[(programs,)](*args, **constexprs)
                 return
             values = tuple(constexprs[name] for name in self._constexpr_names)
-            key = (index, values, *(_tensor_key(a) if isinstance(a, Tensor) else a for a in args))
+            key = launch_key(index, values, args)
             compiled = self._compiled.get(key)
             if compiled is None:
                 compiled = self.kernel[(programs,)](*args, **constexprs)
@@ -141,6 +141,20 @@ def _listening(hook: Any) -> bool:
     """Whether a launch hook is set. Since Triton 3.5 the setting holds a chain of hooks, empty
     when none is added; before, ``None``."""
     return hook is not None and bool(getattr(hook, "calls", True))
+
+
+def launch_key(index: int, constexpr_values: tuple, args: tuple) -> tuple:
+    """The key :class:`KernelLauncher` keeps a compiled specialisation under: the device index, the
+    constexpr values and, per argument, a tensor's dtype, 16-byte alignment and device or any other
+    argument's exact value. Two launches with one key get one specialisation from Triton (checked
+    against Triton's own specialisation in the tests, which needs no GPU).
+
+    Example:
+        >>> x = torch.zeros(8)
+        >>> launch_key(0, (4,), (x, 3)) == launch_key(0, (4,), (torch.ones(8), 3))
+        True
+    """
+    return (index, constexpr_values, *(_tensor_key(a) if isinstance(a, Tensor) else a for a in args))
 
 
 def _tensor_key(t: Tensor) -> tuple[torch.dtype, bool, int]:
