@@ -87,4 +87,5 @@ def test_without_triton_the_group_is_refused_before_anything_runs(monkeypatch):
     with pytest.raises(ValueError, match="needs Triton installed"):
         bench_cases(["host"])
     with pytest.raises(RuntimeError, match="needs Triton installed"), cuda_route_without_launches():
-        pass
+        pytest.fail("the route was entered without Triton")  # entering it must raise first
+    assert not dispatch.takes_prepared_calls(torch.zeros(1))  # and nothing was left patched
