@@ -7,6 +7,7 @@ lines); with ``ECANET_TRITON_DEVICE=cuda`` they are compiled and run on the GPU.
 """
 
 import copy
+import functools
 import os
 
 os.environ["TRITON_INTERPRET"] = "1" if os.environ.get("ECANET_TRITON_DEVICE", "cpu") == "cpu" else "0"
@@ -36,9 +37,10 @@ LAYOUTS = {
     "channels-last": ((2, 6, 3, 5), torch.channels_last, 1),
     "tokens": ((2, 7, 70), torch.contiguous_format, -1),
     "1d-long": ((1, 3, 300), torch.contiguous_format, 1),
-    # Long rows with few (sample, channel block) pairs: the reductions split their positions.
-    "split-positions": ((2, 5, 2000), torch.contiguous_format, 1),
-    "split-positions-channels-last": ((1, 40, 30, 30), torch.channels_last, 1),
+    # Long rows with few (sample, channel block) pairs: the reductions split their positions, in
+    # Triton's interpreter and on a GPU (at least 32 tiles: two parts of the GPU's shortest).
+    "split-positions": ((2, 5, 8192), torch.contiguous_format, 1),
+    "split-positions-channels-last": ((1, 40, 32, 32), torch.channels_last, 1),
     # Channels in several blocks per sample: the gate's taps and the kernel's partial sums cross them.
     "channel-blocks-channels-last": ((2, 600, 1, 3), torch.channels_last, 1),
 }
@@ -152,13 +154,13 @@ def test_half_precision_forward_and_backward(dtype, layout):
 
 @pytest.mark.parametrize("layout", ["split-positions", "split-positions-channels-last"])
 def test_split_layouts_split_their_reductions(layout):
-    # The checks above cover the partial-sum path only if these layouts do split.
+    # The checks above cover the partial-sum path only if these layouts do split, on the device
+    # running them and, checked on CPU too, on a GPU.
     shape, memory_format, channel_dim = LAYOUTS[layout]
     x = _random(shape, torch.float32, memory_format)
-    plan = triton_kernels._reduction_plan(
-        triton_kernels.geometry(x, channel_dim), triton_kernels._split_policy(x.device)
-    )
-    assert plan.splits > 1
+    shape = triton_kernels.geometry(x, channel_dim)
+    for policy in (triton_kernels._split_policy(x.device), triton_kernels.gpu_split_policy(132)):  # an H100's
+        assert triton_kernels._reduction_plan(shape, policy).splits > 1, policy
 
 
 @pytest.mark.parametrize(
@@ -671,10 +673,11 @@ def _record_fused_calls(monkeypatch) -> list[dict]:
     calls = []
     original = dispatch.fused_eca_function
 
-    def recording(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels):
+    def recording(route, x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels):
         call = {
             "inputs": [None if t is None else t.detach().cpu().double() for t in (x, weight, identity)],
             "options": (relu, padding, gate, channel_dim),
+            "route": route,
         }
         calls.append(call)
         out = original(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
@@ -687,7 +690,8 @@ def _record_fused_calls(monkeypatch) -> list[dict]:
         out.grad_fn.register_hook(keep)
         return out
 
-    monkeypatch.setattr(dispatch, "fused_eca_function", recording)
+    monkeypatch.setattr(dispatch, "fused_eca_function", functools.partial(recording, "checked"))
+    monkeypatch.setattr(prepared_calls, "fused_eca_function", functools.partial(recording, "prepared"))
     return calls
 
 
@@ -706,15 +710,19 @@ def _call_reference_gradients(call: dict) -> list[torch.Tensor | None]:
     return [x.grad, weight.grad, None if identity is None else identity.grad]
 
 
-def test_each_network_call_gradients_match_float64(monkeypatch):
+@pytest.mark.parametrize("prepared", [False, True], ids=["checked", "prepared"])
+def test_each_network_call_gradients_match_float64(monkeypatch, prepared):
     # float32, channels-last: every ECA block tail of a network's training step against float64
     # computed from that call's own inputs and output gradient, so whatever the network around it
     # does (layouts, in-place writes, saved tensors, memory reused between calls) is in play.
+    # Prepared: the second block of each stage repeats the first's key and skips the checks.
     model, x, target = _network_and_batch(torch.float32)
     _triton_everywhere(monkeypatch)
+    monkeypatch.setattr(dispatch, "takes_prepared_calls", lambda x: prepared)
+    monkeypatch.setattr(prepared_calls, "_prepared", {})  # no call of an earlier check counts as seen
     calls = _record_fused_calls(monkeypatch)
     _one_step(model, x, target)
-    assert len(calls) == 8  # two blocks in each of four stages
+    assert [call["route"] for call in calls] == ["checked", "prepared" if prepared else "checked"] * 4
     for index, call in enumerate(calls):
         for got, expected in zip(call["gradients"], _call_reference_gradients(call), strict=True):
             assert _relative_error(got, expected) <= 1e-5, index
