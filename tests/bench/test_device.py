@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ecanet.bench.device import GPU_ROUND_SECONDS, bench_device, round_timing
+from ecanet.bench.device import GPU_ROUND_SECONDS, NETWORK_GPU_ROUND_SECONDS, bench_device, round_timing
 
 
 @pytest.mark.parametrize("name", ["cpu", "cuda", "cuda:0"])
@@ -32,6 +32,8 @@ def test_gpu_rounds_synchronise_the_device_and_run_longer():
     assert timing["min_round_seconds"] == GPU_ROUND_SECONDS
     assert timing["synchronize"].func is torch.cuda.synchronize
     assert timing["synchronize"].args == (torch.device("cuda", 1),)
+    network = round_timing(torch.device("cuda", 1), gpu_round_seconds=NETWORK_GPU_ROUND_SECONDS)
+    assert network["min_round_seconds"] == NETWORK_GPU_ROUND_SECONDS > GPU_ROUND_SECONDS
 
 
 def test_cpu_rounds_do_not_synchronise():

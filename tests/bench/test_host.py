@@ -15,18 +15,24 @@ from ecanet.bench.host import (
 )
 from ecanet.bench.suite import bench_cases
 from ecanet.models.resnet import Bottleneck
-from ecanet.ops import dispatch
-from ecanet.ops.triton_launch import KernelLauncher
+from ecanet.ops import dispatch, triton_kernels, triton_launch
 
 
 def _patched():
-    return dispatch.takes_prepared_calls, dispatch.kernels_for, KernelLauncher.__call__
+    return (
+        dispatch.takes_prepared_calls,
+        dispatch.kernels_for,
+        triton_launch._cuda_index,
+        triton_launch._one_device,
+        triton_launch._stream_of,
+        triton_launch._compile_and_launch,
+    )
 
 
 def test_the_route_is_restored_after_the_block_even_after_an_error():
     before = _patched()
     with pytest.raises(KeyError), cuda_route_without_launches():
-        assert _patched() != before
+        assert all(now is not then for now, then in zip(_patched(), before, strict=True))
         raise KeyError("inside")
     assert _patched() == before
     assert not dispatch.takes_prepared_calls(torch.zeros(1))
@@ -42,6 +48,21 @@ def test_the_eca_block_takes_the_gpus_route_with_its_batchnorm_folded(monkeypatc
         for _ in range(3):
             block(x)
     assert folded == [False, True, True]
+
+
+def test_launches_go_the_direct_way_up_to_the_launcher_and_leave_nothing_behind():
+    # Per launch the host runs the planned launch's key and lookup as on a GPU; the stand-ins
+    # for compiled kernels are gone afterwards.
+    launcher = triton_kernels._launcher("channel_affine_kernel")
+    kept = dict(launcher._compiled)
+    block = Bottleneck(256, 64, attention="eca").eval().to(memory_format=torch.channels_last)
+    x = torch.randn(HOST_BLOCK_SHAPE).contiguous(memory_format=torch.channels_last)
+    with cuda_route_without_launches(), torch.no_grad():
+        for _ in range(3):
+            block(x)
+        added = {key for key in launcher._compiled if key not in kept}
+        assert {key[0] for key in added} == {0}  # keyed as launches on GPU 0
+    assert launcher._compiled == kept
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])

@@ -4,8 +4,10 @@ On a GPU an eager ECA call costs mostly what the host needs to issue it (see
 ``docs/performance.md``, GPU): the checks, the prepared call's key, the kernels' arguments and two
 launches, against the plain block's BatchNorm, addition and ReLU. :func:`cuda_route_without_launches`
 sends CPU tensors down that route (:func:`ecanet.ops.dispatch.takes_prepared_calls`, the Triton
-backend) and replaces every Triton launch with a no-op, so the Python a GPU's host runs per call
-can be timed without a GPU, and compared in the same process with the plain block (whose ATen
+backend) and on through :class:`ecanet.ops.triton_launch.PlannedLaunch`'s direct launches as
+if the tensors were on GPU 0, up to the compiled kernel's launcher, which is replaced by a no-op.
+So the Python a GPU's host runs per call (all but Triton's own launcher and the driver) can be
+timed without a GPU, and compared in the same process with the plain block (whose ATen
 operators do run, on tiny CPU tensors). ECA's outputs are not computed there: only the time means
 anything. Needs Triton installed (its kernels are planned, never compiled).
 
@@ -51,20 +53,30 @@ def cuda_route_without_launches() -> Iterator[None]:
     """
     if importlib.util.find_spec("triton") is None:
         raise RuntimeError("the host benchmark plans ECA's Triton launches: it needs Triton installed")
-    from ecanet.ops.triton_launch import KernelLauncher
+    from ecanet.ops import triton_launch
+
+    stand_ins: set[Any] = set()  # launchers holding stand-ins for compiled kernels, emptied of them after
+
+    def compiled_without_launching(plan: Any, args: tuple) -> _KernelNotLaunched:
+        stand_ins.add(plan.launcher)
+        return _KERNEL_NOT_LAUNCHED
 
     with contextlib.ExitStack() as undo:
+        undo.callback(_forget_stand_ins, stand_ins)
         for owner, name, replacement in (
             (dispatch, "takes_prepared_calls", _always),
             (dispatch, "kernels_for", _triton_backend_for),
-            (KernelLauncher, "__call__", _launch_nothing),
+            (triton_launch, "_cuda_index", _gpu_zero),
+            (triton_launch, "_one_device", _always),
+            (triton_launch, "_stream_of", _no_stream),
+            (triton_launch, "_compile_and_launch", compiled_without_launching),
         ):
             undo.callback(setattr, owner, name, getattr(owner, name))
             setattr(owner, name, replacement)
         yield
 
 
-def _always(x: torch.Tensor) -> bool:
+def _always(*args: object) -> bool:
     return True
 
 
@@ -72,8 +84,36 @@ def _triton_backend_for(x: torch.Tensor) -> object:
     return dispatch._triton_backend()
 
 
-def _launch_nothing(launcher: object, programs: int, *args: object, **constexprs: object) -> None:
-    return None
+def _gpu_zero(t: torch.Tensor) -> int:
+    return 0
+
+
+def _no_stream() -> Callable[[int], int]:
+    return _null_stream
+
+
+def _null_stream(index: int) -> int:
+    return 0
+
+
+class _KernelNotLaunched:
+    """Stands in for a compiled kernel: its launcher takes the arguments and launches nothing."""
+
+    function = 0
+    packed_metadata = None
+
+    @staticmethod
+    def run(*args: object) -> None:
+        return None
+
+
+_KERNEL_NOT_LAUNCHED = _KernelNotLaunched()
+
+
+def _forget_stand_ins(launchers: set[Any]) -> None:
+    for launcher in launchers:
+        for key in [key for key, kernel in launcher._compiled.items() if kernel is _KERNEL_NOT_LAUNCHED]:
+            del launcher._compiled[key]
 
 
 def benchmark_host_block(

@@ -13,7 +13,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from ecanet.bench.device import round_timing
+from ecanet.bench.device import NETWORK_GPU_ROUND_SECONDS, round_timing
 from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import time_side_by_side
 from ecanet.models import create_model
@@ -73,7 +73,12 @@ def benchmark_model_inference(
             runner = torch.compile(model) if compiled else model
             forward = partial(runner, x)
             candidates[name] = _replayed_from_cuda_graph(forward) if graphed else forward
-        stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
+        stats = time_side_by_side(
+            candidates,
+            rounds=rounds,
+            warmup=warmup,
+            **round_timing(device, gpu_round_seconds=NETWORK_GPU_ROUND_SECONDS),
+        )
     mode = "inference-compiled" if compiled else "inference-graphed" if graphed else "inference"
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])
 
@@ -167,6 +172,8 @@ def benchmark_model_training(
             optimizer.step()
 
         candidates[name] = step
-    stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, **round_timing(device))
+    stats = time_side_by_side(
+        candidates, rounds=rounds, warmup=warmup, **round_timing(device, gpu_round_seconds=NETWORK_GPU_ROUND_SECONDS)
+    )
     mode = "training-compiled" if compiled else "training-graphed" if graphed else "training"
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.frozen_norm import FrozenNorm
-from ecanet.ops.triton_launch import KernelLauncher
+from ecanet.ops.triton_launch import KernelLauncher, PlannedLaunch
 from ecanet.ops.views import required_channel_geometry, same_layout
 
 __all__ = [
@@ -228,29 +228,10 @@ def _launcher(name: str) -> KernelLauncher:
     return KernelLauncher(getattr(_kernels(), name))
 
 
-class _Launch(NamedTuple):
-    """One launch of a kernel as planned for a geometry: everything but its tensor arguments.
-
-    Planning a launch (tiles, grid, constexprs) depends only on the geometry and the options, so
-    it is worked out once per combination (and, for prepared calls, kept with the call), not on
-    every call: on a GPU the host's time per call is what ECA costs.
-    """
-
-    kernel: KernelLauncher
-    programs: int
-    scalars: tuple[int | float, ...]
-    """The arguments after the tensors (sizes, strides, scale)."""
-    constexprs: dict[str, int | bool]
-
-    def __call__(self, *tensors: Tensor | float) -> None:
-        if self.programs:
-            self.kernel(self.programs, *tensors, *self.scalars, **self.constexprs)
-
-
 class _Reduction(NamedTuple):
     """A channel reduction planned for a geometry (:func:`_reduction`)."""
 
-    launch: _Launch
+    launch: PlannedLaunch
     partial_shape: tuple[int, ...]
     """``(N, C)``, or ``(N, splits, C)`` when positions are split (the parts are added up after)."""
     divisor: int | None
@@ -284,8 +265,7 @@ def _reduction(
 ) -> _Reduction:
     plan = _reduction_plan(shape, policy)
     n, c, splits = shape.n, shape.c, plan.splits
-    launch = _Launch(
-        _launcher("channel_reduce_kernel"),
+    launch = _launcher("channel_reduce_kernel").plan(
         n * splits * plan.c_blocks,
         (c, shape.s, shape.sn, shape.sc, shape.ss, splits, plan.blocks_per_split, scale),
         {
@@ -351,12 +331,11 @@ def _affine_launch(
     inplace: bool,
     identity: bool,
     relu: bool,
-) -> _Launch:
+) -> PlannedLaunch:
     """The per-channel affine pass planned for a geometry, an ECA kernel's shape and the options
     (see :func:`_affine`)."""
     block_c, block_s, programs = _affine_plan(shape)
-    return _Launch(
-        _launcher("channel_affine_kernel"),
+    return _launcher("channel_affine_kernel").plan(
         programs,
         (shape.c, shape.s, shape.sn, shape.sc, shape.ss),
         {
@@ -378,7 +357,7 @@ def _affine_launch(
 
 
 def _affine(
-    launch: _Launch,
+    launch: PlannedLaunch,
     x: Tensor,
     a: Tensor,
     b: Tensor | None,
@@ -430,8 +409,8 @@ class ForwardPlan(NamedTuple):
     """
 
     pool: _Reduction
-    rescale: _Launch
-    rescale_after_norm: _Launch
+    rescale: PlannedLaunch
+    rescale_after_norm: PlannedLaunch
     """The rescale applying an eval-mode BatchNorm to its input first."""
     keep_gate: bool
 

@@ -10,7 +10,9 @@ and a GPU network whose host issues work barely ahead of the GPU waits for it.
 everything Triton specialises on (the constexpr values, the dtype and 16-byte alignment of each
 tensor, and the exact value of each other argument) plus each tensor's device, and hands later
 launches with that key straight to the compiled kernel's launcher. A key's first launch goes through
-``kernel[grid]``, which compiles the kernel (or finds it in Triton's cache) and returns it.
+``kernel[grid]``, which compiles the kernel (or finds it in Triton's cache) and returns it. A
+:class:`PlannedLaunch` fixes the grid, the constexprs and the trailing scalar arguments when it is
+planned, so that part of the key is built once, not on every launch.
 
 It launches through ``kernel[grid]`` every time for CPU tensors and interpreted kernels
 (``TRITON_INTERPRET=1``), while a launch hook is set (profilers such as Proton read the launch
@@ -27,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["KernelLauncher", "launch_key"]
+__all__ = ["KernelLauncher", "PlannedLaunch", "launch_key"]
 
 _STAY = contextlib.nullcontext()
 
@@ -81,7 +83,8 @@ class KernelLauncher:
             (they are passed by keyword, the others by position).
 
     A call ``launcher(programs, *args, **constexprs)`` does what ``kernel[(programs,)](*args,
-    **constexprs)`` does.
+    **constexprs)`` does. A launch repeated with the same grid, constexprs and trailing scalar
+    arguments is cheaper planned once (:meth:`plan`).
     """
 
     def __init__(self, kernel: Any) -> None:
@@ -95,26 +98,75 @@ class KernelLauncher:
 
     def __call__(self, programs: int, *args: Any, **constexprs: Any) -> None:
         """Runs ``programs`` programs of the kernel on ``args`` (the first a tensor on the launch device)."""
-        first = args[0]
-        hooks = _launch_hooks() if first.is_cuda and self._constexpr_names is not None else None
-        if hooks is None:
-            self.kernel[(programs,)](*args, **constexprs)
+        self.plan(programs, (), constexprs)(*args)
+
+    def plan(self, programs: int, scalars: tuple[int | float, ...], constexprs: dict[str, Any]) -> PlannedLaunch:
+        """The launch of ``programs`` programs with ``scalars`` after the arguments given per launch.
+
+        Args:
+            programs: grid size (``0``: a launch runs nothing).
+            scalars: the kernel's last non-constexpr arguments (sizes, strides, scales), never tensors.
+            constexprs: the constexpr parameters by name.
+
+        Example:
+            >>> from ecanet.ops.triton_jit import channel_reduce_kernel
+            >>> options = {"PRODUCT": False, "RELU": False, "SUBTRACT": False, "BLOCK_C": 4, "BLOCK_S": 4}
+            >>> KernelLauncher(channel_reduce_kernel).plan(0, (8,), options)
+            PlannedLaunch(channel_reduce_kernel, programs=0)
+        """
+        return PlannedLaunch(self, programs, scalars, constexprs)
+
+
+class PlannedLaunch:
+    """A launch of a :class:`KernelLauncher`'s kernel whose grid, constexprs and trailing scalar
+    arguments are fixed: ``plan(*args)`` does what ``kernel[(programs,)](*args, *scalars,
+    **constexprs)`` does.
+
+    What is fixed goes into the key of the compiled specialisation once, when planned; a launch
+    keys only its own arguments. On a GPU, where ECA's cost is the host's time per call, a plan is
+    kept with the geometry it serves (:mod:`ecanet.ops.triton_kernels`).
+    """
+
+    __slots__ = ("_fixed", "_values", "constexprs", "launcher", "programs", "scalars")
+
+    def __init__(
+        self, launcher: KernelLauncher, programs: int, scalars: tuple[int | float, ...], constexprs: dict[str, Any]
+    ) -> None:
+        if any(isinstance(value, Tensor) for value in scalars):
+            raise TypeError("a planned launch's scalars are fixed values: pass tensors per launch")
+        names = launcher._constexpr_names
+        if names is not None and not set(names) <= constexprs.keys():
+            missing = sorted(set(names) - constexprs.keys())
+            raise TypeError(f"{launcher.kernel.fn.__name__}: constexprs {missing} not given")
+        self.launcher, self.programs, self.scalars, self.constexprs = launcher, programs, tuple(scalars), constexprs
+        self._values = None if names is None else tuple(constexprs[name] for name in names)
+        self._fixed = (self._values, self.scalars)
+
+    def __repr__(self) -> str:
+        return f"PlannedLaunch({self.launcher.kernel.fn.__name__}, programs={self.programs})"
+
+    def __call__(self, *args: Any) -> None:
+        """Launches on ``args`` (the first a tensor on the launch device), unless ``programs`` is 0."""
+        if not self.programs:
             return
-        index = first.get_device()
+        index = None if self._values is None else _cuda_index(args[0])
+        hooks = None if index is None else _launch_hooks()
+        if hooks is None:
+            _compile_and_launch(self, args)
+            return
         with _current_device(index):
             if _listening(hooks.launch_enter_hook) or _listening(hooks.launch_exit_hook):
-                self.kernel[(programs,)](*args, **constexprs)
+                _compile_and_launch(self, args)
                 return
-            values = tuple(constexprs[name] for name in self._constexpr_names)
-            key = launch_key(index, values, args)
-            compiled = self._compiled.get(key)
+            key = _key(index, self._fixed, args)
+            compiled = self.launcher._compiled.get(key)
             if compiled is None:
-                compiled = self.kernel[(programs,)](*args, **constexprs)
-                if len(self._compiled) < _MOST_SPECIALISATIONS:
-                    self._compiled[key] = compiled
+                compiled = _compile_and_launch(self, args)
+                if len(self.launcher._compiled) < _MOST_SPECIALISATIONS:
+                    self.launcher._compiled[key] = compiled
                 return
             compiled.run(
-                programs,
+                self.programs,
                 1,
                 1,
                 _stream_of()(index),
@@ -124,8 +176,20 @@ class KernelLauncher:
                 None,
                 None,
                 *args,
-                *values,
+                *self.scalars,
+                *self._values,
             )
+
+
+def _cuda_index(t: Tensor) -> int | None:
+    """The CUDA device index of a launch's first tensor, or ``None`` (launched through Triton)."""
+    return t.get_device() if t.is_cuda else None
+
+
+def _compile_and_launch(plan: PlannedLaunch, args: tuple) -> Any:
+    """Triton's own launch (compiling the kernel, or finding it in Triton's cache); returns the
+    compiled kernel."""
+    return plan.launcher.kernel[(plan.programs,)](*args, *plan.scalars, **plan.constexprs)
 
 
 def _trailing_constexprs(kernel: Any) -> tuple[str, ...]:
@@ -143,24 +207,29 @@ def _listening(hook: Any) -> bool:
     return hook is not None and bool(getattr(hook, "calls", True))
 
 
-def launch_key(index: int, constexpr_values: tuple, args: tuple) -> tuple:
-    """The key :class:`KernelLauncher` keeps a compiled specialisation under: the device index, the
-    constexpr values and, per argument, a tensor's dtype, 16-byte alignment and device or any other
-    argument's exact value. Two launches with one key get one specialisation from Triton (checked
-    against Triton's own specialisation in the tests, which needs no GPU).
+def launch_key(index: int, constexpr_values: tuple, scalars: tuple, args: tuple) -> tuple:
+    """The key a launch's compiled specialisation is kept under: the device index, the constexpr
+    values and the trailing ``scalars`` (fixed by a :class:`PlannedLaunch`) and, per other argument,
+    a tensor's dtype, 16-byte alignment and device or any other argument's exact value. Two
+    launches with one key get one specialisation from Triton (checked against Triton's own
+    specialisation in the tests, which needs no GPU).
 
     Example:
         >>> x = torch.zeros(8)
-        >>> launch_key(0, (4,), (x, 3)) == launch_key(0, (4,), (torch.ones(8), 3))
+        >>> launch_key(0, (4,), (3,), (x,)) == launch_key(0, (4,), (3,), (torch.ones(8),))
         True
     """
-    return (index, constexpr_values, *(_tensor_key(a) if isinstance(a, Tensor) else a for a in args))
+    return _key(index, (constexpr_values, tuple(scalars)), args)
 
 
-def _tensor_key(t: Tensor) -> tuple[torch.dtype, bool, int]:
+def _key(index: int, fixed: tuple, args: tuple) -> tuple:
+    return (index, fixed, *map(_argument_key, args))
+
+
+def _argument_key(a: Any) -> Any:
     # What Triton specialises a pointer argument on (its element type and 16-byte alignment), and
-    # its device: a tensor elsewhere must meet Triton's own check, never the GPU.
-    return t.dtype, t.data_ptr() % 16 == 0, t.get_device()
+    # its device (a tensor elsewhere must meet Triton's own check, never the GPU); other values exactly.
+    return (a.dtype, a.data_ptr() % 16 == 0, a.get_device()) if isinstance(a, Tensor) else a
 
 
 def _current_device(index: int) -> contextlib.AbstractContextManager:
