@@ -39,13 +39,18 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor, tolerance: float
     torch.testing.assert_close(actual.double(), expected.double(), rtol=0, atol=tolerance * scale)
 
 
-def test_projection_is_for_cpu_tensors_only():
-    """On a GPU its small operations cost more in launches than the pass they save (here: meta tensors)."""
+def test_projection_is_for_cpu_tensors_and_compiled_code_only(monkeypatch):
+    """On a GPU its small operations cost more in launches than the pass they save, unless inductor
+    fuses them (here: meta tensors, eagerly and as if compiling)."""
     conv, norm = _projection(bias=False, affine=True, dtype=torch.float32)
     many = torch.randn(8, IN_CHANNELS, 2, 2)
+    elsewhere = (many.to("meta"), copy.deepcopy(conv).to("meta"), copy.deepcopy(norm).to("meta"))
     with torch.no_grad():
         assert pooled_through_projection(many, conv, norm) is not None
-        assert pooled_through_projection(many.to("meta"), conv.to("meta"), norm.to("meta")) is None
+        assert pooled_through_projection(*elsewhere) is None
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        pooled = pooled_through_projection(*elsewhere)
+    assert pooled is not None and pooled.shape == (8, OUT_CHANNELS)
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])

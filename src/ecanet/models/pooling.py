@@ -92,11 +92,12 @@ def pooled_through_norm(y: Tensor, norm: nn.Module) -> Tensor | None:
 def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Tensor | None:
     """``norm(conv(z))`` averaged over H and W, ``(N, C_out)``, from the pooled ``z``, or ``None``.
 
-    Applies to CPU tensors when ``conv`` is a 1x1, stride-1, unpadded, ungrouped ``nn.Conv2d`` and
-    ``norm`` an ``nn.BatchNorm2d`` in eval mode with running statistics, and when it reads fewer
-    values than pooling the output would (see the module's notes). Not on a GPU: there the detour's
-    ten-odd small operations cost more in launches than one more pooling pass costs in bandwidth
-    (eager ECA-ResNet-50 at batch 64 on an H200 spent 133 conversion launches per forward on it).
+    Applies to CPU tensors, and to any under ``torch.compile``, when ``conv`` is a 1x1, stride-1,
+    unpadded, ungrouped ``nn.Conv2d`` and ``norm`` an ``nn.BatchNorm2d`` in eval mode with running
+    statistics, and when it reads fewer values than pooling the output would (see the module's
+    notes). Not on a GPU eagerly: there the detour's ten-odd small operations cost more in launches
+    than one more pooling pass costs in bandwidth (eager ECA-ResNet-50 at batch 64 on an H200 spent
+    133 conversion launches per forward on it); compiled, inductor fuses them into a few kernels.
 
     Args:
         z: the convolution's input ``(N, C_in, H, W)``.
@@ -114,7 +115,7 @@ def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Te
     """
     if (
         isinstance(z, fx.Proxy)  # a torch.fx trace records the plain path (the choice depends on z's size)
-        or z.device.type != "cpu"
+        or (z.device.type != "cpu" and not torch.compiler.is_compiling())
         or not _is_pointwise(conv)
         or not is_frozen_batchnorm(norm)
         or not _cheaper_than_pooling_output(z, conv)
