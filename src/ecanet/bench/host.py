@@ -1,4 +1,4 @@
-"""What ECA costs a GPU's host, measured on any machine: ECA's CUDA route with its launches skipped.
+"""What ECA costs a GPU's host, measured on any machine: ECA's CUDA route up to Triton's launcher.
 
 On a GPU an eager ECA call costs mostly what the host needs to issue it (see
 ``docs/performance.md``, GPU): the checks, the prepared call's key, the kernels' arguments and two

@@ -21,7 +21,7 @@ class BenchRow:
     Attributes:
         group: ``"layer"`` (attention alone), ``"tail"`` (block tail: attention, + shortcut,
             ReLU), ``"call"`` (small calls against the bare pool and rescale), ``"model"`` or
-            ``"host"`` (a block on the GPU's route with its launches skipped, on CPU tensors).
+            ``"host"`` (a block on the GPU's route up to Triton's launcher, on CPU tensors).
         case: what was measured, e.g. ``"32x256x56x56"`` or ``"resnet50 b8 224px"``.
         memory_format: ``"nchw"`` or ``"channels_last"``.
         dtype: ``"float32"`` or ``"bfloat16"``.

@@ -73,8 +73,8 @@ def bench_cases(
     also compiled (NCHW float32, channels-last bfloat16). Models
     get as many rounds as layers. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds. ``"host"`` (CPU only) times a ResNet-50
-    bottleneck's inference and training step on the GPU's route with its launches skipped
-    (:mod:`ecanet.bench.host`).
+    bottleneck's inference and training step on the GPU's route, up to Triton's launcher, which
+    launches nothing (:mod:`ecanet.bench.host`).
 
     Args:
         groups: any of ``"layer"``, ``"tail"``, ``"call"``, ``"model"``, ``"host"``.
