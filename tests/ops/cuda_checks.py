@@ -218,12 +218,26 @@ def test_direct_launches_match_across_specialisations():
     assert len({key[2][1] for key in aligned}) == 2, aligned  # both alignments were kept
 
 
+def test_bound_launches_match_planned_ones_aligned_or_not():
+    # A bound launch passes addresses as integers once a launch with aligned ones kept its kernel;
+    # an unaligned input (offset 1) goes through the planned launch, keyed in full.
+    shape = triton_kernels.geometry(torch.empty(8, 64, 49, device=CUDA), 1)
+    bound = triton_kernels._mean_reduction(shape, CUDA, torch.float32).bound()
+    memory = torch.randn(8 * 64 * 49 + 1, device=CUDA)
+    for offset in (0, 0, 1, 0):
+        x3 = memory[offset : offset + 8 * 64 * 49].view(8, 64, 49)
+        torch.testing.assert_close(bound(x3), x3.mean(2), rtol=1e-5, atol=1e-6)
+    assert bound.launch._compiled is not None
+
+
 def test_launch_hooks_see_every_launch():
     from triton import knobs
 
     seen = []
     x3 = torch.randn(4, 32, 9, device=CUDA)
     triton_kernels.channel_mean(x3, 1)  # compiled and kept
+    bound = triton_kernels._mean_reduction(triton_kernels.geometry(x3, 1), CUDA, x3.dtype).bound()
+    bound(x3)  # kept by the bound launch too
     chain = knobs.runtime.launch_enter_hook
     if hasattr(chain, "add"):  # Triton >= 3.5: a chain of hooks
         chain.add(seen.append)
@@ -232,11 +246,12 @@ def test_launch_hooks_see_every_launch():
     try:
         for _ in range(3):
             triton_kernels.channel_mean(x3, 1)
+            bound(x3)
     finally:
         if hasattr(chain, "remove"):
             chain.remove(seen.append)
         knobs.runtime.launch_enter_hook = chain
-    assert len(seen) == 3
+    assert len(seen) == 6
 
 
 def test_repeated_inference_calls_are_prepared_and_still_checked():
@@ -268,18 +283,21 @@ def test_repeated_training_calls_are_prepared_and_still_checked(memory_format):
     weight = layer.conv.weight
     key = prepared_calls.call_key(source, weight, shortcut, None, True, True, layer.padding, layer.gate, 1)
     gradients = []
-    for _ in range(2):  # the checked call, then the prepared one
+    # The checked call, the prepared one (its launches keyed in full), then one whose launches go
+    # straight to the kernels kept by the first (BoundLaunch).
+    for _ in range(3):
         source.grad = shortcut.grad = weight.grad = None
         branch = source * 1.0
         out = layer.residual(branch, shortcut)
         assert key in prepared_calls._prepared and out is branch  # the branch output is overwritten
         out.backward(grad)
         gradients.append([tensor.grad.clone() for tensor in (source, shortcut, weight)])
-    for first, second in zip(*gradients, strict=True):
-        torch.testing.assert_close(second, first, rtol=0, atol=0)
+    for first, *later in zip(*gradients, strict=True):
+        for again in later:
+            torch.testing.assert_close(again, first, rtol=0, atol=0)
     x_ref, id_ref, w_ref = (t.detach().double().cpu().requires_grad_() for t in (source, shortcut, weight))
     torch.relu(eca_reference(x_ref, w_ref) + id_ref).backward(grad.double().cpu())
-    for got, expected in zip(gradients[1], (x_ref, id_ref, w_ref), strict=True):
+    for got, expected in zip(gradients[2], (x_ref, id_ref, w_ref), strict=True):
         torch.testing.assert_close(got.double().cpu(), expected.grad, rtol=1e-4, atol=1e-4)
     other = ECA(128).to(CUDA)  # same kernel size, so the same key: the channel count is checked per call
     with pytest.raises(ValueError, match="built for 128 channels"):

@@ -171,3 +171,109 @@ def test_a_key_tells_apart_what_triton_specialises_on():
             kernel, tuple(base), constexprs
         )
         assert launch_key(0, values, (), tuple(changed)) != launch_key(0, values, (), tuple(base))
+
+
+# BoundLaunch, driven on CPU tensors as if they were on GPU 0: Triton's launch is replaced by a
+# recording stand-in, and what reaches the compiled kernel's launcher is recorded.
+_REDUCE_OPTIONS = {"PRODUCT": False, "RELU": False, "SUBTRACT": False, "BLOCK_C": 8, "BLOCK_S": 16}
+_REDUCE_SCALARS = (8, 49, 392, 49, 1, 1, 4, 0.5)
+
+
+class _CompiledStandIn:
+    function = 7
+    packed_metadata = "metadata"
+
+    def __init__(self):
+        self.direct = []
+
+    def run(self, *args):
+        self.direct.append(args)
+
+
+class _Hooks:
+    launch_enter_hook = None
+    launch_exit_hook = None
+
+
+@pytest.fixture
+def gpu_route(monkeypatch):
+    """Launches through Triton are recorded (``through_triton``); kept kernels are one stand-in."""
+    from ecanet.ops import triton_launch
+
+    compiled, through_triton, hooks = _CompiledStandIn(), [], _Hooks()
+
+    def compile_and_launch(plan, args):
+        through_triton.append(args)
+        return compiled
+
+    monkeypatch.setattr(triton_launch, "_cuda_index", lambda t: 0)
+    monkeypatch.setattr(triton_launch, "_one_device", lambda: True)
+    monkeypatch.setattr(triton_launch, "_stream_of", lambda: lambda index: 99)
+    monkeypatch.setattr(triton_launch, "_launch_hooks", lambda: hooks)
+    monkeypatch.setattr(triton_launch, "_compile_and_launch", compile_and_launch)
+    return compiled, through_triton, hooks
+
+
+def _tensors(offset=0):
+    return tuple(torch.zeros(64 + offset)[offset:] for _ in range(6))
+
+
+def _bound_reduction():
+    return KernelLauncher(channel_reduce_kernel).plan(4, _REDUCE_SCALARS, _REDUCE_OPTIONS).bound()
+
+
+def test_a_bound_launch_keys_only_its_first_launch(gpu_route, monkeypatch):
+    from ecanet.ops import triton_launch
+
+    compiled, through_triton, _ = gpu_route
+    launch = _bound_reduction()
+    first = _tensors()
+    launch(*first)
+    assert len(through_triton) == 1 and through_triton[0][:6] == first and not compiled.direct
+
+    def no_keys(*args):
+        raise AssertionError("a bound launch keyed its arguments again")
+
+    monkeypatch.setattr(triton_launch, "_key", no_keys)
+    second = _tensors()
+    launch(*second)
+    values = tuple(_REDUCE_OPTIONS[name] for name in ("PRODUCT", "RELU", "SUBTRACT", "BLOCK_C", "BLOCK_S"))
+    pointers = tuple(t.data_ptr() for t in second)
+    assert compiled.direct == [(4, 1, 1, 99, 7, "metadata", None, None, None, *pointers, *_REDUCE_SCALARS, *values)]
+    assert len(through_triton) == 1
+
+
+def test_a_bound_launch_keys_an_unaligned_launch_in_full(gpu_route):
+    compiled, through_triton, _ = gpu_route
+    launch = _bound_reduction()
+    launch(*_tensors())
+    unaligned = (*_tensors()[:5], torch.zeros(65)[1:])  # 4 bytes past a 16-byte boundary
+    launch(*unaligned)
+    assert len(through_triton) == 2 and through_triton[1][5] is unaligned[5]  # another specialisation
+    launch(*unaligned)  # kept under its full key by the planned launch: launched directly, as tensors
+    assert compiled.direct[-1][9:15] == unaligned
+    launch(*_tensors())
+    assert isinstance(compiled.direct[-1][9], int)  # aligned again: the bound kernel
+
+
+@pytest.mark.usefixtures("gpu_route")
+def test_a_bound_launch_keeps_no_kernel_from_an_unaligned_first_launch(monkeypatch):
+    from ecanet.ops import triton_launch
+
+    launch = _bound_reduction()
+    launch(*_tensors(1))
+    aligned_key_parts = []
+    monkeypatch.setattr(triton_launch, "_key", lambda *args: aligned_key_parts.append(args) or ("aligned",))
+    launch(*_tensors())
+    assert len(aligned_key_parts) == 1  # keyed in full: the unaligned kernel was not kept for it
+    launch(*_tensors())
+    assert len(aligned_key_parts) == 1
+
+
+def test_a_bound_launch_goes_through_triton_while_a_hook_listens(gpu_route):
+    compiled, through_triton, hooks = gpu_route
+    launch = _bound_reduction()
+    launch(*_tensors())
+    hooks.launch_enter_hook = print
+    launch(*_tensors())
+    assert len(through_triton) == 2 and not compiled.direct

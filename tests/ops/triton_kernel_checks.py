@@ -183,7 +183,9 @@ def test_gate_gradient_reduction_masks_and_subtracts(layout):
     shape, memory_format, channel_dim = LAYOUTS[layout]
     grad3, out3, identity3 = (channel_view(_random(shape, torch.float32, memory_format), channel_dim) for _ in range(3))
     masked = torch.full_like(grad3, float("nan"))
-    sums = triton_kernels._reduce(triton_kernels.geometry(grad3, 1), grad3, out3, out3, masked, 1.0, identity3)
+    policy = triton_kernels._split_policy(grad3.device)
+    reduction = triton_kernels._reduction(triton_kernels.geometry(grad3, 1), policy, True, True, True, 1.0, None)
+    sums = reduction(grad3, out3, out3, masked, identity3)
     masked_expected = torch.where(out3 > 0, grad3, torch.zeros_like(grad3))
     torch.testing.assert_close(masked, masked_expected, rtol=0, atol=0)
     expected = (masked_expected.double() * (out3.double() - identity3.double())).sum(2)
@@ -293,6 +295,19 @@ def test_prepared_tail_applies_a_frozen_norm_with_grad_mode_off():
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+_PLANNERS = (
+    "forward_plan",
+    "backward_plan",
+    "training_plans",
+    "_reduction",
+    "_reduction_plan",
+    "_affine_launch",
+    "_affine_plan",
+    "geometry",
+)
+"""What works out tiles, grids and constexprs: a stored call needs none of it again."""
+
+
 @pytest.mark.parametrize("folded", [False, True])
 @pytest.mark.parametrize("descriptor", [False, True])
 def test_prepared_inference_call_plans_nothing_again(monkeypatch, folded, descriptor):
@@ -304,7 +319,7 @@ def test_prepared_inference_call_plans_nothing_again(monkeypatch, folded, descri
     options = (weight, identity, mean, True, False, "zeros", "sigmoid", 1)
     with torch.no_grad():
         prepared_calls.remember(x, *options)
-        for planner in ("forward_plan", "_reduction", "_reduction_plan", "_affine_launch", "_affine_plan", "geometry"):
+        for planner in _PLANNERS:
             monkeypatch.setattr(triton_kernels, planner, None)
         out = prepared_calls.run(x, *options, norm)
     expected = torch.relu(eca_reference(normalized, weight.double()) + identity.double())
@@ -343,10 +358,10 @@ def test_prepared_in_place_tail_counts_its_write():
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("residual", [False, True])
-def test_prepared_training_call_matches_reference(layout, residual):
-    # A call that records a graph runs the fused Function with the stored geometry, in its forward
-    # and its backward: the output gradient (contiguous, so another layout than a channels-last
-    # input's) is laid out like the input first.
+def test_prepared_training_call_matches_reference(monkeypatch, layout, residual):
+    # A call that records a graph runs the fused Function with the launches planned when the call
+    # was stored, in its forward and its backward (nothing is planned again): the output gradient
+    # (contiguous, so another layout than a channels-last input's) is laid out like the input first.
     shape, memory_format, channel_dim = LAYOUTS[layout]
     source = _random(shape, torch.float32, memory_format).requires_grad_()
     weight = _random((1, 1, 3), torch.float32).requires_grad_()
@@ -356,6 +371,8 @@ def test_prepared_training_call_matches_reference(layout, residual):
     branch = source * 1.0
     assert prepared_calls.run(branch, *options) is None  # no call with this key was checked
     prepared_calls.remember(branch, *options)
+    for planner in _PLANNERS:
+        monkeypatch.setattr(triton_kernels, planner, None)
     out = prepared_calls.run(branch, *options)
     assert out.grad_fn is not None and (out is branch) == residual  # a tail overwrites its branch
     out.backward(grad.float())

@@ -13,8 +13,9 @@ records an autograd graph. So once a call has passed them on the Triton backend,
 and its inference launches (:class:`~ecanet.ops.triton_kernels.ForwardPlan`) under
 :func:`call_key` (:func:`remember`), and :func:`run` serves later calls with the same key
 straight from the store: an inference call by launching the planned kernels, a training call through
-the fused autograd Function with a backend that knows the geometry already (so neither its
-forward nor its backward works it out again). What may change from one call to the next (grad
+the fused autograd Function with a backend whose forward and backward launches are planned
+(:class:`~ecanet.ops.triton_kernels.TrainingPlans`), so neither works out the geometry, tiles,
+grids or constexprs again. What may change from one call to the next (grad
 mode and which tensors require grad, operator-recording modes, tensor subclasses, the layer's
 channel count, whether a block tail may overwrite its input) is checked on every call, here and
 by the caller (:func:`ecanet.ops.dispatch.eager_call`).
@@ -40,10 +41,12 @@ _MOST_KEYS = 4096
 
 
 class _Prepared(NamedTuple):
-    """What a call with a stored key needs: its tensors' geometry, and its inference launches planned."""
+    """What a call with a stored key needs: its tensors' geometry, its inference launches planned,
+    and a backend for its training calls whose forward and backward launches are planned too."""
 
     shape: Geometry
     inference: ForwardPlan
+    training: TritonKernels
 
 
 _prepared: dict[tuple, _Prepared] = {}
@@ -99,14 +102,15 @@ def remember(
     channel_dim: int,
 ) -> None:
     """Stores a call that passed every check on the Triton backend (arguments as for :func:`run`)
-    under its :func:`call_key`, with its geometry and its inference launches planned."""
+    under its :func:`call_key`, with its geometry and its launches planned."""
     if len(_prepared) < _MOST_KEYS:
         key = call_key(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim)
         shape = triton_kernels.geometry(x, channel_dim)
-        inference = triton_kernels.forward_plan(
-            shape, x.device, x.dtype, weight.shape, relu, padding, gate, identity is not None, False
-        )
-        _prepared[key] = _Prepared(shape, inference)
+        options = (shape, x.device, x.dtype, weight.shape, relu, padding, gate, identity is not None)
+        # The key fixes every tensor's dtype and device: the launches may skip keying them.
+        inference = triton_kernels.forward_plan(*options, False).bound()
+        training = TritonKernels(triton_kernels.training_plans(*options).bound())
+        _prepared[key] = _Prepared(shape, inference, training)
 
 
 def run(
@@ -149,8 +153,7 @@ def run(
     if norm is not None and (torch.is_grad_enabled() or not norm.fits(prepared.shape.c, x.device)):
         return None
     if records_graph(x, weight, identity):
-        kernels = TritonKernels(prepared.shape)
-        return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
+        return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, prepared.training)
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None
     out = x if inplace else torch.empty_like(x)

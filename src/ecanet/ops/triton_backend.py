@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops import triton_kernels
-from ecanet.ops.triton_kernels import Geometry
+from ecanet.ops.triton_kernels import TrainingPlans
 
 __all__ = ["TritonKernels"]
 
@@ -25,21 +25,23 @@ class TritonKernels:
     """:class:`ecanet.ops.function.EcaKernels` for CUDA tensors, in Triton.
 
     Args:
-        shape: the :class:`~ecanet.ops.triton_kernels.Geometry` that every tensor of the calls
-            will have, when the caller knows it (:mod:`ecanet.ops.prepared_calls`, whose key fixes
-            the operands' sizes and strides; the autograd Function lays the output gradient out
-            like the input); ``None``: worked out, and the operands' layouts checked, on each call.
+        plans: the launches of every call planned already
+            (:func:`~ecanet.ops.triton_kernels.training_plans`), for a caller whose calls all share
+            one geometry, kernel shape, dtype, device and set of options (a prepared call, whose
+            key fixes them: :mod:`ecanet.ops.prepared_calls`; the autograd Function lays the output
+            gradient out like the input); ``None``: the geometry worked out, the operands' layouts
+            checked and the launches planned on each call.
 
     Example:
         >>> TritonKernels()
         TritonKernels()
     """
 
-    def __init__(self, shape: Geometry | None = None) -> None:
-        self.shape = shape
+    def __init__(self, plans: TrainingPlans | None = None) -> None:
+        self.plans = plans
 
     def __repr__(self) -> str:
-        return "TritonKernels()" if self.shape is None else f"TritonKernels({self.shape})"
+        return "TritonKernels()" if self.plans is None else "TritonKernels(planned)"
 
     def mean(self, x: Tensor, channel_dim: int) -> Tensor:
         return triton_kernels.channel_mean(x, channel_dim)
@@ -59,9 +61,9 @@ class TritonKernels:
         channel_dim: int,
         known_mean: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        shape = self.shape
-        if shape is None:
-            shape = triton_kernels.geometry(x, channel_dim, identity, out)
+        if self.plans is not None:
+            return self.plans.forward(x, weight, identity, out, known_mean)
+        shape = triton_kernels.geometry(x, channel_dim, identity, out)
         return triton_kernels.eca_forward(shape, x, weight, identity, relu, padding, gate, out, known_mean)
 
     def backward(
@@ -80,9 +82,10 @@ class TritonKernels:
         dx: Tensor | None,
         channel_dim: int,
     ) -> Tensor:
-        shape = self.shape
-        if shape is None:
-            shape = triton_kernels.geometry(grad, channel_dim, saved, relu_out, identity, masked, dx)
+        if self.plans is not None:
+            plan = self.plans.backward_in_place if inplace else self.plans.backward
+            return plan(grad, saved, relu_out, mean, gate, weight, identity, masked, dx)
+        shape = triton_kernels.geometry(grad, channel_dim, saved, relu_out, identity, masked, dx)
         return triton_kernels.eca_backward(
             shape, grad, saved, relu_out, mean, gate, weight, padding, gate_kind, inplace, identity, masked, dx
         )

@@ -36,13 +36,16 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.frozen_norm import FrozenNorm
-from ecanet.ops.triton_launch import KernelLauncher, PlannedLaunch
+from ecanet.ops.triton_launch import BoundLaunch, KernelLauncher, PlannedLaunch
 from ecanet.ops.views import required_channel_geometry, same_layout
 
 __all__ = [
+    "BackwardPlan",
     "ForwardPlan",
     "Geometry",
     "SplitPolicy",
+    "TrainingPlans",
+    "backward_plan",
     "channel_mean",
     "eca_backward",
     "eca_forward",
@@ -51,6 +54,7 @@ __all__ = [
     "gpu_split_policy",
     "reduction_splits",
     "tile",
+    "training_plans",
     "weight_gradient",
 ]
 
@@ -231,7 +235,7 @@ def _launcher(name: str) -> KernelLauncher:
 class _Reduction(NamedTuple):
     """A channel reduction planned for a geometry (:func:`_reduction`)."""
 
-    launch: PlannedLaunch
+    launch: PlannedLaunch | BoundLaunch
     partial_shape: tuple[int, ...]
     """``(N, C)``, or ``(N, splits, C)`` when positions are split (the parts are added up after)."""
     divisor: int | None
@@ -245,7 +249,13 @@ class _Reduction(NamedTuple):
         masked: Tensor | None = None,
         subtrahend: Tensor | None = None,
     ) -> Tensor:
-        """``(N, C)`` sums in the accumulation dtype (tensors as for :func:`_reduce`)."""
+        """``sum_s x`` (or of ``relu-masked x * other``, or ``* (other - subtrahend)``, as planned),
+        times the planned scale, as ``(N, C)`` in the accumulation dtype; the masked ``x`` is stored
+        to ``masked``.
+
+        ``x`` and the others are tensors that the plan's :class:`Geometry` describes (any views of
+        the same memory with the same first element would do).
+        """
         partial = torch.empty(self.partial_shape, dtype=_accumulate_dtype(x.dtype), device=x.device)
         self.launch(
             x,
@@ -257,6 +267,11 @@ class _Reduction(NamedTuple):
         )
         sums = partial if len(self.partial_shape) == 2 else partial.sum(1)
         return sums if self.divisor is None else sums / self.divisor
+
+    def bound(self) -> _Reduction:
+        """This reduction for a caller whose tensors keep their dtypes and device
+        (:class:`~ecanet.ops.triton_launch.BoundLaunch`)."""
+        return self._replace(launch=self.launch.bound())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -277,26 +292,6 @@ def _reduction(
         },
     )
     return _Reduction(launch, (n, c) if splits == 1 else (n, splits, c), divisor)
-
-
-def _reduce(
-    shape: Geometry,
-    x: Tensor,
-    other: Tensor | None,
-    relu_out: Tensor | None,
-    masked: Tensor | None,
-    scale: float,
-    subtrahend: Tensor | None = None,
-) -> Tensor:
-    """``scale * sum_s x`` (or of ``relu-masked x * other``, or ``* (other - subtrahend)``) as
-    ``(N, C)`` in the accumulation dtype; the masked ``x`` is stored to ``masked``.
-
-    ``x`` and the others are tensors that ``shape`` describes (any views of the same memory with
-    the same first element would do).
-    """
-    policy = _split_policy(x.device)
-    reduction = _reduction(shape, policy, other is not None, relu_out is not None, subtrahend is not None, scale, None)
-    return reduction(x, other, relu_out, masked, subtrahend)
 
 
 def _mean_reduction(shape: Geometry, device: torch.device, dtype: torch.dtype) -> _Reduction:
@@ -333,11 +328,13 @@ def _affine_launch(
     relu: bool,
 ) -> PlannedLaunch:
     """The per-channel affine pass planned for a geometry, an ECA kernel's shape and the options
-    (see :func:`_affine`)."""
+    (see :func:`_affine`). Without ``norm`` the norm's ``eps`` is planned too (unused, 0), so that
+    every argument passed per launch is a tensor (as a :class:`~ecanet.ops.triton_launch.BoundLaunch` takes them)."""
     block_c, block_s, programs = _affine_plan(shape)
+    sizes = (shape.c, shape.s, shape.sn, shape.sc, shape.ss)
     return _launcher("channel_affine_kernel").plan(
         programs,
-        (shape.c, shape.s, shape.sn, shape.sc, shape.ss),
+        sizes if norm else (0.0, *sizes),
         {
             "INPUT_GRADIENT": input_gradient,
             "STORE_GATES": store_gates,
@@ -357,7 +354,7 @@ def _affine_launch(
 
 
 def _affine(
-    launch: PlannedLaunch,
+    launch: PlannedLaunch | BoundLaunch,
     x: Tensor,
     a: Tensor,
     b: Tensor | None,
@@ -368,7 +365,7 @@ def _affine(
     mean: Tensor | None = None,
     norm: FrozenNorm | None = None,
 ) -> None:
-    """Writes ``act(x * a + b + identity)`` into ``out`` (tensors as for :func:`_reduce`; the options
+    """Writes ``act(x * a + b + identity)`` into ``out`` (tensors as for :class:`_Reduction`; the options
     are ``launch``'s, :func:`_affine_launch`).
 
     Without ``b`` (the forward), ``a`` holds the pooled means: the gate is computed from them and
@@ -387,7 +384,7 @@ def _affine(
         weight,
         a if side_out is None else side_out,
         a if mean is None else mean,
-        *((a, a, a, a, 0.0) if norm is None else norm),
+        *((a, a, a, a) if norm is None else norm),
     )
 
 
@@ -409,7 +406,7 @@ class ForwardPlan(NamedTuple):
     """
 
     pool: _Reduction
-    rescale: PlannedLaunch
+    rescale: PlannedLaunch | BoundLaunch
     rescale_after_norm: PlannedLaunch
     """The rescale applying an eval-mode BatchNorm to its input first."""
     keep_gate: bool
@@ -429,6 +426,12 @@ class ForwardPlan(NamedTuple):
         rescale = self.rescale if norm is None else self.rescale_after_norm
         _affine(rescale, x, mean, None, identity, out, weight.contiguous(), gates, None, norm)
         return mean, gates
+
+    def bound(self) -> ForwardPlan:
+        """This plan for a caller whose tensors keep their dtypes and device
+        (:class:`~ecanet.ops.triton_launch.BoundLaunch`); the rescale after a norm stays keyed
+        in full (the norm's tensors are the caller's to change)."""
+        return self._replace(pool=self.pool.bound(), rescale=self.rescale.bound())
 
 
 @functools.lru_cache(maxsize=4096)
@@ -496,6 +499,124 @@ def eca_forward(
     return plan(x, weight, identity, out, known_mean, norm)
 
 
+class BackwardPlan(NamedTuple):
+    """ECA's backward (or a block tail's) as two launches planned for one geometry and set of
+    options (:func:`backward_plan`): the fused reduction ``sum_s(g * x)``, then the input gradient
+    ``g * gate + dL/dmean / S`` with the gate's backward worked out inside it.
+
+    Every tile of the input-gradient pass computes its channels' ``dL/dmean`` from the k
+    neighbouring gate gradients, and the tiles at the first positions add the kernel's gradient
+    of their channels to partial sums (one more operator adds those up). Without an input
+    gradient to write, the kernel's gradient is worked out alone (:func:`weight_gradient`). As
+    with :class:`ForwardPlan`, a caller that keeps the plan spends no host time on planning again.
+    """
+
+    reduction: _Reduction
+    input_gradient: PlannedLaunch | BoundLaunch
+    partial_shape: tuple[int, ...]
+    """``(rows, *weight.shape)``: the rows of partial sums of the kernel's gradient."""
+    padding: str
+    gate_kind: str
+    inplace: bool
+
+    def __call__(
+        self,
+        grad: Tensor,
+        saved: Tensor,
+        relu_out: Tensor | None,
+        mean: Tensor,
+        gate: Tensor,
+        weight: Tensor,
+        identity: Tensor | None,
+        masked: Tensor | None,
+        dx: Tensor | None,
+    ) -> Tensor:
+        """Runs the backward (arguments as for :func:`eca_backward`); returns the kernel's gradient."""
+        if relu_out is not None and masked is None:
+            masked = torch.empty_like(grad)  # the input gradient reads the masked gradient
+        sums = self.reduction(grad, saved, relu_out, masked, identity)
+        if dx is None or dx.numel() == 0:
+            return weight_gradient(sums, gate, mean, weight, self.padding, self.gate_kind, self.inplace)
+        weight = weight.contiguous()
+        partial = torch.empty(self.partial_shape, dtype=mean.dtype, device=mean.device)
+        _affine(self.input_gradient, grad if relu_out is None else masked, gate, sums, None, dx, weight, partial, mean)
+        return _summed_weight_gradient(partial, weight)
+
+    def bound(self) -> BackwardPlan:
+        """This plan for a caller whose tensors keep their dtypes and device
+        (:class:`~ecanet.ops.triton_launch.BoundLaunch`)."""
+        return self._replace(reduction=self.reduction.bound(), input_gradient=self.input_gradient.bound())
+
+
+@functools.lru_cache(maxsize=4096)
+def backward_plan(
+    shape: Geometry,
+    device: torch.device,
+    weight_shape: tuple[int, ...],
+    relu: bool,
+    padding: str,
+    gate_kind: str,
+    inplace: bool,
+    identity: bool,
+) -> BackwardPlan:
+    """The :class:`BackwardPlan` of calls on tensors of ``shape`` on ``device`` with an ECA kernel
+    of ``weight_shape``; ``relu``, with an output to mask the gradient by; ``identity``, with a
+    shortcut to subtract from the saved output (in place). Other arguments as for :func:`eca_backward`.
+    """
+    block_c = _affine_plan(shape)[0]
+    rows = shape.n if weight_shape[0] > 1 else shape.n * -(-shape.c // block_c)
+    return BackwardPlan(
+        _reduction(shape, _split_policy(device), True, relu, identity, 1.0, None),
+        _affine_launch(shape, weight_shape, padding, gate_kind, True, True, False, inplace, False, False),
+        (rows, *weight_shape),
+        padding,
+        gate_kind,
+        inplace,
+    )
+
+
+class TrainingPlans(NamedTuple):
+    """The launches of a training call planned for one geometry and set of options
+    (:func:`training_plans`): its forward (the gate kept for the backward) and its backward, as
+    the output overwrote the input or not."""
+
+    forward: ForwardPlan
+    backward: BackwardPlan
+    backward_in_place: BackwardPlan
+
+    def bound(self) -> TrainingPlans:
+        """These plans for a caller whose tensors keep their dtypes and device
+        (:class:`~ecanet.ops.triton_launch.BoundLaunch`)."""
+        return TrainingPlans(*(plan.bound() for plan in self))
+
+
+def training_plans(
+    shape: Geometry,
+    device: torch.device,
+    dtype: torch.dtype,
+    weight_shape: tuple[int, ...],
+    relu: bool,
+    padding: str,
+    gate: str,
+    identity: bool,
+) -> TrainingPlans:
+    """The :class:`TrainingPlans` of calls on tensors of ``shape``, ``device`` and ``dtype`` with an
+    ECA kernel of ``weight_shape``, with or without an ``identity`` (arguments as for :func:`eca_forward`).
+
+    Example:
+        >>> x = torch.empty(2, 8, 3, 3)
+        >>> plans = training_plans(geometry(x, 1), x.device, x.dtype, (1, 1, 3), True, "zeros", "sigmoid", True)
+        >>> plans.forward.keep_gate, plans.backward.inplace, plans.backward_in_place.inplace
+        (True, False, True)
+    """
+    forward = forward_plan(shape, device, dtype, weight_shape, relu, padding, gate, identity, True)
+    backward, backward_in_place = (
+        backward_plan(shape, device, weight_shape, relu, padding, gate, inplace, identity and inplace)
+        for inplace in (False, True)
+    )
+    return TrainingPlans(forward, backward, backward_in_place)
+
+
 def eca_backward(
     shape: Geometry,
     grad: Tensor,
@@ -511,13 +632,7 @@ def eca_backward(
     masked: Tensor | None,
     dx: Tensor | None,
 ) -> Tensor:
-    """ECA's backward in two launches: the fused reduction ``sum_s(g * x)``, then the input gradient
-    ``g * gate + dL/dmean / S`` with the gate's backward worked out inside it.
-
-    Every tile of the input-gradient pass computes its channels' ``dL/dmean`` from the k
-    neighbouring gate gradients, and the tiles at the first positions add the kernel's gradient
-    of their channels to partial sums (one more operator adds those up). Without an input
-    gradient to write, the kernel's gradient is worked out alone (:func:`weight_gradient`).
+    """ECA's backward in two launches (see :class:`BackwardPlan`).
 
     Args:
         shape: the :class:`Geometry` shared by every large tensor.
@@ -528,20 +643,10 @@ def eca_backward(
     Returns:
         The kernel's gradient, shaped and typed like ``weight``.
     """
-    if relu_out is not None and masked is None:
-        masked = torch.empty_like(grad)  # the input gradient reads the masked gradient
-    sums = _reduce(shape, grad, saved, relu_out, masked, 1.0, identity)
-    if dx is None or dx.numel() == 0:
-        return weight_gradient(sums, gate, mean, weight, padding, gate_kind, inplace)
-    weight = weight.contiguous()
-    block_c = _affine_plan(shape)[0]
-    per_channel = weight.shape[0] > 1
-    rows = shape.n if per_channel else shape.n * -(-shape.c // block_c)
-    partial = torch.empty((rows, *weight.shape), dtype=mean.dtype, device=mean.device)
-    masked_grad = grad if relu_out is None else masked
-    launch = _affine_launch(shape, weight.shape, padding, gate_kind, True, True, False, inplace, False, False)
-    _affine(launch, masked_grad, gate, sums, None, dx, weight, partial, mean)
-    return _summed_weight_gradient(partial, weight)
+    plan = backward_plan(
+        shape, grad.device, weight.shape, relu_out is not None, padding, gate_kind, inplace, identity is not None
+    )
+    return plan(grad, saved, relu_out, mean, gate, weight, identity, masked, dx)
 
 
 def _summed_weight_gradient(partial: Tensor, weight: Tensor) -> Tensor:
