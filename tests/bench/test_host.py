@@ -15,7 +15,7 @@ from ecanet.bench.host import (
 )
 from ecanet.bench.suite import bench_cases
 from ecanet.models.resnet import Bottleneck
-from ecanet.ops import dispatch, triton_kernels, triton_launch
+from ecanet.ops import dispatch, prepared_calls, triton_kernels, triton_launch
 
 
 def _patched():
@@ -52,9 +52,10 @@ def test_the_eca_block_takes_the_gpus_route_with_its_batchnorm_folded(monkeypatc
 
 def test_launches_go_the_direct_way_up_to_the_launcher_and_leave_nothing_behind():
     # Per launch the host runs the planned launch's key and lookup as on a GPU; the stand-ins
-    # for compiled kernels are gone afterwards.
+    # for compiled kernels are gone afterwards, and so are the calls prepared on the route (their
+    # bound launches hold a stand-in).
     launcher = triton_kernels._launcher("channel_affine_kernel")
-    kept = dict(launcher._compiled)
+    kept, prepared = dict(launcher._compiled), set(prepared_calls._prepared)
     block = Bottleneck(256, 64, attention="eca").eval().to(memory_format=torch.channels_last)
     x = torch.randn(HOST_BLOCK_SHAPE).contiguous(memory_format=torch.channels_last)
     with cuda_route_without_launches(), torch.no_grad():
@@ -62,7 +63,9 @@ def test_launches_go_the_direct_way_up_to_the_launcher_and_leave_nothing_behind(
             block(x)
         added = {key for key in launcher._compiled if key not in kept}
         assert {key[0] for key in added} == {0}  # keyed as launches on GPU 0
+        assert set(prepared_calls._prepared) > prepared
     assert launcher._compiled == kept
+    assert set(prepared_calls._prepared) == prepared
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])

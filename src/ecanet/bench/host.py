@@ -28,7 +28,7 @@ import torch
 from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import time_side_by_side
 from ecanet.models.resnet import Bottleneck
-from ecanet.ops import dispatch
+from ecanet.ops import dispatch, prepared_calls
 
 __all__ = ["HOST_BLOCK_SHAPE", "benchmark_host_block", "cuda_route_without_launches"]
 
@@ -63,6 +63,8 @@ def cuda_route_without_launches() -> Iterator[None]:
 
     with contextlib.ExitStack() as undo:
         undo.callback(_forget_stand_ins, stand_ins)
+        # Calls prepared on the route keep bound launches that hold a stand-in: forgotten after it.
+        undo.callback(_forget_calls_prepared_since, set(prepared_calls._prepared))
         for owner, name, replacement in (
             (dispatch, "takes_prepared_calls", _always),
             (dispatch, "kernels_for", _triton_backend_for),
@@ -108,6 +110,11 @@ class _KernelNotLaunched:
 
 
 _KERNEL_NOT_LAUNCHED = _KernelNotLaunched()
+
+
+def _forget_calls_prepared_since(before: set[tuple]) -> None:
+    for key in [key for key in prepared_calls._prepared if key not in before]:
+        del prepared_calls._prepared[key]
 
 
 def _forget_stand_ins(launchers: set[Any]) -> None:
