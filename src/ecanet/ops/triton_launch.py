@@ -173,20 +173,7 @@ class PlannedLaunch:
                     return None
                 self.launcher._compiled[key] = compiled
                 return compiled
-            compiled.run(
-                self.programs,
-                1,
-                1,
-                _stream_of()(index),
-                compiled.function,
-                compiled.packed_metadata,
-                None,
-                None,
-                None,
-                *args,
-                *self.scalars,
-                *self._values,
-            )
+            _run(compiled, self, index, args)
             return compiled
 
     def bound(self) -> BoundLaunch:
@@ -241,20 +228,26 @@ class BoundLaunch:
             if _listening(hooks.launch_enter_hook) or _listening(hooks.launch_exit_hook):
                 plan.launch(args)
                 return
-            compiled.run(
-                plan.programs,
-                1,
-                1,
-                _stream_of()(self._index),
-                compiled.function,
-                compiled.packed_metadata,
-                None,
-                None,
-                None,
-                *pointers,
-                *plan.scalars,
-                *plan._values,
-            )
+            _run(compiled, plan, self._index, pointers)
+
+
+def _run(compiled: Any, plan: PlannedLaunch, index: int, args: Any) -> None:
+    """Hands a launch of ``plan`` on ``args`` (tensors or their addresses) straight to the compiled
+    kernel's launcher, on the current stream of device ``index``, with no launch hooks."""
+    compiled.run(
+        plan.programs,
+        1,
+        1,
+        _stream_of()(index),
+        compiled.function,
+        compiled.packed_metadata,
+        None,
+        None,
+        None,
+        *args,
+        *plan.scalars,
+        *plan._values,
+    )
 
 
 def _cuda_index(t: Tensor) -> int | None:
