@@ -11,6 +11,7 @@ from ecanet.training import TrainConfig
         ({"optimizer": "adam"}, ValueError, r"optimizer must be one of \['sgd', 'adamw'\], got 'adam'"),
         ({"schedule": "linear"}, ValueError, r"schedule must be one of \['step', 'cosine'\], got 'linear'"),
         ({"amp": "fp8"}, ValueError, r"amp must be one of \[None, 'bf16', 'fp16'\], got 'fp8'"),
+        ({"compile": "fast"}, ValueError, r"compile must be one of \[None, 'default', 'reduce-overhead', .*got 'fast'"),
         ({"epochs": 0}, ValueError, "epochs must be >= 1, got 0"),
         ({"epochs": 2.5}, TypeError, "epochs must be an integer, got 2.5"),
         ({"batch_size": True}, TypeError, "batch_size must be an integer, got True"),

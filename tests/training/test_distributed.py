@@ -120,3 +120,20 @@ def test_one_gpu_index_for_all_torchrun_processes_is_refused(monkeypatch: pytest
 def test_resolve_device_defaults_to_what_exists() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device(None).type == expected
+
+
+@pytest.mark.slow
+def test_torchrun_compiled_data_parallel_step(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    # torch.compile over the DDP wrapper: dynamo splits the graph at gradient buckets so the
+    # all-reduce still overlaps the backward; the replicas must end identical.
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "ecanet", "train", f"--model={SPEC}", "--epochs=1", "--batch-size=16", "--max-steps-per-epoch=3",
+        "--compile=default", f"--run-dir={tmp_path}", "--no-progress",
+    ]  # fmt: skip
+    finished = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    record = json.loads((tmp_path / "distributed.json").read_text())
+    assert record["world_size"] == 2
+    assert record["parameter_sha256"][0] == record["parameter_sha256"][1]
+    assert load_checkpoint(tmp_path / "last.pt")["config"]["compile"] == "default"

@@ -14,6 +14,7 @@ import sys
 
 from ecanet.data import DATASETS
 from ecanet.training import TrainConfig, TrainingInterrupted, train
+from ecanet.training.config import AMP_DTYPES, COMPILE_MODES
 
 HELP = {
     "model": "model name from `ecanet info`, or package.module:function",
@@ -32,6 +33,7 @@ HELP = {
     "label_smoothing": "label smoothing of the training loss",
     "amp": "mixed precision: bf16 (CPU or GPU) or fp16 (GPU)",
     "channels_last": "NHWC memory format",
+    "compile": "train through torch.compile in this mode (reduce-overhead replays CUDA graphs); without it, eagerly",
     "grad_clip": "clip the gradient norm to this value",
     "seed": "seed of everything random",
     "deterministic": "deterministic algorithms: equal seeds give equal numbers",
@@ -47,7 +49,8 @@ CHOICES = {
     "data": tuple(DATASETS),
     "optimizer": ("sgd", "adamw"),
     "schedule": ("step", "cosine"),
-    "amp": ("bf16", "fp16"),
+    "amp": AMP_DTYPES[1:],
+    "compile": COMPILE_MODES[1:],
 }
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 
 from ecanet.training.schedule import SCHEDULES
 
-__all__ = ["AMP_DTYPES", "OPTIMIZERS", "RESUMABLE_CHANGES", "TrainConfig"]
+__all__ = ["AMP_DTYPES", "COMPILE_MODES", "OPTIMIZERS", "RESUMABLE_CHANGES", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw")
 AMP_DTYPES = (None, "bf16", "fp16")
+# torch.compile modes; "reduce-overhead" replays CUDA graphs, so a host-bound GPU step stops waiting on Python.
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 # Fields that may differ between a run and its resumption; any other difference is refused.
-RESUMABLE_CHANGES = frozenset({"epochs", "progress", "workers", "run_dir", "resume", "device"})
+RESUMABLE_CHANGES = frozenset({"epochs", "progress", "workers", "run_dir", "resume", "device", "compile"})
 
 
 @dataclass
@@ -40,6 +42,9 @@ class TrainConfig:
         label_smoothing: label smoothing of the training loss.
         amp: mixed precision: None, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU, with loss scaling).
         channels_last: use the NHWC memory format for model and inputs.
+        compile: run the training forward and backward through ``torch.compile`` in this mode
+            (``"default"``, ``"reduce-overhead"`` or ``"max-autotune"``); None runs eagerly.
+            Evaluation and checkpoints use the module itself, so checkpoints load into an eager model.
         grad_clip: clip the global gradient norm to this value; None disables clipping.
         seed: seed of initialisation, data order, augmentation and every random generator.
         deterministic: use deterministic algorithms (slower on GPU), so equal seeds give equal numbers.
@@ -76,6 +81,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     amp: str | None = None
     channels_last: bool = False
+    compile: str | None = None
     grad_clip: float | None = None
     seed: int = 0
     deterministic: bool = False
@@ -118,6 +124,7 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("amp", self.amp, AMP_DTYPES)
+        _check_choice("compile", self.compile, COMPILE_MODES)
         for name in ("epochs", "batch_size"):
             _check_number(name, getattr(self, name), integer=True, minimum=1)
         for name in ("max_steps_per_epoch", "image_size"):

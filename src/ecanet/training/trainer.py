@@ -203,6 +203,11 @@ class _Run:
             if self.context.distributed
             else self.model
         )
+        # What the training step calls: that wrapper, compiled if asked (evaluation and checkpoints
+        # use the module itself, so nothing saved depends on the compiler).
+        self.step_model = (
+            self.parallel_model if config.compile is None else torch.compile(self.parallel_model, mode=config.compile)
+        )
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_atomically(self.run_dir / "config.json", (json.dumps(config.to_dict(), indent=2) + "\n").encode())
@@ -375,7 +380,7 @@ class _Run:
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         targets = targets.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            logits = self.parallel_model(images)
+            logits = self.step_model(images)
             loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         # Backward on this thread rather than autograd's per-device worker: on one GPU per process
