@@ -55,6 +55,8 @@ def test_gpu_plan_times_resnet50_at_224px_and_leaves_glibc_alone():
     compiled = cases["model resnet50 training-compiled channels_last bfloat16"]
     assert compiled.func is benchmark_model_training and compiled.keywords["compiled"] is True
     assert "model resnet50 training-compiled nchw float32" in cases
+    graph_replayed = cases["model resnet50 training-compiled-reduce-overhead channels_last bfloat16"]
+    assert graph_replayed.keywords["compiled"] is True and graph_replayed.keywords["compile_mode"] == "reduce-overhead"
     cpu_cases = dict(bench_cases(["model"]))
     assert "model resnet18 training nchw float32" in cpu_cases
     assert not any("graphed" in label or "training-compiled" in label for label in cpu_cases)

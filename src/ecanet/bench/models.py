@@ -117,6 +117,7 @@ def benchmark_model_training(
     memory_format: str = "nchw",
     dtype: str = "float32",
     compiled: bool = False,
+    compile_mode: str = "default",
     graphed: bool = False,
     rounds: int = 15,
     warmup: int = 2,
@@ -127,7 +128,9 @@ def benchmark_model_training(
     By default the models use the small-input stem (3x3 stride 1, no max-pool) for CIFAR-sized
     images (``small_input=False``: ImageNet's stem). ``dtype="bfloat16"`` runs the step under
     autocast on the device. ``compiled`` wraps each network in ``torch.compile`` (forward and
-    backward compiled in the warm-up rounds; the loss and the update stay eager). ``graphed``
+    backward compiled in the warm-up rounds; the loss and the update stay eager) in
+    ``compile_mode`` (``"reduce-overhead"`` also replays them from CUDA graphs, as ``ecanet train
+    --compile reduce-overhead`` does; the rows' mode names it). ``graphed``
     replays each network's forward and backward from CUDA graphs
     (``torch.cuda.make_graphed_callables``; the loss and the update stay eager), CUDA devices
     only, not with ``compiled``. Arguments otherwise as for :func:`benchmark_model_inference`.
@@ -162,7 +165,7 @@ def benchmark_model_training(
             with autocast():
                 model = torch.cuda.make_graphed_callables(model, (x,))
         elif compiled:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=compile_mode)
 
         def step(model=model, optimizer=optimizer) -> None:
             optimizer.zero_grad(set_to_none=True)
@@ -175,5 +178,7 @@ def benchmark_model_training(
     stats = time_side_by_side(
         candidates, rounds=rounds, warmup=warmup, **round_timing(device, gpu_round_seconds=NETWORK_GPU_ROUND_SECONDS)
     )
-    mode = "training-compiled" if compiled else "training-graphed" if graphed else "training"
+    mode = "training-graphed" if graphed else "training"
+    if compiled:
+        mode = "training-compiled" if compile_mode == "default" else f"training-compiled-{compile_mode}"
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])

@@ -70,7 +70,8 @@ def bench_cases(
     autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`). On a GPU
     the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), every network
     case is also replayed from CUDA graphs (the GPU's work without the host's), and training is
-    also compiled (NCHW float32, channels-last bfloat16). Models
+    also compiled (NCHW float32, channels-last bfloat16; the latter in ``"reduce-overhead"`` mode
+    too, compiled and replayed from CUDA graphs, as ``ecanet train --compile`` can). Models
     get as many rounds as layers. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds. ``"host"`` (CPU only) times a ResNet-50
     bottleneck's inference and training step on the GPU's route, up to Triton's launcher, which
@@ -142,6 +143,11 @@ def bench_cases(
                     label = f"model {network} training-compiled {memory_format} {dtype}"
                     options = {**setup, "memory_format": memory_format, "dtype": dtype, "compiled": True, **timing}
                     model_cases.append((label, partial(benchmark_model_training, **options)))
+                # ecanet train's remedy for a host-bound step: compiled and replayed from CUDA graphs.
+                label = f"model {network} training-compiled-reduce-overhead channels_last bfloat16"
+                options = {**setup, "memory_format": "channels_last", "dtype": "bfloat16", **timing}
+                options.update(compiled=True, compile_mode="reduce-overhead")
+                model_cases.append((label, partial(benchmark_model_training, **options)))
         pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
         cases += [(label, pin(run)) for label, run in model_cases]
     if "host" in groups:
