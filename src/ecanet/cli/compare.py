@@ -7,8 +7,17 @@ import dataclasses
 import shlex
 import sys
 
-from ecanet.experiments import PRESETS, compare_preset, format_table, run_compare, summary_rows, with_model
+from ecanet.experiments import (
+    PRESETS,
+    CompareConfig,
+    compare_preset,
+    format_table,
+    run_compare,
+    summary_rows,
+    with_model,
+)
 from ecanet.training import TrainingInterrupted
+from ecanet.training.config import AMP_DTYPES, COMPILE_MODES
 
 # Flags that override a field of the training template, by TrainConfig field name.
 TRAINING_FLAGS = (
@@ -24,6 +33,7 @@ TRAINING_FLAGS = (
     "warmup_epochs",
     "label_smoothing",
     "amp",
+    "compile",
     "workers",
     "device",
 )
@@ -63,7 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--warmup-epochs", type=float)
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--max-steps-per-epoch", type=int, help="cap on optimiser steps per epoch; 0 = whole epoch")
-    parser.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision")
+    parser.add_argument("--amp", choices=AMP_DTYPES[1:], help="mixed precision")
+    parser.add_argument(
+        "--compile", choices=COMPILE_MODES[1:], help="train through torch.compile in this mode (default: eagerly)"
+    )
     parser.add_argument("--workers", type=int, help="data-loader worker processes")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--latency-batch-size", type=int, help="batch size of the timed inference pass")
@@ -85,7 +98,8 @@ def _command_line(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
-def run(args: argparse.Namespace) -> int:
+def config_from_args(args: argparse.Namespace) -> CompareConfig:
+    """The preset's :class:`~ecanet.experiments.CompareConfig` with the flags given applied."""
     config = compare_preset(args.preset)
     if args.model is not None:
         config = with_model(config, args.model)
@@ -102,9 +116,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in COMPARE_FLAGS if getattr(args, name) is not None}
     if args.attention is not None:
         overrides["attentions"] = tuple(choice.strip() for choice in args.attention.split(",") if choice.strip())
-    config = dataclasses.replace(config, training=training, command=_command_line(args), **overrides)
+    return dataclasses.replace(config, training=training, command=_command_line(args), **overrides)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
-        result = run_compare(config)
+        result = run_compare(config_from_args(args))
     except TrainingInterrupted as interrupted:
         print(f"\ncompare interrupted: {interrupted}", file=sys.stderr)
         print("finished runs are kept; run the same command again to continue", file=sys.stderr)
