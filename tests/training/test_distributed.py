@@ -125,15 +125,27 @@ def test_resolve_device_defaults_to_what_exists() -> None:
 @pytest.mark.slow
 def test_torchrun_compiled_data_parallel_step(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     # torch.compile over the DDP wrapper: dynamo splits the graph at gradient buckets so the
-    # all-reduce still overlaps the backward; the replicas must end identical.
+    # all-reduce still overlaps the backward. The replicas must end identical, and equal to an
+    # eager single process up to the order of float sums (inductor's and the all-reduce's).
+    run = {"model": SPEC, "epochs": 1, "batch_size": 16, "max_steps_per_epoch": 3}
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in run.items()]
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "ecanet", "train", f"--model={SPEC}", "--epochs=1", "--batch-size=16", "--max-steps-per-epoch=3",
-        "--compile=default", f"--run-dir={tmp_path}", "--no-progress",
+        "-m", "ecanet", "train", *flags, "--compile=default", f"--run-dir={tmp_path / 'ddp'}", "--no-progress",
     ]  # fmt: skip
     finished = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    record = json.loads((tmp_path / "distributed.json").read_text())
+    record = json.loads((tmp_path / "ddp" / "distributed.json").read_text())
     assert record["world_size"] == 2
     assert record["parameter_sha256"][0] == record["parameter_sha256"][1]
-    assert load_checkpoint(tmp_path / "last.pt")["config"]["compile"] == "default"
+    distributed = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert distributed["config"]["compile"] == "default"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(TrainConfig(**run, run_dir=str(tmp_path / "single"), progress=False))
+    finally:
+        torch.set_num_threads(threads)
+    assert distributed["history"][0]["train_loss"] == pytest.approx(single.history[0]["train_loss"], rel=1e-4)
+    for name, value in single.model.state_dict().items():
+        torch.testing.assert_close(distributed["model"][name], value, rtol=1e-4, atol=1e-6)
