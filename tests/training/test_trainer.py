@@ -143,6 +143,7 @@ class SignalAtStep(nn.Module):
 @pytest.mark.slow
 def test_sigint_mid_epoch_saves_and_resume_continues_exactly(tmp_path: Path) -> None:
     config = TrainConfig(**{**RESUMABLE, "model": "signal-at-step", "epochs": 3}, run_dir=str(tmp_path))
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a process started in the background
     # Call 47 is step 7 of epoch 2 (40 steps per epoch).
     with pytest.raises(TrainingInterrupted, match="SIGINT") as interruption:
         train(config, model=SignalAtStep(signal.SIGINT, at_call=47))
@@ -150,7 +151,7 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(tmp_path: Path) -> 
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert (checkpoint["epoch"], checkpoint["step"]) == (1, 7)
     assert [row["epoch"] for row in checkpoint["history"]] == [1]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler_before
     resumed = train(config, model=SignalAtStep())
     reference = train(dataclasses.replace(config, run_dir=str(tmp_path / "reference")), model=SignalAtStep())
     assert_same_curve(resumed.history, reference.history)
