@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from ecanet.bench import suite
+from ecanet.bench.device import convolves_bfloat16_natively
 from ecanet.bench.layers import benchmark_layer
 from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 from ecanet.bench.suite import bench_cases, run_bench
@@ -18,6 +20,20 @@ def test_full_plan_covers_formats_dtypes_modes_and_models():
     assert "model resnet50 inference-compiled nchw float32" in labels
     assert "model resnet50 inference-compiled channels_last float32" not in labels
     assert "model resnet18 training channels_last float32" in labels
+
+
+def test_bfloat16_networks_only_where_the_cpu_convolves_bfloat16_natively(monkeypatch):
+    native = convolves_bfloat16_natively(torch.device("cpu"))
+    assert native == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    labels = {label for label, _ in bench_cases()}
+    assert ("model resnet50 inference nchw bfloat16" in labels) == native
+    assert ("model resnet18 training channels_last bfloat16" in labels) == native
+    for answer in (True, False):
+        monkeypatch.setattr(suite, "convolves_bfloat16_natively", lambda device, answer=answer: answer)
+        labels = {label for label, _ in bench_cases()}
+        assert ("model resnet50 inference channels_last bfloat16" in labels) == answer
+        assert "model resnet50 inference nchw float32" in labels
+        assert "layer 32x256x56x56 inference nchw bfloat16" in labels  # ecanet's kernels, not oneDNN's
 
 
 def test_quick_plan_is_a_subset():
@@ -38,6 +54,20 @@ def test_run_writes_all_files_with_the_command(tmp_path):
     assert environment["command"] == "ecanet bench --quick" and environment["cases"] == ["tiny"]
     assert (tmp_path / "results.txt").read_text().count("\n") == len(rows) + 1
     assert (tmp_path / "results.csv").read_text().count("\n") == len(rows) + 1
+    assert environment["bfloat16_convolutions_native"] == convolves_bfloat16_natively(torch.device("cpu"))
+
+
+def test_a_stopped_run_keeps_the_cases_it_finished(tmp_path):
+    def stopped() -> list:
+        raise KeyboardInterrupt
+
+    finished = ("tiny", lambda: benchmark_layer((2, 8, 3, 3), "nchw", "float32", "inference", rounds=1, warmup=0))
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(tmp_path, [finished, ("stopped", stopped)], progress=False)
+    rows = (tmp_path / "results.csv").read_text().splitlines()[1:]
+    assert rows and all(row.startswith("layer,2x8x3x3,") for row in rows)
+    assert (tmp_path / "results.txt").read_text().count("\n") == len(rows) + 1
+    assert not (tmp_path / "environment.json").exists()
 
 
 def test_gpu_plan_times_resnet50_at_224px_and_leaves_glibc_alone():

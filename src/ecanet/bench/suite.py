@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ecanet.bench.allocator import pin_glibc_thresholds
+from ecanet.bench.device import convolves_bfloat16_natively
 from ecanet.bench.host import benchmark_host_block
 from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_call, benchmark_layer, benchmark_tail
 from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
@@ -67,7 +68,9 @@ def bench_cases(
     small activations against bare pool + rescale (float32, both formats); ECA-ResNet-50 against
     ResNet-50 at inference (batch 8, 224 px; eager in both formats and dtypes, compiled in NCHW
     float32) and ECA-ResNet-18 against ResNet-18 training steps (batch 64, 32 px; bfloat16 under
-    autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`). On a GPU
+    autocast), with glibc's allocation thresholds pinned (:mod:`ecanet.bench.allocator`); the
+    bfloat16 networks only where the CPU convolves bfloat16 natively
+    (:func:`ecanet.bench.device.convolves_bfloat16_natively`). On a GPU
     the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), every network
     case is also replayed from CUDA graphs (the GPU's work without the host's), and training is
     also compiled (NCHW float32, channels-last bfloat16; the latter in ``"reduce-overhead"`` mode
@@ -122,13 +125,15 @@ def bench_cases(
         setups = MODEL_SETUPS[device.type]
         # On a GPU every eager case runs again replayed from CUDA graphs: the GPU's work alone.
         graphed_too = (False, True) if device.type == "cuda" else (False,)
+        # Emulated bfloat16 convolutions take minutes per case and say nothing about ECA.
+        model_dtypes = dtypes if convolves_bfloat16_natively(device) else ("float32",)
         model_cases: list[Case] = []
         for kind, function in (("inference", benchmark_model_inference), ("training", benchmark_model_training)):
             setup = setups[kind]
             network = setup.get("names", ("resnet50",))[0]
             for graphed in graphed_too:
                 mode = f"{kind}-graphed" if graphed else kind
-                for dtype in dtypes:
+                for dtype in model_dtypes:
                     for memory_format in formats:
                         label = f"model {network} {mode} {memory_format} {dtype}"
                         options = {**setup, "memory_format": memory_format, "dtype": dtype, **timing}
@@ -218,6 +223,7 @@ def machine_description(device: str | torch.device = "cpu") -> dict[str, object]
         "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
         "autograd_multithreading": torch._C._is_multithreading_enabled(),
+        "bfloat16_convolutions_native": convolves_bfloat16_natively(torch.device(device)),
     }
     device = torch.device(device)
     if device.type == "cuda":
@@ -249,6 +255,7 @@ def run_bench(
 ) -> list[BenchRow]:
     """Runs ``cases`` (see :func:`bench_cases`) and writes ``results.csv``, ``results.png``,
     ``results.txt`` (the table) and ``environment.json`` (machine, versions, command, duration).
+    The table and the CSV are rewritten after every case, so a stopped run keeps what it measured.
 
     Args:
         out_dir: directory for the files (created).
@@ -277,11 +284,11 @@ def run_bench(
     for label, run in bar:
         bar.set_postfix_str(label)
         rows.extend(run())
+        write_csv(rows, out / "results.csv")
+        write_atomically(out / "results.txt", (format_table(rows) + "\n").encode())
     environment = machine_description(device)
     environment.update(command=command, cases=[label for label, _ in cases], seconds=round(time.time() - started, 1))
     environment["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
-    write_csv(rows, out / "results.csv")
     plot_rows(rows, out / "results.png")
-    write_atomically(out / "results.txt", (format_table(rows) + "\n").encode())
     write_atomically(out / "environment.json", (json.dumps(environment, indent=2) + "\n").encode())
     return rows
