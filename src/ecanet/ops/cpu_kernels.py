@@ -35,11 +35,18 @@ __all__ = ["available", "backward", "build_name", "empty_like", "entry", "forwar
 
 SOURCE = Path(__file__).with_name("csrc") / "eca_cpu.cpp"
 DISABLE_VARIABLE = "ECANET_CPU_KERNELS"
-_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"]
+_CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"]
 """``-ffp-contract=off``: every product is rounded before it is added, as torch's operators and
 the AVX-512 path's explicit instructions do it, so results do not depend on the CPU the build
 targets. (GCC otherwise fuses ``x * gate + identity`` into one FMA wherever the CPU has one, and on
-an AVX2 machine a few bfloat16 outputs in 10^5 rounded the other way.)"""
+an AVX2 machine a few bfloat16 outputs in 10^5 rounded the other way.)
+
+``-fno-trapping-math``: floating-point operations raise no signals (nothing here enables them), so
+GCC may evaluate both sides of a selection such as the ReLU's ``v > 0 ? v : 0`` or the sigmoid's
+clamps. Without it GCC vectorises those loops only with AVX-512's masked instructions: on an AVX2
+CPU (AMD EPYC) the sigmoid loop ran scalar, 8.4 ns per value against 0.9 ns with the flag, and
+the gate of an 8x2048 descriptor took 139 us. Results are unchanged: the flag allows no
+reordering or contraction."""
 
 
 def _cpu_signature() -> str:
