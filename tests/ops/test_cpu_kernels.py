@@ -639,6 +639,61 @@ def test_buffer_cache_keeps_at_most_its_limit_unmapping_the_oldest(megabytes, st
     assert json.loads(result.stdout.splitlines()[-1]) == still_mapped
 
 
+CACHE_ROUTES_CHECK = """
+import itertools, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from reference import eca_reference
+from ecanet.ops import cpu_kernels
+
+assert cpu_kernels.available()
+tolerance = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2}
+shapes = [(2, 40, 5, 5), (3, 37, 6, 7), (2, 64, 1, 130), (2, 30, 300), (2, 24, 3, 4, 5)]
+cases = 0
+for shape, dtype, (rows, k), padding, gate, (identity, relu), inplace, channels_last in itertools.product(
+    shapes, tolerance, [(1, 3), (1, 5), ("C", 7), (1, 11)], ["zeros", "circular"], ["sigmoid", "hard_sigmoid"],
+    [(False, False), (True, True)], [False, True], [False, True]
+):
+    if channels_last and len(shape) != 4:
+        continue
+    generator = torch.Generator().manual_seed(cases)
+    x = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(shape[1] if rows == "C" else 1, 1, k, generator=generator, dtype=torch.float64).to(dtype)
+    shortcut = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype) if identity else None
+    if shortcut is not None and channels_last:
+        shortcut = shortcut.contiguous(memory_format=torch.channels_last)
+    expected = eca_reference(x, weight, padding, "avg", gate) + (0 if shortcut is None else shortcut.double())
+    expected = expected.clamp(min=0) if relu else expected
+    source = x.clone()
+    out = source if inplace else torch.empty_like(source)
+    mean, gates = cpu_kernels.forward(source, weight, shortcut, relu, padding, gate, out, 1)
+    torch.testing.assert_close(out.double(), expected, rtol=tolerance[dtype], atol=tolerance[dtype])
+    torch.testing.assert_close(mean.double(), x.double().flatten(2).mean(2), rtol=tolerance[dtype], atol=1e-6)
+    cases += 1
+print(cases)
+"""
+
+
+def test_forward_takes_every_cache_route_correctly():
+    """With the cache the kernels plan for set to 4 KiB, the forward takes all three routes: small
+    samples one by one, larger channels-first samples a block of channels at a time (zero padding,
+    blocks of at least k channels: the last block partial, k/2 channels carried to the next), the
+    rest pass by pass; each against the float64 reference."""
+    tests = Path(__file__).resolve().parent
+    sources = [str(tests.parents[1] / "src"), str(tests.parent)]  # the checkout's ecanet, reference.py
+    python_path = os.pathsep.join(filter(None, [*sources, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "ECANET_CPU_CACHE_BYTES": "4096", "PYTHONPATH": python_path}
+    result = subprocess.run(
+        [sys.executable, "-c", CACHE_ROUTES_CHECK, str(tests)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert int(result.stdout.splitlines()[-1]) == 3 * 4 * 2 * 2 * 2 * 2 * (
+        3 * 2 + 2
+    )  # per shape and layout: 3 dtypes, 4 kernels, 2 paddings, gates, tails, in place
+
+
 @pytest.mark.parametrize("case", list(FORWARD_ERRORS))
 def test_forward_operator_rejects_bad_arguments(case):
     assert cpu_kernels.available()

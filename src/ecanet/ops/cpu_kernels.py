@@ -10,7 +10,9 @@ cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 and the CPU (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
 be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten_kernels`) runs.
 Prebuild with ``python -m ecanet.ops``. ``ECANET_BUFFER_CACHE_MB`` bounds the freed large buffers
-kept for reuse (see :func:`empty_like`; ``0`` keeps none).
+kept for reuse (see :func:`empty_like`; ``0`` keeps none). ``ECANET_CPU_CACHE_BYTES`` overrides the
+L2 size the forward plans for (samples that fit are pooled and rescaled one by one, larger
+channels-first ones a block of channels at a time; default: the size the system reports).
 """
 
 from __future__ import annotations

@@ -456,54 +456,64 @@ inline void interior_conv(const acc_t* w, const acc_t* m, int64_t lo, int64_t hi
   }
 }
 
-// gates[n, c] = gate(sum_j taps[c or 0][j] * mean[n, c + j - k/2]), padded with zeros or wrapped:
-// per sample, the interior channels (no padding involved) in one vectorised loop (a shared kernel
-// of the sizes ECA uses, 1 to 9, with its taps in registers; other kernels tap by tap), the at
-// most k/2 edge channels at each end one by one; then the non-linearity over the row while it is
-// in L1 (a NaN logit gives a NaN gate, as in ATen: the clamps keep their first argument when it is
-// NaN).
+// o[c] = gate(sum_j taps[c or 0][j] * m[c + j - k/2]) for the channels c in [lo, hi) of one
+// sample's means m, padded with zeros or wrapped: the interior channels (no padding involved) in
+// one vectorised loop (a shared kernel of the sizes ECA uses, 1 to 9, with its taps in registers;
+// other kernels tap by tap), the at most k/2 edge channels at each end one by one; then the
+// non-linearity over the range while it is in L1 (a NaN logit gives a NaN gate, as in ATen: the
+// clamps keep their first argument when it is NaN). Reads m[c + j - k/2] only for the channels
+// in the range (and, wrapped, their neighbours across the ends).
+template <typename acc_t>
+void gate_channels(const acc_t* m, const acc_t* taps, int64_t rows, int64_t k, int64_t channels, Padding padding,
+                   Gate gate, int64_t lo, int64_t hi, acc_t* o) {
+  const int64_t half = k / 2;
+  const int64_t inner_lo = std::max(lo, std::min(half, channels));
+  const int64_t inner_hi = std::max(inner_lo, std::min(hi, channels - half));
+  if (rows == 1 && k == 1) {
+    interior_conv<1>(taps, m, inner_lo, inner_hi, o);
+  } else if (rows == 1 && k == 3) {
+    interior_conv<3>(taps, m, inner_lo, inner_hi, o);
+  } else if (rows == 1 && k == 5) {
+    interior_conv<5>(taps, m, inner_lo, inner_hi, o);
+  } else if (rows == 1 && k == 7) {
+    interior_conv<7>(taps, m, inner_lo, inner_hi, o);
+  } else if (rows == 1 && k == 9) {
+    interior_conv<9>(taps, m, inner_lo, inner_hi, o);
+  } else {
+    std::fill(o + inner_lo, o + inner_hi, acc_t(0));
+    const int64_t row = rows == 1 ? 0 : 1;  // the tap of channel c is taps[c * row * k + j]
+    for (int64_t j = 0; j < k; ++j) {
+#pragma omp simd
+      for (int64_t c = inner_lo; c < inner_hi; ++c) o[c] += taps[c * row * k + j] * m[c + j - half];
+    }
+  }
+  auto edge = [&](int64_t c) {
+    acc_t z = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t src = padded_channel(c, j - half, channels, padding);
+      if (src >= 0) z += taps[(rows == 1 ? 0 : c) * k + j] * m[src];
+    }
+    o[c] = z;
+  };
+  for (int64_t c = lo; c < std::min(inner_lo, hi); ++c) edge(c);
+  for (int64_t c = inner_hi; c < hi; ++c) edge(c);
+  if (gate == Gate::sigmoid) {
+#pragma omp simd
+    for (int64_t c = lo; c < hi; ++c) o[c] = sigmoid(o[c]);
+  } else {
+#pragma omp simd
+    for (int64_t c = lo; c < hi; ++c) o[c] = std::min(std::max(o[c] / acc_t(6) + acc_t(0.5), acc_t(0)), acc_t(1));
+  }
+}
+
+// gates[n, c] for every sample and channel: gate_channels over each sample's row of means.
 template <typename acc_t>
 void channel_gate(const acc_t* mean, const acc_t* taps, int64_t rows, int64_t k, int64_t n, int64_t channels,
                   Padding padding, Gate gate, acc_t* gates) {
-  const int64_t half = k / 2;
   at::parallel_for(0, n, tasks_grain(channels * k), [&](int64_t begin, int64_t end) {
     for (int64_t sample = begin; sample < end; ++sample) {
-      const acc_t* m = mean + sample * channels;
-      acc_t* o = gates + sample * channels;
-      const int64_t lo = std::min(half, channels), hi = std::max(lo, channels - half);
-      if (rows == 1 && k == 1) {
-        interior_conv<1>(taps, m, lo, hi, o);
-      } else if (rows == 1 && k == 3) {
-        interior_conv<3>(taps, m, lo, hi, o);
-      } else if (rows == 1 && k == 5) {
-        interior_conv<5>(taps, m, lo, hi, o);
-      } else if (rows == 1 && k == 7) {
-        interior_conv<7>(taps, m, lo, hi, o);
-      } else if (rows == 1 && k == 9) {
-        interior_conv<9>(taps, m, lo, hi, o);
-      } else {
-        std::fill(o + lo, o + hi, acc_t(0));
-        const int64_t row = rows == 1 ? 0 : 1;  // the tap of channel c is taps[c * row * k + j]
-        for (int64_t j = 0; j < k; ++j) {
-#pragma omp simd
-          for (int64_t c = lo; c < hi; ++c) o[c] += taps[c * row * k + j] * m[c + j - half];
-        }
-      }
-      for_each_edge_channel(lo, hi, channels, [&](int64_t c) {
-        acc_t z = 0;
-        for (int64_t j = 0; j < k; ++j) {
-          const int64_t src = padded_channel(c, j - half, channels, padding);
-          if (src >= 0) z += taps[(rows == 1 ? 0 : c) * k + j] * m[src];
-        }
-        o[c] = z;
-      });
-      if (gate == Gate::sigmoid) {
-#pragma omp simd
-        for (int64_t c = 0; c < channels; ++c) o[c] = sigmoid(o[c]);
-      } else {
-#pragma omp simd
-        for (int64_t c = 0; c < channels; ++c) o[c] = std::min(std::max(o[c] / acc_t(6) + acc_t(0.5), acc_t(0)), acc_t(1));
-      }
+      gate_channels<acc_t>(mean + sample * channels, taps, rows, k, channels, padding, gate, 0, channels,
+                           gates + sample * channels);
     }
   });
 }
@@ -597,12 +607,16 @@ at::Tensor eca_mean(const at::Tensor& x, int64_t channel_dim) {
 }
 
 // Samples of at most this many bytes are pooled, gated and rescaled one after the other, so the
-// rescale reads each sample back from the L2 cache its pooling pass just filled; larger samples
-// go pass by pass over the whole batch. The L2's size where the system reports it (else 1 MiB):
-// on the build machine (2 MiB L2) in-place ECA on 1.5 MiB samples (32x512x28x28 float32,
-// 32x256x56x56 bfloat16) took 10-25% less time sample by sample than pass by pass.
+// rescale reads each sample back from the L2 cache its pooling pass just filled; larger
+// channels-first samples go a block of channels at a time (cached_channel_block), the rest pass by pass
+// over the whole batch. The L2's size: ECANET_CPU_CACHE_BYTES where set (tests use it to take
+// every route on any machine), else where the system reports it, else 1 MiB. On the Xeon build
+// machine (2 MiB L2) in-place ECA on 1.5 MiB samples (32x512x28x28 float32, 32x256x56x56
+// bfloat16) took 10-25% less time sample by sample than pass by pass.
 int64_t sample_cache_bytes() {
   static const int64_t bytes = [] {
+    const char* text = std::getenv("ECANET_CPU_CACHE_BYTES");
+    if (text != nullptr && std::atoll(text) > 0) return static_cast<int64_t>(std::atoll(text));
 #ifdef _SC_LEVEL2_CACHE_SIZE
     const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     if (l2 > 0) return static_cast<int64_t>(l2);
@@ -610,6 +624,18 @@ int64_t sample_cache_bytes() {
     return int64_t(1) << 20;
   }();
   return bytes;
+}
+
+// Channels per block when a channels-first sample too large for the cache is pooled, gated and
+// rescaled a block at a time (forward_on), or 0 where blocks do not apply. A channel's gate
+// needs only the means of its k neighbours, so once a block is pooled, all but its last k/2
+// channels can be gated and rescaled while the block is still in the L2 (half of it, so the
+// output's lines fit beside). Zero padding only: wrapped, the first channels need the last ones.
+int64_t cached_channel_block(const Layout& L, const GateArgs& args, int64_t element_bytes) {
+  const int64_t row_bytes = L.s * element_bytes;
+  if (L.channels_last || args.padding != Padding::zeros || row_bytes == 0) return 0;
+  const int64_t block = sample_cache_bytes() / 2 / row_bytes;
+  return block >= args.k && block < L.c ? block : 0;
 }
 
 // The forward on validated arguments: x and out (and identity) share the geometry L.
@@ -623,14 +649,14 @@ std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout&
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "ecanet_eca_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* px = x.const_data_ptr<scalar_t>();
+    const acc_t* taps = args.taps.const_data_ptr<acc_t>();
     acc_t* m = mean.data_ptr<acc_t>();
     acc_t* g = gates.data_ptr<acc_t>();
     scalar_t* out = out_tensor.data_ptr<scalar_t>();
     const scalar_t* identity = identity_tensor ? identity_tensor->const_data_ptr<scalar_t>() : nullptr;
-    // Gate and rescale of the samples in `part` (the whole batch, or one sample at `offset`).
-    auto gate_and_rescale = [&](const Layout& part, int64_t offset, int64_t first_row) {
-      channel_gate<acc_t>(m + first_row, args.taps.const_data_ptr<acc_t>(), args.rows, args.k, part.n, part.c,
-                          args.padding, args.gate, g + first_row);
+    // Rescale of the rows of `part` (the whole batch, a sample or a block of its channels) that
+    // start at element `offset` and gate row `first_row`.
+    auto rescale = [&](const Layout& part, int64_t offset, int64_t first_row) {
       const scalar_t* shortcut = identity != nullptr ? identity + offset : nullptr;
       if (identity != nullptr && relu) {
         rescale_pass<scalar_t, acc_t, true, true, false, false>(part, px + offset, g + first_row, nullptr, shortcut,
@@ -646,19 +672,39 @@ std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout&
                                                                   nullptr, out + offset);
       }
     };
-    const bool sample_by_sample =
-        known_mean == nullptr && L.n > 1 && L.c * L.s * static_cast<int64_t>(sizeof(scalar_t)) <= sample_cache_bytes();
-    if (sample_by_sample) {
+    const int64_t sample_bytes = L.c * L.s * static_cast<int64_t>(sizeof(scalar_t));
+    const int64_t block = cached_channel_block(L, args, sizeof(scalar_t));
+    if (known_mean == nullptr && L.n > 1 && sample_bytes <= sample_cache_bytes()) {
       const Layout sample{1, L.c, L.s, L.batch_stride, L.channels_last};
       at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
           channel_mean<scalar_t, acc_t>(sample, px + n * L.batch_stride, m + n * L.c);
-          gate_and_rescale(sample, n * L.batch_stride, n * L.c);
+          channel_gate<acc_t>(m + n * L.c, taps, args.rows, args.k, 1, L.c, args.padding, args.gate, g + n * L.c);
+          rescale(sample, n * L.batch_stride, n * L.c);
+        }
+      });
+    } else if (known_mean == nullptr && block > 0) {
+      const int64_t half = args.k / 2;
+      at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          const int64_t base = n * L.batch_stride, row = n * L.c;
+          int64_t pooled = 0, done = 0;  // channels pooled; channels gated and rescaled
+          while (done < L.c) {
+            const int64_t next = std::min(L.c, pooled + block);
+            channel_mean<scalar_t, acc_t>(Layout{1, next - pooled, L.s, (next - pooled) * L.s, false},
+                                          px + base + pooled * L.s, m + row + pooled);
+            pooled = next;
+            const int64_t ready = pooled == L.c ? L.c : pooled - half;  // their neighbours' means are in
+            gate_channels<acc_t>(m + row, taps, args.rows, args.k, L.c, args.padding, args.gate, done, ready, g + row);
+            rescale(Layout{1, ready - done, L.s, (ready - done) * L.s, false}, base + done * L.s, row + done);
+            done = ready;
+          }
         }
       });
     } else {
       if (known_mean == nullptr) channel_mean<scalar_t, acc_t>(L, px, m);
-      gate_and_rescale(L, 0, 0);
+      channel_gate<acc_t>(m, taps, args.rows, args.k, L.n, L.c, args.padding, args.gate, g);
+      rescale(L, 0, 0);
     }
   });
   // Written through a pointer: tell autograd (views share the counter), so that a graph that
