@@ -631,9 +631,11 @@ int64_t sample_cache_bytes() {
 // needs only the means of its k neighbours, so once a block is pooled, all but its last k/2
 // channels can be gated and rescaled while the block is still in the L2 (half of it, so the
 // output's lines fit beside). Zero padding only: wrapped, the first channels need the last ones.
+// Only with a sample for every thread: the threads share the samples, not a sample's rows.
 int64_t cached_channel_block(const Layout& L, const GateArgs& args, int64_t element_bytes) {
   const int64_t row_bytes = L.s * element_bytes;
-  if (L.channels_last || args.padding != Padding::zeros || row_bytes == 0) return 0;
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  if (L.channels_last || args.padding != Padding::zeros || row_bytes == 0 || L.n < threads) return 0;
   const int64_t block = sample_cache_bytes() / 2 / row_bytes;
   return block >= args.k && block < L.c ? block : 0;
 }
