@@ -10,7 +10,7 @@ import torch
 from tiny_model import SPEC
 from torch import nn
 
-from ecanet.training import TrainConfig, train
+from ecanet.training import TrainConfig, TrainResult, train
 from ecanet.training.checkpoint import load_checkpoint
 from ecanet.training.distributed import DistributedContext, resolve_device
 
@@ -24,6 +24,16 @@ RUN = {"model": SPEC, "epochs": 3, "batch_size": 16, "max_steps_per_epoch": 40, 
 
 
 @pytest.mark.slow
+def _train_on_one_thread(config: TrainConfig) -> TrainResult:
+    """``train(config)`` in this process on one thread, as each torchrun worker trains."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(config)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     run_dir = tmp_path / "ddp"
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in RUN.items()]
@@ -57,12 +67,7 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subp
     # One writer per launch (rank 0 alone): the interrupted launch and the resumed one.
     assert len(list((run_dir / "tensorboard").iterdir())) == 2
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(TrainConfig(**RUN, run_dir=str(tmp_path / "single"), progress=False))
-    finally:
-        torch.set_num_threads(threads)
+    single = _train_on_one_thread(TrainConfig(**RUN, run_dir=str(tmp_path / "single"), progress=False))
     distributed = load_checkpoint(run_dir / "last.pt")
     assert distributed["world_size"] == 2 and len(distributed["history"]) == RUN["epochs"]
     for ddp_row, single_row in zip(distributed["history"], single.history, strict=True):
@@ -140,12 +145,7 @@ def test_torchrun_compiled_data_parallel_step(tmp_path: Path, subprocess_env: di
     assert record["parameter_sha256"][0] == record["parameter_sha256"][1]
     distributed = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert distributed["config"]["compile"] == "default"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(TrainConfig(**run, run_dir=str(tmp_path / "single"), progress=False))
-    finally:
-        torch.set_num_threads(threads)
+    single = _train_on_one_thread(TrainConfig(**run, run_dir=str(tmp_path / "single"), progress=False))
     assert distributed["history"][0]["train_loss"] == pytest.approx(single.history[0]["train_loss"], rel=1e-4)
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(distributed["model"][name], value, rtol=1e-4, atol=1e-6)
