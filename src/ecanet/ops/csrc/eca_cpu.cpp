@@ -608,8 +608,8 @@ at::Tensor eca_mean(const at::Tensor& x, int64_t channel_dim) {
 
 // Samples of at most this many bytes are pooled, gated and rescaled one after the other, so the
 // rescale reads each sample back from the L2 cache its pooling pass just filled; larger
-// channels-first samples go a block of channels at a time (cached_channel_block), the rest pass by pass
-// over the whole batch. The L2's size: ECANET_CPU_CACHE_BYTES where set (tests use it to take
+// channels-first samples go a block of channels at a time (cached_channel_block), the rest pass
+// by pass over the whole batch. The L2's size: ECANET_CPU_CACHE_BYTES where set (tests use it to take
 // every route on any machine), else where the system reports it, else 1 MiB. On the Xeon build
 // machine (2 MiB L2) in-place ECA on 1.5 MiB samples (32x512x28x28 float32, 32x256x56x56
 // bfloat16) took 10-25% less time sample by sample than pass by pass.
@@ -681,7 +681,7 @@ std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout&
       at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
           channel_mean<scalar_t, acc_t>(sample, px + n * L.batch_stride, m + n * L.c);
-          channel_gate<acc_t>(m + n * L.c, taps, args.rows, args.k, 1, L.c, args.padding, args.gate, g + n * L.c);
+          gate_channels<acc_t>(m + n * L.c, taps, args.rows, args.k, L.c, args.padding, args.gate, 0, L.c, g + n * L.c);
           rescale(sample, n * L.batch_stride, n * L.c);
         }
       });
