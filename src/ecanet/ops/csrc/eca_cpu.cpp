@@ -177,6 +177,23 @@ int64_t tasks_grain(int64_t elements_per_task) {
 // ---------------------------------------------------------------------------------------------
 // Large passes.
 
+// v in scalar_t, rounded to nearest even as torch rounds. For bfloat16 the rounding is written out
+// on the float's bits so that the compiler vectorises it: c10's conversion (a branch on NaN) stays
+// scalar, and without AVX-512's vcvtneps2bf16 it made a bfloat16 rescale no faster than a float32
+// one (0.25 against 2.0 ns per value in a simd loop on an AVX2 EPYC, gcc 12).
+template <typename scalar_t, typename acc_t>
+inline scalar_t narrowed(acc_t v) {
+  if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
+    const float value = v;
+    uint32_t bits;
+    std::memcpy(&bits, &value, sizeof bits);
+    const uint32_t rounded = (bits + ((bits >> 16) & 1u) + 0x7FFFu) >> 16;
+    return c10::BFloat16(value != value ? uint16_t(0x7FC0) : uint16_t(rounded), c10::BFloat16::from_bits());
+  } else {
+    return static_cast<scalar_t>(v);
+  }
+}
+
 // One element of a channel reduction: `a` (masked to 0 where mask <= 0, and then stored to
 // `masked` when kStore) times `other` (or 1; minus `offset` when kOffset), in the accumulation type.
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
@@ -184,7 +201,7 @@ inline acc_t reduction_term(const scalar_t* a, const scalar_t* other, const scal
                             scalar_t* masked, int64_t i) {
   acc_t value = static_cast<acc_t>(a[i]);
   if constexpr (kMask) value = static_cast<acc_t>(mask[i]) > acc_t(0) ? value : acc_t(0);
-  if constexpr (kStore) masked[i] = static_cast<scalar_t>(value);
+  if constexpr (kStore) masked[i] = narrowed<scalar_t>(value);
   if constexpr (kOther && kOffset) value *= static_cast<acc_t>(other[i]) - static_cast<acc_t>(offset[i]);
   if constexpr (kOther && !kOffset) value *= static_cast<acc_t>(other[i]);
   return value;
@@ -294,7 +311,7 @@ inline scalar_t rescaled(scalar_t x, acc_t scale, acc_t shift, const scalar_t* i
   if constexpr (kShift) v += shift;
   if constexpr (kIdentity) v += static_cast<acc_t>(identity[i]);
   if constexpr (kRelu) v = v > acc_t(0) ? v : acc_t(0);
-  return static_cast<scalar_t>(v);
+  return narrowed<scalar_t>(v);
 }
 
 #ifdef ECANET_BFLOAT16_VECTORS
