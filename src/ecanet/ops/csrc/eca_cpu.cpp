@@ -170,6 +170,9 @@ Gate gate_of(const std::string& name) {
   return Gate::hard_sigmoid;
 }
 
+// Threads a parallel_for here would use (one inside another's task).
+int64_t available_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
 int64_t tasks_grain(int64_t elements_per_task) {
   return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, elements_per_task));
 }
@@ -247,8 +250,7 @@ inline acc_t row_reduce(int64_t length, const scalar_t* a, const scalar_t* other
 // strided; at 32x1024x14x14 blocks of 256 took 15% longer in place), split only as far as the
 // threads need tasks when there are fewer samples than threads.
 int64_t channel_block(const Layout& L) {
-  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  const int64_t splits = std::max<int64_t>(1, (threads + L.n - 1) / L.n);
+  const int64_t splits = std::max<int64_t>(1, (available_threads() + L.n - 1) / L.n);
   const int64_t block = ((L.c + splits - 1) / splits + 15) / 16 * 16;  // whole vectors
   return std::min(block, kMaxChannelBlock);
 }
@@ -625,10 +627,14 @@ at::Tensor eca_mean(const at::Tensor& x, int64_t channel_dim) {
 
 // Samples of at most this many bytes are pooled, gated and rescaled one after the other, so the
 // rescale reads each sample back from the L2 cache its pooling pass just filled; larger
-// channels-first samples go a block of channels at a time (cached_channel_block), the rest pass
-// by pass over the whole batch. The L2's size: ECANET_CPU_CACHE_BYTES where set (tests use it to take
-// every route on any machine), else where the system reports it, else 1 MiB. On the Xeon build
-// machine (2 MiB L2) in-place ECA on 1.5 MiB samples (32x512x28x28 float32, 32x256x56x56
+// channels-first samples go a block of channels at a time (cached_channel_block). Other larger
+// samples go one by one too when there is a sample for every thread: the rescale then reads the
+// sample back from the L3, where pass by pass it comes from memory once the batch outgrows the L3
+// (on the AVX2 EPYC, 32 MiB L3, in place at 32x1024x14x14 to 32x256x56x56, channels-last: 16-25%
+// less time one by one, 1 or 2 threads; channels-first without blocks: 17-21%). The rest go pass
+// by pass over the whole batch. The L2's size: ECANET_CPU_CACHE_BYTES where set (tests use it to
+// take every route on any machine), else where the system reports it, else 1 MiB. On the Xeon
+// build machine (2 MiB L2) in-place ECA on 1.5 MiB samples (32x512x28x28 float32, 32x256x56x56
 // bfloat16) took 10-25% less time sample by sample than pass by pass.
 int64_t sample_cache_bytes() {
   static const int64_t bytes = [] {
@@ -649,10 +655,12 @@ int64_t sample_cache_bytes() {
 // channels can be gated and rescaled while the block is still in the L2 (half of it, so the
 // output's lines fit beside). Zero padding only: wrapped, the first channels need the last ones.
 // Only with a sample for every thread: the threads share the samples, not a sample's rows.
+// Channels-first only: a channels-last block's rows start at the same offset in every 4 KiB page,
+// so they fall in a width / C share of the L2's sets (at 32x1024x14x14 float32, blocks of 16 to
+// 320 channels took 0.99-2.08x the time of whole samples).
 int64_t cached_channel_block(const Layout& L, const GateArgs& args, int64_t element_bytes) {
   const int64_t row_bytes = L.s * element_bytes;
-  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
-  if (L.channels_last || args.padding != Padding::zeros || row_bytes == 0 || L.n < threads) return 0;
+  if (L.channels_last || args.padding != Padding::zeros || row_bytes == 0 || L.n < available_threads()) return 0;
   const int64_t block = sample_cache_bytes() / 2 / row_bytes;
   return block >= args.k && block < L.c ? block : 0;
 }
@@ -693,7 +701,8 @@ std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout&
     };
     const int64_t sample_bytes = L.c * L.s * static_cast<int64_t>(sizeof(scalar_t));
     const int64_t block = cached_channel_block(L, args, sizeof(scalar_t));
-    if (known_mean == nullptr && L.n > 1 && sample_bytes <= sample_cache_bytes()) {
+    const bool one_by_one = sample_bytes <= sample_cache_bytes() || (block == 0 && L.n >= available_threads());
+    if (known_mean == nullptr && L.n > 1 && one_by_one) {
       const Layout sample{1, L.c, L.s, L.batch_stride, L.channels_last};
       at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
         for (int64_t n = begin; n < end; ++n) {
