@@ -60,8 +60,9 @@ namespace {
 
 // Elements per parallel task below which threads cost more than they save (ATen uses the same).
 constexpr int64_t kGrain = 32768;
-// Rows at least this long are summed with four accumulators (see row_reduce).
+// Rows at least this long are summed in kLongRowLanes lanes (see row_reduce).
 constexpr int64_t kLongRow = 128;
+constexpr int64_t kLongRowLanes = 16;
 // Rows at least this long (and shorter than kLongRow) are summed eight lanes wide.
 constexpr int64_t kMediumRow = 32;
 // Most channels one task of a channels-last reduction sums (its accumulators: 8-16 KiB, in L1).
@@ -214,7 +215,10 @@ inline acc_t reduction_term(const scalar_t* a, const scalar_t* other, const scal
 // reduction by adding up its lanes one by one, so short rows use narrow vectors (few lanes to
 // add up), medium rows eight lanes (eight bfloat16 values widen in one instruction: 7x7 maps,
 // rows of 49, trained 10-22% faster in bfloat16 than with four lanes, float32 alike) and long
-// rows four independent accumulators (adds that do not wait on each other).
+// rows kLongRowLanes sums of neighbouring elements, which the compiler packs into whole vectors
+// (two independent ones on AVX2) and adds up once, as a tree. (Four simd sums over the row's
+// quarters, before, added up four vectors' lanes per row: rows of 196, 14x14 maps, took
+// 0.16-0.19 ns per float32 value from the L2 against 0.12 now, on the AVX2 EPYC.)
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
 inline acc_t row_reduce(int64_t length, const scalar_t* a, const scalar_t* other, const scalar_t* offset,
                         const scalar_t* mask, scalar_t* masked) {
@@ -224,17 +228,17 @@ inline acc_t row_reduce(int64_t length, const scalar_t* a, const scalar_t* other
   acc_t total = 0;
   int64_t done = 0;
   if (length >= kLongRow) {
-    const int64_t quarter = length / 4;
-    acc_t t0 = 0, t1 = 0, t2 = 0, t3 = 0;
-#pragma omp simd reduction(+ : t0, t1, t2, t3)
-    for (int64_t i = 0; i < quarter; ++i) {
-      t0 += term(i);
-      t1 += term(i + quarter);
-      t2 += term(i + 2 * quarter);
-      t3 += term(i + 3 * quarter);
+    acc_t lanes[kLongRowLanes] = {};
+    for (; done + kLongRowLanes <= length; done += kLongRowLanes) {
+#pragma GCC unroll 16
+      for (int64_t j = 0; j < kLongRowLanes; ++j) lanes[j] += term(done + j);
     }
-    total = (t0 + t1) + (t2 + t3);
-    done = 4 * quarter;
+#pragma GCC unroll 16
+    for (int64_t width = kLongRowLanes / 2; width >= 1; width /= 2) {
+#pragma GCC unroll 16
+      for (int64_t j = 0; j < width; ++j) lanes[j] += lanes[j + width];
+    }
+    total = lanes[0];
   } else if (length >= kMediumRow) {
 #pragma omp simd reduction(+ : total) simdlen(8)
     for (int64_t i = 0; i < length; ++i) total += term(i);
