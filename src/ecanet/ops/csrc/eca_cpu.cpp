@@ -181,6 +181,12 @@ int64_t tasks_grain(int64_t elements_per_task) {
 // ---------------------------------------------------------------------------------------------
 // Large passes.
 
+// pointer + offset, or nullptr for a tensor the call does not have.
+template <typename T>
+inline T* at_offset(T* pointer, int64_t offset) {
+  return pointer == nullptr ? pointer : pointer + offset;
+}
+
 // v in scalar_t, rounded to nearest even as torch rounds. For bfloat16 the rounding is written out
 // on the float's bits so that the compiler vectorises it: c10's conversion (a branch on NaN) stays
 // scalar, and without AVX-512's vcvtneps2bf16 it made a bfloat16 rescale no faster than a float32
@@ -265,8 +271,7 @@ int64_t channel_block(const Layout& L) {
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
 void channel_reduce(const Layout& L, const scalar_t* a, const scalar_t* other, const scalar_t* offset,
                     const scalar_t* mask, scalar_t* masked, acc_t* sums) {
-  // Every loop indexes pointers offset to its row, so the compiler sees contiguous accesses.
-  auto at_offset = [](auto* pointer, int64_t offset) { return pointer == nullptr ? pointer : pointer + offset; };
+  // Every loop indexes pointers offset to its row (at_offset), so the compiler sees contiguous accesses.
   if (!L.channels_last) {
     at::parallel_for(0, L.n * L.c, tasks_grain(L.s), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
@@ -359,8 +364,7 @@ void rescale_run_bfloat16(int64_t length, const c10::BFloat16* x, const float* s
 template <typename scalar_t, typename acc_t, bool kIdentity, bool kRelu, bool kShift, bool kMask>
 void rescale_pass(const Layout& L, const scalar_t* x, const acc_t* scale, const acc_t* shift, const scalar_t* identity,
                   const scalar_t* relu_of, scalar_t* out) {
-  // Every loop indexes pointers offset to its row, so the compiler sees contiguous accesses.
-  auto at_offset = [](auto* pointer, int64_t offset) { return pointer == nullptr ? pointer : pointer + offset; };
+  // Every loop indexes pointers offset to its row (at_offset), so the compiler sees contiguous accesses.
   if (!L.channels_last) {
     at::parallel_for(0, L.n * L.c, tasks_grain(L.s), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
@@ -688,7 +692,7 @@ std::tuple<at::Tensor, at::Tensor> forward_on(const at::Tensor& x, const Layout&
     // Rescale of the rows of `part` (the whole batch, a sample or a block of its channels) that
     // start at element `offset` and gate row `first_row`.
     auto rescale = [&](const Layout& part, int64_t offset, int64_t first_row) {
-      const scalar_t* shortcut = identity != nullptr ? identity + offset : nullptr;
+      const scalar_t* shortcut = at_offset(identity, offset);
       if (identity != nullptr && relu) {
         rescale_pass<scalar_t, acc_t, true, true, false, false>(part, px + offset, g + first_row, nullptr, shortcut,
                                                                 nullptr, out + offset);
@@ -997,41 +1001,68 @@ at::Tensor eca_backward(const at::Tensor& grad_tensor, const at::Tensor& saved_t
     scalar_t* masked = masked_tensor ? masked_tensor->data_ptr<scalar_t>() : nullptr;
     acc_t* dl = d_logits.data_ptr<acc_t>();
     const scalar_t* identity = identity_tensor ? identity_tensor->const_data_ptr<scalar_t>() : nullptr;
-    // sum_s(masked grad * x); in place x is not kept: x * gate = out - identity (or out alone).
-    auto sums = [&](auto mask, auto store, auto offset) {
-      channel_reduce<scalar_t, acc_t, true, decltype(mask)::value, decltype(store)::value, decltype(offset)::value>(
-          L, grad, saved, identity, relu_out, masked, dl);
-    };
-    const std::true_type yes;
-    const std::false_type no;
-    if (identity != nullptr) {
-      masked != nullptr ? sums(yes, yes, yes) : relu_out != nullptr ? sums(yes, no, yes) : sums(no, no, yes);
-    } else {
-      masked != nullptr ? sums(yes, yes, no) : relu_out != nullptr ? sums(yes, no, no) : sums(no, no, no);
-    }
     const acc_t* g = gates.const_data_ptr<acc_t>();
-    for (int64_t i = 0; i < L.n * L.c; ++i) {
-      acc_t d_gate = dl[i];
-      // In place, the saved tensor is the output and the sums are gate * sum(grad * x). Where the gate is
-      // exactly 0 its derivative is 0 too (sigmoid, hard sigmoid), so the channel gets 0.
-      if (inplace) d_gate = g[i] == acc_t(0) ? acc_t(0) : d_gate / g[i];
-      dl[i] = d_gate * gate_slope(g[i], args.gate);
-    }
     acc_t* dm = d_mean.data_ptr<acc_t>();
-    channel_conv_backward<acc_t>(mean.const_data_ptr<acc_t>(), dl, args.taps.const_data_ptr<acc_t>(), args.rows,
-                                 args.k, L.n, L.c, args.padding, dm, d_taps.data_ptr<acc_t>());
-    if (dx_tensor) {
-      const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
-      for (int64_t i = 0; i < L.n * L.c; ++i) dm[i] *= inverse;
-      scalar_t* dx = dx_tensor->data_ptr<scalar_t>();
+    scalar_t* dx = dx_tensor ? dx_tensor->data_ptr<scalar_t>() : nullptr;
+    const acc_t inverse = acc_t(1) / static_cast<acc_t>(L.s);
+    // The backward of the samples in `part` (the whole batch or one sample), whose elements start
+    // at `offset` and whose (N, C) rows at `row`; their tap gradients are added to taps_grad.
+    auto backward_of = [&](const Layout& part, int64_t offset, int64_t row, acc_t* taps_grad) {
+      // sum_s(masked grad * x); in place x is not kept: x * gate = out - identity (or out alone).
+      auto sums = [&](auto mask, auto store, auto shift) {
+        channel_reduce<scalar_t, acc_t, true, decltype(mask)::value, decltype(store)::value, decltype(shift)::value>(
+            part, grad + offset, saved + offset, at_offset(identity, offset), at_offset(relu_out, offset),
+            at_offset(masked, offset), dl + row);
+      };
+      const std::true_type yes;
+      const std::false_type no;
+      if (identity != nullptr) {
+        masked != nullptr ? sums(yes, yes, yes) : relu_out != nullptr ? sums(yes, no, yes) : sums(no, no, yes);
+      } else {
+        masked != nullptr ? sums(yes, yes, no) : relu_out != nullptr ? sums(yes, no, no) : sums(no, no, no);
+      }
+      for (int64_t i = row; i < row + part.n * L.c; ++i) {
+        acc_t d_gate = dl[i];
+        // In place, the saved tensor is the output and the sums are gate * sum(grad * x). Where the gate is
+        // exactly 0 its derivative is 0 too (sigmoid, hard sigmoid), so the channel gets 0.
+        if (inplace) d_gate = g[i] == acc_t(0) ? acc_t(0) : d_gate / g[i];
+        dl[i] = d_gate * gate_slope(g[i], args.gate);
+      }
+      channel_conv_backward<acc_t>(mean.const_data_ptr<acc_t>() + row, dl + row, args.taps.const_data_ptr<acc_t>(),
+                                   args.rows, args.k, part.n, L.c, args.padding, dm + row, taps_grad);
+      if (dx == nullptr) return;
+      for (int64_t i = row; i < row + part.n * L.c; ++i) dm[i] *= inverse;
       // From the stored masked gradient when there is one, else masking grad again on the fly.
       if (masked != nullptr) {
-        rescale_pass<scalar_t, acc_t, false, false, true, false>(L, masked, g, dm, nullptr, nullptr, dx);
+        rescale_pass<scalar_t, acc_t, false, false, true, false>(part, masked + offset, g + row, dm + row, nullptr,
+                                                                 nullptr, dx + offset);
       } else if (relu_out != nullptr) {
-        rescale_pass<scalar_t, acc_t, false, false, true, true>(L, grad, g, dm, nullptr, relu_out, dx);
+        rescale_pass<scalar_t, acc_t, false, false, true, true>(part, grad + offset, g + row, dm + row, nullptr,
+                                                                relu_out + offset, dx + offset);
       } else {
-        rescale_pass<scalar_t, acc_t, false, false, true, false>(L, grad, g, dm, nullptr, nullptr, dx);
+        rescale_pass<scalar_t, acc_t, false, false, true, false>(part, grad + offset, g + row, dm + row, nullptr,
+                                                                 nullptr, dx + offset);
       }
+    };
+    acc_t* taps_grad = d_taps.data_ptr<acc_t>();
+    if (dx != nullptr && L.n > 1 && L.n >= available_threads()) {
+      // Sample by sample, as the forward: the input gradient's pass reads the sample's gradient back
+      // from cache. Each sample's tap gradients go to a row of their own, added up in sample order
+      // afterwards (the same result on any number of threads).
+      const int64_t taps_count = args.rows * args.k;
+      at::Tensor per_sample = at::zeros({L.n, taps_count}, mean.options());
+      acc_t* sample_taps = per_sample.data_ptr<acc_t>();
+      const Layout sample{1, L.c, L.s, L.batch_stride, L.channels_last};
+      at::parallel_for(0, L.n, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t n = begin; n < end; ++n) {
+          backward_of(sample, n * L.batch_stride, n * L.c, sample_taps + n * taps_count);
+        }
+      });
+      for (int64_t n = 0; n < L.n; ++n) {
+        for (int64_t t = 0; t < taps_count; ++t) taps_grad[t] += sample_taps[n * taps_count + t];
+      }
+    } else {
+      backward_of(L, 0, 0, taps_grad);
     }
   });
   if (masked_tensor) mark_written(*masked_tensor);
