@@ -12,7 +12,8 @@ be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten
 Prebuild with ``python -m ecanet.ops``. ``ECANET_BUFFER_CACHE_MB`` bounds the freed large buffers
 kept for reuse (see :func:`empty_like`; ``0`` keeps none). ``ECANET_CPU_CACHE_BYTES`` overrides the
 L2 size the forward plans for (samples that fit are pooled and rescaled one by one, larger
-channels-first ones a block of channels at a time; default: the size the system reports).
+channels-first ones a block of channels at a time, other larger ones one by one from the L3 when
+there is a sample for every thread; default: the size the system reports).
 """
 
 from __future__ import annotations
