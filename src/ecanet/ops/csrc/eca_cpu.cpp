@@ -1047,8 +1047,8 @@ at::Tensor eca_backward(const at::Tensor& grad_tensor, const at::Tensor& saved_t
     acc_t* taps_grad = d_taps.data_ptr<acc_t>();
     if (dx != nullptr && L.n > 1 && L.n >= available_threads()) {
       // Sample by sample, as the forward: the input gradient's pass reads the sample's gradient back
-      // from cache. Each sample's tap gradients go to a row of their own, added up in sample order
-      // afterwards (the same result on any number of threads).
+      // from cache. Each sample's tap gradients go to a row of their own (no two threads add to the
+      // same taps), added up in sample order afterwards (an order that does not depend on them).
       const int64_t taps_count = args.rows * args.k;
       at::Tensor per_sample = at::zeros({L.n, taps_count}, mean.options());
       acc_t* sample_taps = per_sample.data_ptr<acc_t>();
