@@ -31,6 +31,7 @@ from ecanet.ops import aten_kernels, cpu_kernels
 from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.function import fused_eca_function
 from ecanet.ops.views import channel_view
+from intra_op_threads import intra_op_threads
 from reference import eca_reference
 
 LAYOUTS = {  # shape, memory format, channel_dim; six channels everywhere, so [C, 1, k] weights fit all
@@ -370,29 +371,21 @@ def test_gradcheck_compiled_kernels(shape, memory_format, channel_dim, mode, pad
     assert torch.autograd.gradcheck(function, inputs)
 
 
-@pytest.fixture
-def two_threads():
-    """torch's intra-op threads set to two for the test, then back."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("batch", [1, 5])  # fewer samples than threads: pass by pass; else sample by sample
 @pytest.mark.parametrize("layout", ["2d", "2d-channels-last", "tokens"])
 @pytest.mark.parametrize("mode", ["layer", "layer-in-place", "residual-relu", "residual-relu-in-place", "x-only"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_backward_routes_match_reference(two_threads, batch, layout, mode, dtype):
+def test_backward_routes_match_reference(batch, layout, mode, dtype):
     """With two threads the backward runs a batch of one pass by pass and a batch of five sample by
     sample (each sample's tap gradients in a row of their own, added up afterwards): both against
     the float64 reference, per-channel kernels, so every tap's gradient sums over the samples."""
     assert cpu_kernels.available()
     shape, memory_format, channel_dim = LAYOUTS[layout]
     x = _randn((batch, *shape[1:]), memory_format, dtype, seed=batch)
-    _check_against_reference(
-        cpu_kernels, x, _weight(CHANNELS, k=5, seed=batch + 1), MODES[mode], "zeros", "sigmoid", channel_dim
-    )
+    with intra_op_threads(2):
+        _check_against_reference(
+            cpu_kernels, x, _weight(CHANNELS, k=5, seed=batch + 1), MODES[mode], "zeros", "sigmoid", channel_dim
+        )
 
 
 @settings(max_examples=30, deadline=None)
@@ -668,6 +661,7 @@ CACHE_ROUTES_CHECK = """
 import itertools, sys
 import torch
 sys.path.insert(0, sys.argv[1])
+from intra_op_threads import intra_op_threads
 from reference import eca_reference
 from ecanet.ops import cpu_kernels
 
@@ -801,6 +795,7 @@ import torch
 from ecanet.functional import eca, eca_residual
 from ecanet.ops import cpu_kernels
 from ecanet.ops.dispatch import kernels_for
+from intra_op_threads import intra_op_threads
 from reference import eca_reference
 
 with warnings.catch_warnings(record=True) as caught:

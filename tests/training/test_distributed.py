@@ -13,6 +13,7 @@ from torch import nn
 from ecanet.training import TrainConfig, TrainResult, train
 from ecanet.training.checkpoint import load_checkpoint
 from ecanet.training.distributed import DistributedContext, resolve_device
+from intra_op_threads import intra_op_threads
 
 # Same global batch (16 = 2 processes x 8) and same data order: a data-parallel run computes what a
 # single process computes; only the order of floating-point sums differs (gradient all-reduce,
@@ -23,17 +24,13 @@ ACCURACY_TOLERANCE = 0.2
 RUN = {"model": SPEC, "epochs": 3, "batch_size": 16, "max_steps_per_epoch": 40, "lr": 0.02, "seed": 1}
 
 
-@pytest.mark.slow
 def _train_on_one_thread(config: TrainConfig) -> TrainResult:
     """``train(config)`` in this process on one thread, as each torchrun worker trains."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         return train(config)
-    finally:
-        torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     run_dir = tmp_path / "ddp"
     flags = [f"--{key.replace('_', '-')}={value}" for key, value in RUN.items()]

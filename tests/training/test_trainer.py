@@ -15,6 +15,7 @@ from torch import nn
 
 from ecanet.training import TrainConfig, TrainingInterrupted, train
 from ecanet.training.checkpoint import load_checkpoint
+from intra_op_threads import intra_op_threads
 
 TIMING_FIELDS = {"epoch_seconds", "images_per_second"}
 # A run long enough to be killed mid-way, short enough for the test suite: 5 epochs of 40 steps.
@@ -34,10 +35,8 @@ RESUMABLE = {
 @pytest.fixture(autouse=True)
 def one_thread():
     """Subprocesses run with one thread; so does this process, so their numbers are comparable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with intra_op_threads(1):
+        yield
 
 
 def numbers(history: list[dict]) -> list[dict]:
@@ -52,12 +51,8 @@ def assert_same_curve(actual: list[dict], expected: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with intra_op_threads(1):
         return train(TrainConfig(**RESUMABLE, run_dir=str(tmp_path_factory.mktemp("uninterrupted")))).history
-    finally:
-        torch.set_num_threads(threads)
 
 
 def cli_arguments(config: dict) -> list[str]:
