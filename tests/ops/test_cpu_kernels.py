@@ -388,6 +388,21 @@ def test_backward_routes_match_reference(batch, layout, mode, dtype):
         )
 
 
+@pytest.mark.parametrize("spatial", [(7, 7), (23, 23)])  # rows of 49 (eight at a time) and 529 (one at a time)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("mode", ["layer", "layer-in-place", "residual-relu", "residual-relu-in-place", "weight-only"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_streamed_reductions_match_reference(spatial, memory_format, mode, dtype):
+    """The channel sums of the forward and backward read four far-apart runs of rows (or of
+    positions, channels-last) side by side, a row from each in turn (short rows two from each,
+    eight at a time): 21 rows per sample (sums run sample by sample) and 49 or 529 positions leave
+    rows and positions over after the runs, and remainders of the vectors within each row; every
+    reduction of the backward (masked, stored, recovered in place) against the float64 reference."""
+    assert cpu_kernels.available()
+    x = _randn((2, 21, *spatial), memory_format, dtype, seed=sum(spatial))
+    _check_against_reference(cpu_kernels, x, _weight(21, k=5, seed=3), MODES[mode])
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     batch=st.integers(1, 3),
