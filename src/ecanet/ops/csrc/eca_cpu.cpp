@@ -72,8 +72,8 @@ constexpr int64_t kMediumRow = 32;
 // memory leaves the AVX2 EPYC's memory mostly idle: pooling 32x256x56x56 float32 channels-last
 // from memory took 6.4 ms over four runs of positions a quarter of the sample apart, 13.5 ms over
 // four neighbouring positions and 14.9 ms position by position; channels-first 7x7 rows 1.10
-// against 1.44 ms over 32x2048x7x7 (the bandwidth one stream gets is bounded by the misses it
-// keeps in flight; four streams keep four times as many).
+// against 1.44 ms over 32x2048x7x7 (presumably a single stream's bandwidth is bounded by the
+// misses it keeps in flight, and four streams keep more of them in flight).
 constexpr int64_t kStreams = 4;
 // Most channels one task of a channels-last reduction sums (its accumulators: 8-16 KiB, in L1).
 constexpr int64_t kMaxChannelBlock = 2048;
