@@ -676,7 +676,6 @@ CACHE_ROUTES_CHECK = """
 import itertools, sys
 import torch
 sys.path.insert(0, sys.argv[1])
-from intra_op_threads import intra_op_threads
 from reference import eca_reference
 from ecanet.ops import cpu_kernels
 
@@ -810,7 +809,6 @@ import torch
 from ecanet.functional import eca, eca_residual
 from ecanet.ops import cpu_kernels
 from ecanet.ops.dispatch import kernels_for
-from intra_op_threads import intra_op_threads
 from reference import eca_reference
 
 with warnings.catch_warnings(record=True) as caught:
