@@ -306,25 +306,55 @@ def test_forward_keeps_mean_and_gate_in_float32_for_lower_precision(kernels, dty
     assert mean.dtype == gates.dtype == torch.float32
 
 
+# Powers of two that spread sample 1's inputs from the dtype's subnormals up to where sums of
+# them, in float32, still fit.
+_EXPONENTS = {torch.bfloat16: (-135, 100), torch.float16: (-26, 13)}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(("identity", "relu"), [(False, False), (True, True)])
-@pytest.mark.parametrize("length", [5, 128, 149])  # short rows; long rows in whole and masked 16-lane vectors
-def test_bfloat16_rescale_rounds_the_float32_result_to_nearest_even(memory_format, identity, relu, length):
+@pytest.mark.parametrize("length", [5, 128, 149])  # short rows; long rows in whole and part vectors
+def test_low_precision_rescale_rounds_the_float32_result_to_nearest_even(dtype, memory_format, identity, relu, length):
     """Bit for bit: the compiled kernels compute act(x * gate + identity) in float32 and round it once
-    to bfloat16 (NaN stays NaN, and the ReLU of NaN is 0 as everywhere in the kernels), whichever
-    narrowing the build uses. (The ATen backend multiplies in bfloat16, rounding twice.)"""
+    to bfloat16 or float16 (NaN stays NaN, and the ReLU of NaN is 0 as everywhere in the kernels),
+    whichever narrowing the build uses, across the dtype's range: subnormal results, ties, overflow
+    to infinity. Zero taps gate every channel at exactly 0.5, so the values below are exact in
+    float32. (The ATen backend multiplies in the low precision, rounding twice.)"""
     assert cpu_kernels.available()
-    x = torch.randn(3, length, 3, length).to(torch.bfloat16, memory_format=memory_format)
+    shape = (3, length, 3, length)
+    finfo = torch.finfo(dtype)
+    low, high = _EXPONENTS[dtype]
+    x = torch.randn(shape)  # sample 0: a NaN
     x[0, 0, 0, 0] = float("nan")
-    shortcut = torch.randn_like(x, dtype=torch.float32).to(torch.bfloat16) if identity else None
+    x[1] *= torch.exp2(torch.randint(low, high, shape[1:]).float())  # sample 1: the dtype's range
+    x[2, 0, 0, 0] = finfo.tiny  # tiny * 0.5 is subnormal
+    x[2, 0, 0, 1:3] = torch.tensor([2.0, 2.0 + 2 * finfo.eps])  # 1 and 1 + eps (odd) after the gate
+    x[2, 0, 0, 3] = finfo.max  # max * 0.5 + max overflows
+    x = x.to(dtype, memory_format=memory_format)
+    shortcut = None
+    if identity:
+        shortcut = torch.randn(shape)
+        shortcut[2, 0, 0, 0] = 0
+        shortcut[2, 0, 0, 1:3] = finfo.eps / 2  # ties: 1 + eps / 2 rounds down, 1 + 3 eps / 2 up (to even)
+        shortcut[2, 0, 0, 3] = finfo.max
+        shortcut = shortcut.to(dtype, memory_format=memory_format)
     out = torch.empty_like(x)
-    _, gates = cpu_kernels.forward(x, _weight(), shortcut, relu, "zeros", "sigmoid", out, 1)
+    _, gates = cpu_kernels.forward(
+        x, torch.zeros(1, 1, 3, dtype=torch.float64), shortcut, relu, "zeros", "sigmoid", out, 1
+    )
+    assert (gates[1:] == 0.5).all()
     expected = x.float() * gates[:, :, None, None]
     if shortcut is not None:
         expected = expected + shortcut.float()
     if relu:
         expected = torch.where(expected > 0, expected, torch.zeros_like(expected))
-    torch.testing.assert_close(out, expected.to(torch.bfloat16), rtol=0, atol=0, equal_nan=True)
+    expected = expected.to(dtype)
+    assert ((expected != 0) & (expected.abs() < finfo.tiny)).any()  # subnormal results
+    assert expected.isinf().any() == identity
+    if identity:
+        assert expected[2, 0, 0, 1:3].tolist() == [1.0, 1.0 + 2 * finfo.eps]
+    torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
     assert out.isnan().any() != relu
 
 
