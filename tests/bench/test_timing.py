@@ -1,8 +1,9 @@
+import math
 import time
 
 import pytest
 
-from ecanet.bench.timing import TimingStats, time_side_by_side
+from ecanet.bench.timing import TimingStats, paired_ratio, time_side_by_side
 
 
 def _recorder(calls: list[str], name: str):
@@ -31,6 +32,35 @@ def test_returns_frozen_stats_in_candidate_order_with_ordered_quartiles():
         assert 0 <= s.p25_s <= s.median_s <= s.p75_s
     with pytest.raises(AttributeError):
         stats["z"].median_s = 1.0  # type: ignore[misc]
+
+
+def test_stats_keep_every_measured_round_in_order():
+    stats = time_side_by_side({"a": lambda: time.sleep(0.001), "b": lambda: None}, rounds=5, warmup=2)
+    for s in stats.values():
+        assert len(s.samples_s) == s.rounds == 5
+        assert sorted(s.samples_s)[2] == s.median_s
+    assert min(stats["a"].samples_s) > max(stats["b"].samples_s)
+
+
+def _stats(samples: list[float]) -> TimingStats:
+    ordered = sorted(samples)
+    return TimingStats(ordered[len(ordered) // 2], ordered[0], ordered[-1], len(samples), tuple(samples))
+
+
+def test_paired_ratio_cancels_what_slows_a_whole_round():
+    # The machine is three times slower in rounds 2-4 (the last two slow for the candidate at other
+    # times): its median lands on a fast round and the reference's on a slow one, while most
+    # rounds' own ratios still say 1.1.
+    reference = _stats([1.0, 1.0, 3.0, 3.0, 3.0])
+    assert paired_ratio(_stats([1.1 * t for t in reference.samples_s]), reference) == pytest.approx(1.1)
+    candidate = _stats([1.1, 1.1, 3.3, 1.1, 9.9])
+    assert paired_ratio(candidate, reference) == pytest.approx(1.1)
+    assert candidate.median_s / reference.median_s == pytest.approx(1.1 / 3)
+
+
+def test_paired_ratio_is_nan_without_a_sample_for_every_round():
+    assert math.isnan(paired_ratio(TimingStats(1.0, 1.0, 1.0, 3), TimingStats(1.0, 1.0, 1.0, 3)))
+    assert math.isnan(paired_ratio(_stats([1.0, 2.0]), _stats([1.0, 2.0, 3.0])))
 
 
 def test_single_round_gives_equal_quartiles():

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ecanet.bench.timing import TimingStats
+from ecanet.bench.timing import TimingStats, paired_ratio
 from ecanet.training.files import write_atomically
 
 __all__ = ["BenchRow", "format_table", "plot_rows", "rows_from_stats", "write_csv"]
@@ -36,6 +36,9 @@ class BenchRow:
         reference_ms: the reference's median.
         floor_ms: memory-traffic floor (bytes that must move / copy bandwidth measured in the
             same rounds), or ``nan`` where none applies.
+        paired_overhead_pct: extra time over the reference in percent as the median of the
+            rounds' own ratios (:func:`ecanet.bench.timing.paired_ratio`), or ``nan`` without
+            per-round samples.
     """
 
     group: str
@@ -51,6 +54,7 @@ class BenchRow:
     reference: str
     reference_ms: float
     floor_ms: float
+    paired_overhead_pct: float = float("nan")
 
     @property
     def speedup(self) -> float:
@@ -86,12 +90,13 @@ def rows_from_stats(
     """One :class:`BenchRow` per timed candidate of one case, in milliseconds, against ``reference``.
 
     Example:
-        >>> stats = {"none": TimingStats(0.002, 0.0019, 0.0021, 5), "eca": TimingStats(0.003, 0.0029, 0.0031, 5)}
-        >>> [round(row.overhead_pct) for row in rows_from_stats("tail", "c", "nchw", "float32", "inference",
-        ...                                                       stats, "none")]
-        [0, 50]
+        >>> stats = {"none": TimingStats(0.002, 0.0019, 0.0021, 3, (0.0019, 0.002, 0.0021)),
+        ...          "eca": TimingStats(0.003, 0.0029, 0.0031, 3, (0.0029, 0.003, 0.0031))}
+        >>> rows = rows_from_stats("tail", "c", "nchw", "float32", "inference", stats, "none")
+        >>> [round(row.overhead_pct) for row in rows], [round(row.paired_overhead_pct) for row in rows]
+        ([0, 50], [0, 50])
     """
-    reference_ms = stats[reference].median_s * 1e3
+    reference_stats = stats[reference]
     return [
         BenchRow(
             group,
@@ -105,22 +110,24 @@ def rows_from_stats(
             timing.p75_s * 1e3,
             timing.rounds,
             reference,
-            reference_ms,
+            reference_stats.median_s * 1e3,
             floor_ms,
+            100.0 * (paired_ratio(timing, reference_stats) - 1.0),
         )
         for name, timing in stats.items()
     ]
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
-    """A fixed-width text table of medians, speedups, overheads (in % and microseconds) and % of the floor.
+    """A fixed-width text table of medians, speedups, overheads (in %, of the medians and paired
+    round by round, and in microseconds) and % of the floor.
 
     Example:
         >>> row = BenchRow("layer", "2x8x4x4", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5,
         ...                "timm", 2.0, 0.8)
         >>> print(format_table([row]))  # doctest: +NORMALIZE_WHITESPACE
-        group case    format dtype   mode      candidate median_ms  p25-p75      vs ref  overhead  extra_us  % floor
-        layer 2x8x4x4 nchw   float32 inference ecanet        1.000  0.900-1.100  2.00x    -50.0%     -1000     125%
+        group case format dtype mode candidate median_ms p25-p75 vs ref overhead paired extra_us % floor
+        layer 2x8x4x4 nchw float32 inference ecanet 1.000 0.900-1.100 2.00x -50.0% -1000 125%
     """
     header = (
         "group",
@@ -133,6 +140,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         "p25-p75",
         "vs ref",
         "overhead",
+        "paired",
         "extra_us",
     )
     lines = []
@@ -150,6 +158,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
                 f"{r.p25_ms:.3f}-{r.p75_ms:.3f}",
                 f"{r.speedup:.2f}x",
                 f"{r.overhead_pct:+.1f}%",
+                "" if r.paired_overhead_pct != r.paired_overhead_pct else f"{r.paired_overhead_pct:+.1f}%",
                 f"{r.extra_us:+.0f}",
                 floor,
             )
@@ -175,7 +184,7 @@ def write_csv(rows: Sequence[BenchRow], path: str | Path) -> None:
         >>> row = BenchRow("layer", "c", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5, "timm", 2.0, 0.8)
         >>> write_csv([row], target)
         >>> target.read_text().splitlines()[1]
-        'layer,c,nchw,float32,inference,ecanet,1.0,0.9,1.1,5,timm,2.0,0.8,2.0,-50.0,-1000.0,125.0'
+        'layer,c,nchw,float32,inference,ecanet,1.0,0.9,1.1,5,timm,2.0,0.8,nan,2.0,-50.0,-1000.0,125.0'
     """
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["TimingStats", "time_side_by_side"]
+__all__ = ["TimingStats", "paired_ratio", "time_side_by_side"]
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,33 @@ class TimingStats:
         p25_s: 25th percentile of seconds per call.
         p75_s: 75th percentile of seconds per call.
         rounds: number of measured rounds (warm-up rounds excluded).
+        samples_s: seconds per call in each measured round, in round order (empty where not kept).
     """
 
     median_s: float
     p25_s: float
     p75_s: float
     rounds: int
+    samples_s: tuple[float, ...] = ()
+
+
+def paired_ratio(candidate: TimingStats, reference: TimingStats) -> float:
+    """The median over rounds of ``candidate / reference`` within the same round, or ``nan``
+    without a sample for every round of both.
+
+    Candidates timed side by side share each round's conditions, so the ratio within a round
+    cancels whatever slowed the whole machine for longer than a round (other processes on a shared
+    machine), which a ratio of the two medians keeps.
+
+    Example:
+        >>> slow_then_fast = TimingStats(2.0, 1.0, 3.0, 3, (1.0, 2.0, 3.0))
+        >>> paired_ratio(TimingStats(2.2, 1.1, 3.3, 3, (1.1, 2.2, 3.3)), slow_then_fast)
+        1.1
+    """
+    pairs = list(zip(candidate.samples_s, reference.samples_s, strict=False))
+    if not pairs or len(candidate.samples_s) != len(reference.samples_s):
+        return float("nan")
+    return statistics.median(mine / theirs for mine, theirs in pairs)
 
 
 def time_side_by_side(
@@ -112,6 +133,6 @@ def _time_one_round(
 
 def _summarise(samples: list[float]) -> TimingStats:
     if len(samples) == 1:
-        return TimingStats(samples[0], samples[0], samples[0], 1)
+        return TimingStats(samples[0], samples[0], samples[0], 1, tuple(samples))
     p25, median, p75 = statistics.quantiles(samples, n=4, method="inclusive")
-    return TimingStats(median, p25, p75, len(samples))
+    return TimingStats(median, p25, p75, len(samples), tuple(samples))
