@@ -44,13 +44,13 @@ def paired_ratio(candidate: TimingStats, reference: TimingStats) -> float:
     machine), which a ratio of the two medians keeps.
 
     Example:
-        >>> slow_then_fast = TimingStats(2.0, 1.0, 3.0, 3, (1.0, 2.0, 3.0))
-        >>> paired_ratio(TimingStats(2.2, 1.1, 3.3, 3, (1.1, 2.2, 3.3)), slow_then_fast)
+        >>> slowing_down = TimingStats(2.0, 1.0, 3.0, 3, (1.0, 2.0, 3.0))
+        >>> paired_ratio(TimingStats(2.2, 1.1, 3.3, 3, (1.1, 2.2, 3.3)), slowing_down)
         1.1
     """
-    pairs = list(zip(candidate.samples_s, reference.samples_s, strict=False))
-    if not pairs or len(candidate.samples_s) != len(reference.samples_s):
+    if not candidate.samples_s or len(candidate.samples_s) != len(reference.samples_s):
         return float("nan")
+    pairs = zip(candidate.samples_s, reference.samples_s, strict=True)
     return statistics.median(mine / theirs for mine, theirs in pairs)
 
 
