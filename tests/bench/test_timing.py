@@ -34,7 +34,7 @@ def test_returns_frozen_stats_in_candidate_order_with_ordered_quartiles():
         stats["z"].median_s = 1.0  # type: ignore[misc]
 
 
-def test_stats_keep_every_measured_round_in_order():
+def test_stats_keep_a_sample_for_every_measured_round():
     stats = time_side_by_side({"a": lambda: time.sleep(0.001), "b": lambda: None}, rounds=5, warmup=2)
     for s in stats.values():
         assert len(s.samples_s) == s.rounds == 5
