@@ -12,6 +12,7 @@ per process.
 import io
 import itertools
 import json
+import math
 import os
 import resource
 import shutil
@@ -611,20 +612,26 @@ def _huge_pages_can_be_advised() -> bool:
     return sys.platform.startswith("linux") and setting.exists() and "[never]" not in setting.read_text()
 
 
+OWN_MAPPING_BYTES = 8 << 20
+"""Buffers from this size up get a recycled memory mapping of their own (``kHugePageAdviceBytes``)."""
+
+
 @pytest.mark.parametrize("layout", ["2d", "2d-channels-last", "tokens"])
-@pytest.mark.parametrize("size", ["small", "large"])
+@pytest.mark.parametrize("size", ["small", "medium", "large"])
 def test_empty_like_keeps_the_geometry_and_advises_huge_pages_for_large_buffers(layout: str, size: str):
     assert cpu_kernels.available()
     shape, memory_format, _ = LAYOUTS[layout]
-    if size == "large":  # at least the 32 MiB threshold
+    if size == "medium":  # about 16 MiB of float32: above the threshold, below glibc's 32 MiB mmap ceiling
+        shape = (*shape[:-1], shape[-1] * ((4 << 20) // math.prod(shape)))
+    if size == "large":
         shape = (shape[0] * 256, *shape[1:-1], shape[-1] * 512)
     like = torch.zeros(shape).contiguous(memory_format=memory_format)
     fresh = cpu_kernels.empty_like(like)
     assert fresh.shape == like.shape and fresh.dtype == like.dtype and fresh.stride() == like.stride()
     assert fresh.data_ptr() != like.data_ptr()
-    large = fresh.numel() * fresh.element_size() >= 32 << 20
-    assert large == (size == "large")
-    if large and _huge_pages_can_be_advised():
+    own_mapping = fresh.numel() * fresh.element_size() >= OWN_MAPPING_BYTES
+    assert own_mapping == (size != "small")
+    if own_mapping and _huge_pages_can_be_advised():
         assert "hg" in _mapping_flags(fresh.data_ptr())
     if size == "large":  # a mapping of its own: saved, shared and resized like any tensor
         fresh.fill_(2.0)
