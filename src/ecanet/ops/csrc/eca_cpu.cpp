@@ -975,9 +975,9 @@ std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x, const at::Te
 
 // Buffers at least this large get memory of their own (see fresh_like). Below glibc's largest mmap
 // threshold (32 MiB) glibc's moving state decides whether a buffer page-faults: ECA's training
-// step at 32x1024x14x14 float32 (a 25.7 MB input gradient), alternated with timm's layer, took
-// 6241 page faults and 38 ms in every other call and none and 14 ms in the rest; from its own
-// recycled mapping it took none and 14 ms in every call (AVX2 EPYC under KVM, one thread).
+// step at 32x1024x14x14 float32 NCHW (a 25.7 MB input gradient), alternated with timm's layer,
+// took 6241 page faults and 33-40 ms in every other call and none and 12-16 ms in the rest; from
+// its own recycled mapping none and 11-18 ms in every call (AVX2 EPYC under KVM, one thread).
 constexpr size_t kHugePageAdviceBytes = size_t(8) << 20;
 
 #ifdef __linux__
