@@ -114,9 +114,10 @@ def _assert_close(actual, expected, what, tolerance=None):
     )
 
 
-def _check_against_reference(kernels, x, weight, mode, padding="zeros", gate="sigmoid", channel_dim=1):
+def _check_against_reference(kernels, x, weight, mode, padding="zeros", gate="sigmoid", channel_dim=1, grad=None):
     """Runs ``fused_eca_function`` on the leaves ``x`` and ``weight`` (and an identity like ``x``) and
-    the float64 reference on the same values; compares the output, its strides and every gradient."""
+    the float64 reference on the same values; compares the output, its strides and every gradient
+    (of ``grad``, random by default, flowing back from the output)."""
     leaves = {"x": x, "weight": weight, "identity": _like(x, seed=7) if mode.identity else None}
     references = {
         name: leaf.detach().to(torch.float64, copy=True).requires_grad_(name in mode.grads)
@@ -143,7 +144,7 @@ def _check_against_reference(kernels, x, weight, mode, padding="zeros", gate="si
     _assert_close(out, expected, "output", tolerance)
 
     # Contiguous: for channels-last outputs the backward first copies it into their layout.
-    grad = _randn(x.shape, dtype=x.dtype, seed=11)
+    grad = _randn(x.shape, dtype=x.dtype, seed=11) if grad is None else grad
     out.backward(grad)
     expected.backward(grad.double())
     # PyTorch's CPU hardsigmoid_backward multiplies by 1.0f / 6.0f, a float32 constant, even for
@@ -432,6 +433,32 @@ def test_streamed_reductions_match_reference(spatial, memory_format, mode, dtype
     assert cpu_kernels.available()
     x = _randn((2, 21, *spatial), memory_format, dtype, seed=sum(spatial))
     _check_against_reference(cpu_kernels, x, _weight(21, k=5, seed=3), MODES[mode])
+
+
+# Channels-first rows of 8 to 127 values, rescaled back to back as one run: rows of one vector and of
+# one value more, 7x7 maps, the longest short rows; and a batch of one whose ~70,000 values two
+# threads split mid-batch (a batch of three runs sample by sample).
+SHORT_ROWS = [(3, 37, 8), (3, 37, 9), (3, 37, 49), (3, 37, 127), (1, 1429, 49)]
+
+
+@pytest.mark.parametrize("shape", SHORT_ROWS, ids=["x".join(map(str, shape)) for shape in SHORT_ROWS])
+@pytest.mark.parametrize("mode", ["layer-in-place", "residual-relu", "residual-relu-in-place"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_short_rows_take_their_own_gate_and_shift(shape, mode, dtype):
+    """A vector across two rows takes each lane's gate, and in the input gradient's pass each lane's
+    shift, from its own row. Neighbouring channels differ sharply: means alternating 0.5 and 2 (gates
+    0.62 and 0.88 through the centre tap) and gradients alternating +8 and -8 (shifts of opposite
+    signs), so a lane that took its neighbour's row would miss the float64 reference by ten times the
+    tolerance."""
+    assert cpu_kernels.available()
+    channels = shape[1]
+    alternating = torch.arange(channels) % 2 == 0
+    means = torch.where(alternating, 0.5, 2.0).double()
+    x = (0.25 * _randn(shape, seed=shape[2]) + means[:, None]).to(dtype)
+    grad = torch.where(alternating, 8.0, -8.0)[:, None].expand(shape).to(dtype)
+    weight = torch.tensor([[[0.0, 1.0, 0.0]]], dtype=torch.float64)
+    with intra_op_threads(2):
+        _check_against_reference(cpu_kernels, x, weight, MODES[mode], grad=grad)
 
 
 @settings(max_examples=30, deadline=None)
