@@ -35,10 +35,12 @@
 #if __has_include(<unistd.h>)
 #include <unistd.h>  // sysconf
 #endif
-// The machine's vector instructions (the build uses -march=native): with AVX2, eight short rows
-// are summed at once (eight_rows_reduce) and bfloat16 and float16 rescale passes go eight values
-// at a time (rescale_run8); with AVX-512's bfloat16 instructions, rescale passes over long rows
-// narrow to bfloat16 sixteen values per instruction instead.
+// The machine's vector instructions (the build uses -march=native): with AVX2, the sums go in
+// explicit eight-lane vectors (eight short rows at once in eight_rows_reduce, a long row's lanes
+// in long_row_reduce8, eight channels of channels-last positions in add_positions), short
+// channels-first rows rescale back to back as one run (rescale_joined_rows8) and other bfloat16
+// and float16 rescale passes go eight values at a time (rescale_run8); with AVX-512's bfloat16
+// instructions, rescale passes over long bfloat16 rows narrow sixteen values per instruction.
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -541,6 +543,20 @@ constexpr bool kEightLaneRescale = !std::is_same_v<scalar_t, float> && kEightLan
 #endif
     ;
 
+// rescaled() for the eight values from i on, with their scales g and shifts b.
+template <typename scalar_t, bool kIdentity, bool kRelu, bool kShift, bool kMask>
+inline void rescale8(int64_t i, const scalar_t* x, __m256 g, __m256 b, const scalar_t* identity,
+                     const scalar_t* relu_of, scalar_t* out) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 v = load8(x + i);
+  if constexpr (kMask) v = _mm256_and_ps(v, _mm256_cmp_ps(load8(relu_of + i), zero, _CMP_GT_OQ));
+  v = _mm256_mul_ps(v, g);
+  if constexpr (kShift) v = _mm256_add_ps(v, b);
+  if constexpr (kIdentity) v = _mm256_add_ps(v, load8(identity + i));
+  if constexpr (kRelu) v = _mm256_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
+  store8(out + i, v);
+}
+
 // rescaled() over a contiguous run of values, eight at a time (the last length % 8 one by one). The
 // scale and shift are one value for the whole run (channels-first rows) or one per element
 // (kPerElement: channels-last rows, one per channel).
@@ -552,17 +568,11 @@ void rescale_run8(int64_t length, const scalar_t* x, const float* scale, const f
   __m256 b = kShift && !kPerElement ? _mm256_set1_ps(shift[0]) : zero;
   int64_t i = 0;
   for (; i + 8 <= length; i += 8) {
-    __m256 v = load8(x + i);
-    if constexpr (kMask) v = _mm256_and_ps(v, _mm256_cmp_ps(load8(relu_of + i), zero, _CMP_GT_OQ));
     if constexpr (kPerElement) {
       g = _mm256_loadu_ps(scale + i);
       if constexpr (kShift) b = _mm256_loadu_ps(shift + i);
     }
-    v = _mm256_mul_ps(v, g);
-    if constexpr (kShift) v = _mm256_add_ps(v, b);
-    if constexpr (kIdentity) v = _mm256_add_ps(v, load8(identity + i));
-    if constexpr (kRelu) v = _mm256_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
-    store8(out + i, v);
+    rescale8<scalar_t, kIdentity, kRelu, kShift, kMask>(i, x, g, b, identity, relu_of, out);
   }
   for (; i < length; ++i) {
     const int64_t at = kPerElement ? i : 0;
@@ -602,13 +612,7 @@ void rescale_joined_rows8(int64_t rows, int64_t length, const scalar_t* x, const
       ++row;
       row_end += length;
     }
-    __m256 v = load8(x + i);
-    if constexpr (kMask) v = _mm256_and_ps(v, _mm256_cmp_ps(load8(relu_of + i), zero, _CMP_GT_OQ));
-    v = _mm256_mul_ps(v, g);
-    if constexpr (kShift) v = _mm256_add_ps(v, b);
-    if constexpr (kIdentity) v = _mm256_add_ps(v, load8(identity + i));
-    if constexpr (kRelu) v = _mm256_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
-    store8(out + i, v);
+    rescale8<scalar_t, kIdentity, kRelu, kShift, kMask>(i, x, g, b, identity, relu_of, out);
   }
   const int64_t last = rows - 1;  // the values left over (fewer than eight) end the last row
   for (; i < total; ++i) {
