@@ -443,7 +443,7 @@ SHORT_ROWS = [(3, 37, 8), (3, 37, 9), (3, 37, 49), (3, 37, 127), (1, 1429, 49)]
 
 @pytest.mark.parametrize("shape", SHORT_ROWS, ids=["x".join(map(str, shape)) for shape in SHORT_ROWS])
 @pytest.mark.parametrize("mode", ["layer-in-place", "residual-relu", "residual-relu-in-place"])
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_short_rows_take_their_own_gate_and_shift(shape, mode, dtype):
     """A vector across two rows takes each lane's gate, and in the input gradient's pass each lane's
     shift, from its own row. Neighbouring channels differ sharply: means alternating 0.5 and 2 (gates

@@ -334,6 +334,7 @@ inline void eight_rows_reduce(int64_t length, const ReductionOperands<scalar_t>*
   const __m256 high = _mm256_permute2f128_ps(quads0123, quads4567, 0x31);
   _mm256_storeu_ps(totals, _mm256_add_ps(_mm256_add_ps(low, high), _mm256_load_ps(tails)));
 }
+
 // row_reduce over a row of kLongRow values or more: its kLongRowLanes lanes as two eight-lane
 // vectors, added up by the same tree (the values left over one by one). The compiler's code for
 // the lanes added them up through the stack and widened float16 values one by one (c10's
