@@ -533,10 +533,11 @@ inline scalar_t rescaled(scalar_t x, acc_t scale, acc_t shift, const scalar_t* i
 }
 
 #ifdef __AVX2__
-// Whether rescale passes go through rescale_run8: bfloat16 and float16, whose narrowing the
-// compiler's simd loop does slowly (see store8). float32 stays in that loop, as fast, and so does
-// bfloat16 where AVX-512's bfloat16 instructions take its long rows (rescale_run_bfloat16; not
-// measured against rescale_run8 on short rows).
+// Whether rescale passes other than short channels-first rows (those go through
+// rescale_joined_rows8 in every eight-lane dtype) go through rescale_run8: bfloat16 and float16,
+// whose narrowing the compiler's simd loop does slowly (see store8). float32 stays in that loop,
+// as fast, and so does bfloat16 where AVX-512's bfloat16 instructions take its long rows
+// (rescale_run_bfloat16; not measured against rescale_run8 on short channels-last rows).
 template <typename scalar_t>
 constexpr bool kEightLaneRescale = !std::is_same_v<scalar_t, float> && kEightLanes<scalar_t, float>
 #ifdef ECANET_BFLOAT16_VECTORS
