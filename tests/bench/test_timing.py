@@ -52,15 +52,29 @@ def test_paired_ratio_cancels_what_slows_a_whole_round():
     # times): its median lands on a fast round and the reference's on a slow one, while most
     # rounds' own ratios still say 1.1.
     reference = _stats([1.0, 1.0, 3.0, 3.0, 3.0])
-    assert paired_ratio(_stats([1.1 * t for t in reference.samples_s]), reference) == pytest.approx(1.1)
+    assert paired_ratio(_stats([1.1 * t for t in reference.samples_s]), reference).median == pytest.approx(1.1)
     candidate = _stats([1.1, 1.1, 3.3, 1.1, 9.9])
-    assert paired_ratio(candidate, reference) == pytest.approx(1.1)
+    assert paired_ratio(candidate, reference).median == pytest.approx(1.1)
     assert candidate.median_s / reference.median_s == pytest.approx(1.1 / 3)
 
 
 def test_paired_ratio_is_nan_without_a_sample_for_every_round():
-    assert math.isnan(paired_ratio(TimingStats(1.0, 1.0, 1.0, 3), TimingStats(1.0, 1.0, 1.0, 3)))
-    assert math.isnan(paired_ratio(_stats([1.0, 2.0]), _stats([1.0, 2.0, 3.0])))
+    assert math.isnan(paired_ratio(TimingStats(1.0, 1.0, 1.0, 3), TimingStats(1.0, 1.0, 1.0, 3)).median)
+    missing_round = paired_ratio(_stats([1.0, 2.0]), _stats([1.0, 2.0, 3.0]))
+    assert math.isnan(missing_round.median) and missing_round.low is None
+
+
+def test_paired_ratio_interval_spans_the_rounds_own_ratios():
+    # Fifteen rounds: the 95% interval runs from the 4th smallest to the 4th largest round ratio,
+    # whatever the machine did to whole rounds.
+    ratios = [1.00, 1.02, 1.04, 1.05, 1.06, 1.07, 1.08, 1.09, 1.10, 1.11, 1.12, 1.13, 1.20, 1.30, 1.60]
+    slowdowns = [1.0, 3.0, 1.0, 2.0, 1.0, 5.0, 1.0, 1.0, 2.0, 1.0, 1.0, 4.0, 1.0, 1.0, 1.0]
+    reference = _stats(slowdowns)
+    paired = paired_ratio(_stats([r * s for r, s in zip(ratios, slowdowns, strict=True)]), reference)
+    assert paired.median == pytest.approx(1.09)
+    assert (paired.low, paired.high) == (pytest.approx(1.05), pytest.approx(1.13))
+    assert paired.coverage >= 0.95
+    assert paired_ratio(_stats(ratios[:5]), _stats([1.0] * 5)).low is None  # five rounds cannot reach 95%
 
 
 def test_single_round_gives_equal_quartiles():

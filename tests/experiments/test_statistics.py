@@ -1,9 +1,11 @@
 import math
+import random
 
 import pytest
 
 from ecanet.experiments.statistics import (
     mean_std,
+    median_interval,
     paired_difference,
     student_t_cdf,
     student_t_quantile,
@@ -78,12 +80,53 @@ def test_single_seed_has_no_interval():
     assert result.mean == 1.0 and result.low is None and result.high is None
 
 
+def _coverage_by_counting(count: int, rank: int) -> float:
+    """P(x_(rank) <= true median <= x_(count+1-rank)): between rank and count-rank values fall below it."""
+    return sum(math.comb(count, below) for below in range(rank, count - rank + 1)) / 2**count
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+@pytest.mark.parametrize("count", [6, 7, 8, 15, 16, 31, 40])
+def test_median_interval_takes_the_narrowest_order_statistics_that_reach_the_confidence(count, confidence):
+    generator = random.Random(count)
+    values = [generator.uniform(0.5, 2.0) for _ in range(count)]
+    result = median_interval(values, confidence)
+    ordered = sorted(values)
+    if result.low is None:
+        assert _coverage_by_counting(count, 1) < confidence
+        return
+    rank = ordered.index(result.low) + 1
+    assert result.high == ordered[count - rank]
+    assert result.coverage == pytest.approx(_coverage_by_counting(count, rank), abs=1e-12)
+    assert result.coverage >= confidence
+    assert rank == (count + 1) // 2 or _coverage_by_counting(count, rank + 1) < confidence
+
+
+def test_median_interval_by_hand():
+    result = median_interval([5.0, 1.0, 4.0, 2.0, 3.0, 6.0], 0.95)  # six values: only [min, max] reaches 95%
+    assert (result.median, result.low, result.high) == (3.5, 1.0, 6.0)
+    assert result.coverage == pytest.approx(1 - 2 / 64)
+    assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0], 0.95).low is None  # [min, max] covers 1 - 2/32 < 95%
+
+
+def test_median_interval_covers_a_skewed_distributions_median_as_often_as_it_says():
+    generator = random.Random(0)
+    trials, covered = 4000, 0
+    for _ in range(trials):
+        result = median_interval([generator.expovariate(1.0) for _ in range(15)], 0.95)
+        covered += result.low <= math.log(2.0) <= result.high
+    assert result.coverage == pytest.approx(0.9648, abs=1e-4)
+    assert abs(covered / trials - result.coverage) < 0.01  # about 3.5 binomial standard errors
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: paired_difference([1.0, 2.0], [1.0]), "pair up"),
         (lambda: paired_difference([1.0], [1.0], confidence=1.5), "confidence"),
         (lambda: paired_difference([], []), "empty"),
+        (lambda: median_interval([]), "empty"),
+        (lambda: median_interval([1.0], confidence=1.0), "confidence"),
         (lambda: student_t_quantile(1.0, 3), "p must"),
         (lambda: student_t_quantile(0.5, 0), "df"),
         (lambda: student_t_cdf(0.5, 2.5), "df"),

@@ -39,6 +39,8 @@ class BenchRow:
         paired_overhead_pct: extra time over the reference in percent as the median of the
             rounds' own ratios (:func:`ecanet.bench.timing.paired_ratio`), or ``nan`` without
             per-round samples.
+        paired_low_pct, paired_high_pct: the ends of the paired overhead's 95% distribution-free
+            interval, or ``nan`` without one (fewer than 6 rounds).
     """
 
     group: str
@@ -55,6 +57,8 @@ class BenchRow:
     reference_ms: float
     floor_ms: float
     paired_overhead_pct: float = float("nan")
+    paired_low_pct: float = float("nan")
+    paired_high_pct: float = float("nan")
 
     @property
     def speedup(self) -> float:
@@ -97,37 +101,47 @@ def rows_from_stats(
         ([0, 50], [0, 50])
     """
     reference_stats = stats[reference]
-    return [
-        BenchRow(
-            group,
-            case,
-            memory_format,
-            dtype,
-            mode,
-            name,
-            timing.median_s * 1e3,
-            timing.p25_s * 1e3,
-            timing.p75_s * 1e3,
-            timing.rounds,
-            reference,
-            reference_stats.median_s * 1e3,
-            floor_ms,
-            100.0 * (paired_ratio(timing, reference_stats) - 1.0),
+    rows = []
+    for name, timing in stats.items():
+        paired = paired_ratio(timing, reference_stats)
+        rows.append(
+            BenchRow(
+                group,
+                case,
+                memory_format,
+                dtype,
+                mode,
+                name,
+                timing.median_s * 1e3,
+                timing.p25_s * 1e3,
+                timing.p75_s * 1e3,
+                timing.rounds,
+                reference,
+                reference_stats.median_s * 1e3,
+                floor_ms,
+                _percent_over(paired.median),
+                _percent_over(paired.low),
+                _percent_over(paired.high),
+            )
         )
-        for name, timing in stats.items()
-    ]
+    return rows
+
+
+def _percent_over(ratio: float | None) -> float:
+    """``ratio`` as extra time in percent, ``nan`` for no ratio."""
+    return float("nan") if ratio is None else 100.0 * (ratio - 1.0)
 
 
 def format_table(rows: Sequence[BenchRow]) -> str:
     """A fixed-width text table of medians, speedups, overheads (in %, of the medians and paired
-    round by round, and in microseconds) and % of the floor.
+    round by round with the paired one's 95% interval, and in microseconds) and % of the floor.
 
     Example:
-        >>> row = BenchRow("layer", "2x8x4x4", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5,
-        ...                "timm", 2.0, 0.8)
+        >>> row = BenchRow("layer", "2x8x4x4", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 15,
+        ...                "timm", 2.0, 0.8, -49.0, -52.5, -45.0)
         >>> print(format_table([row]))  # doctest: +NORMALIZE_WHITESPACE
-        group case format dtype mode candidate median_ms p25-p75 vs ref overhead paired extra_us % floor
-        layer 2x8x4x4 nchw float32 inference ecanet 1.000 0.900-1.100 2.00x -50.0% -1000 125%
+        group case format dtype mode candidate median_ms p25-p75 vs ref overhead paired paired 95% extra_us % floor
+        layer 2x8x4x4 nchw float32 inference ecanet 1.000 0.900-1.100 2.00x -50.0% -49.0% -52.5..-45.0% -1000 125%
     """
     header = (
         "group",
@@ -141,6 +155,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
         "vs ref",
         "overhead",
         "paired",
+        "paired 95%",
         "extra_us",
     )
     lines = []
@@ -159,6 +174,7 @@ def format_table(rows: Sequence[BenchRow]) -> str:
                 f"{r.speedup:.2f}x",
                 f"{r.overhead_pct:+.1f}%",
                 "" if r.paired_overhead_pct != r.paired_overhead_pct else f"{r.paired_overhead_pct:+.1f}%",
+                "" if r.paired_low_pct != r.paired_low_pct else f"{r.paired_low_pct:+.1f}..{r.paired_high_pct:+.1f}%",
                 f"{r.extra_us:+.0f}",
                 floor,
             )
@@ -184,7 +200,7 @@ def write_csv(rows: Sequence[BenchRow], path: str | Path) -> None:
         >>> row = BenchRow("layer", "c", "nchw", "float32", "inference", "ecanet", 1.0, 0.9, 1.1, 5, "timm", 2.0, 0.8)
         >>> write_csv([row], target)
         >>> target.read_text().splitlines()[1]
-        'layer,c,nchw,float32,inference,ecanet,1.0,0.9,1.1,5,timm,2.0,0.8,nan,2.0,-50.0,-1000.0,125.0'
+        'layer,c,nchw,float32,inference,ecanet,1.0,0.9,1.1,5,timm,2.0,0.8,nan,nan,nan,2.0,-50.0,-1000.0,125.0'
     """
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -199,8 +215,9 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
     """Bar charts of the medians, one panel per (group, mode), cases side by side, as a PNG.
 
     Each bar is normalised to the panel's reference candidate in the same case (so 1.0 is the
-    reference and lower is faster) and labelled with that ratio; the memory-traffic floor, where
-    the panel has one, is drawn as a black tick.
+    reference and lower is faster) and labelled with that ratio; a whisker spans the 95% interval
+    of the round-by-round ratio where there is one, and the memory-traffic floor, where the panel
+    has one, is drawn as a black tick.
 
     Args:
         rows: benchmark rows.
@@ -229,6 +246,15 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
             drawn = axis.bar([i + j * width for i, _ in bars], heights, width, label=candidate)
             axis.bar_label(drawn, [f"{h:.2f}" for h in heights], fontsize=6, padding=1)
             tallest = max(tallest, *heights)
+            intervals = [
+                (cases.index(_case_label(r)) + j * width, 1 + r.paired_low_pct / 100, 1 + r.paired_high_pct / 100)
+                for r in chosen
+                if r.candidate == candidate and r.candidate != r.reference and r.paired_low_pct == r.paired_low_pct
+            ]
+            if intervals:
+                x, low, high = zip(*intervals, strict=True)
+                axis.vlines(x, low, high, colors="dimgrey", linewidth=1)
+                tallest = max(tallest, *high)
         floors = [next(r.floor_ms / r.reference_ms for r in chosen if _case_label(r) == case) for case in cases]
         for i, floor in enumerate(floors):
             if floor == floor:  # not nan
@@ -239,6 +265,8 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
         reference = chosen[0].reference
         axis.set_ylabel(f"time / {reference}")
         floor_note = "; black tick = memory-traffic floor" if any(f == f for f in floors) else ""
+        if any(r.paired_low_pct == r.paired_low_pct for r in chosen if r.candidate != r.reference):
+            floor_note += "; whisker = 95% interval of the paired ratio"
         axis.set_title(f"{group} ({mode}): median time relative to {reference}{floor_note}")
         axis.legend(fontsize=7, ncol=len(candidates), loc="upper right")
     figure.tight_layout()

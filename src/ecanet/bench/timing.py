@@ -8,10 +8,13 @@ them, and medians with quartiles keep a few disturbed rounds from moving the res
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from ecanet.experiments.statistics import MedianInterval, median_interval
 
 __all__ = ["TimingStats", "paired_ratio", "time_side_by_side"]
 
@@ -35,23 +38,25 @@ class TimingStats:
     samples_s: tuple[float, ...] = ()
 
 
-def paired_ratio(candidate: TimingStats, reference: TimingStats) -> float:
-    """The median over rounds of ``candidate / reference`` within the same round, or ``nan``
-    without a sample for every round of both.
+def paired_ratio(candidate: TimingStats, reference: TimingStats, confidence: float = 0.95) -> MedianInterval:
+    """The median over rounds of ``candidate / reference`` within the same round, with its
+    distribution-free ``confidence`` interval (:func:`ecanet.experiments.statistics.median_interval`;
+    none under 6 rounds at 0.95); the median is ``nan`` without a sample for every round of both.
 
     Candidates timed side by side share each round's conditions, so the ratio within a round
     cancels whatever slowed the whole machine for longer than a round (other processes on a shared
-    machine), which a ratio of the two medians keeps.
+    machine), which a ratio of the two medians keeps. The interval says how far the rounds left
+    that ratio uncertain: an overhead goal is met when its upper end is within the goal.
 
     Example:
         >>> slowing_down = TimingStats(2.0, 1.0, 3.0, 3, (1.0, 2.0, 3.0))
-        >>> paired_ratio(TimingStats(2.2, 1.1, 3.3, 3, (1.1, 2.2, 3.3)), slowing_down)
+        >>> paired_ratio(TimingStats(2.2, 1.1, 3.3, 3, (1.1, 2.2, 3.3)), slowing_down).median
         1.1
     """
     if not candidate.samples_s or len(candidate.samples_s) != len(reference.samples_s):
-        return float("nan")
+        return MedianInterval(math.nan, None, None, math.nan)
     pairs = zip(candidate.samples_s, reference.samples_s, strict=True)
-    return statistics.median(mine / theirs for mine, theirs in pairs)
+    return median_interval([mine / theirs for mine, theirs in pairs], confidence)
 
 
 def time_side_by_side(

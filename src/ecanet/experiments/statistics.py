@@ -1,4 +1,5 @@
-"""Summary statistics for comparing variants over seeds: mean ± std and a paired t interval.
+"""Summary statistics for comparing variants over seeds (mean ± std and a paired t interval) and
+timings over rounds (the median with a distribution-free interval).
 
 A compare trains every variant with the same seeds (same data order and augmentation), so the
 fair question is "how much better is the variant than the baseline *on the same seed*?". The
@@ -6,15 +7,30 @@ per-seed differences ``d_i = variant_i - baseline_i`` get a two-sided Student t 
 interval ``mean(d) ± t_{(1+c)/2, n-1} * std(d) / sqrt(n)`` (the paired t interval). The t
 quantile is computed here from the exact closed form of the Student t distribution for integer
 degrees of freedom (Abramowitz & Stegun 26.7.3-4), so no statistics package is needed.
+
+Timings are not normal: a busy machine adds long outliers, so benchmarks summarise rounds by their
+median. Its interval comes from order statistics (the sign-test interval): the ``j``-th smallest
+and ``j``-th largest of ``n`` values enclose the true median with probability
+``1 - 2 P(B <= j - 1)``, ``B ~ Binomial(n, 1/2)``, whatever the distribution.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
-__all__ = ["PairedDifference", "mean_std", "paired_difference", "student_t_cdf", "student_t_quantile"]
+__all__ = [
+    "MedianInterval",
+    "PairedDifference",
+    "mean_std",
+    "median_interval",
+    "paired_difference",
+    "student_t_cdf",
+    "student_t_quantile",
+]
 
 PAIRED_TEST_NAME = "two-sided paired t interval over seeds"
 
@@ -177,3 +193,64 @@ def paired_difference(
         return PairedDifference(mean, std, count, None, None, confidence)
     half_width = student_t_quantile((1.0 + confidence) / 2.0, count - 1) * std / math.sqrt(count)
     return PairedDifference(mean, std, count, mean - half_width, mean + half_width, confidence)
+
+
+@dataclass(frozen=True)
+class MedianInterval:
+    """The median of some values with a distribution-free confidence interval for the true median.
+
+    Attributes:
+        median: the sample median.
+        low: lower end of the interval, one of the values (``None`` when too few values for the
+            confidence asked: fewer than 6 for 0.95).
+        high: upper end of the interval, one of the values (``None`` likewise).
+        coverage: the interval's exact coverage, at least the confidence asked (``nan`` without one).
+    """
+
+    median: float
+    low: float | None
+    high: float | None
+    coverage: float
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> MedianInterval:
+    """The median of ``values`` with the narrowest order-statistic interval of at least ``confidence``.
+
+    With the values sorted, ``[x_(j), x_(n+1-j)]`` (1-based) covers the true median of any
+    continuous distribution with probability ``1 - 2 P(B <= j - 1)``, ``B ~ Binomial(n, 1/2)``;
+    the largest ``j`` whose coverage reaches ``confidence`` is taken.
+
+    Args:
+        values: one or more independent samples (e.g. one time ratio per benchmark round).
+        confidence: the least coverage wanted, strictly between 0 and 1.
+
+    Returns:
+        A :class:`MedianInterval`; without enough values for ``confidence`` it carries no interval.
+
+    Example:
+        >>> m = median_interval([float(v) for v in range(1, 16)])  # 15 values: 4th smallest to 4th largest
+        >>> m.median, m.low, m.high, round(m.coverage, 4)
+        (8.0, 4.0, 12.0, 0.9648)
+        >>> median_interval([1.0, 2.0, 3.0]).low is None
+        True
+    """
+    if len(values) == 0:
+        raise ValueError("values must hold at least one number, got an empty sequence")
+    if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
+        raise ValueError(f"confidence must be a float strictly between 0 and 1, got {confidence!r}")
+    ordered = sorted(values)
+    count = len(ordered)
+    outcomes = 2**count
+    wanted = Fraction(confidence)
+    rank, coverage = 0, None
+    at_most_rank = 0  # outcomes of the n signs with at most `rank` values below the median
+    while rank < (count + 1) // 2:
+        at_most_rank += math.comb(count, rank)
+        widened = Fraction(outcomes - 2 * at_most_rank, outcomes)  # coverage of [x_(rank+1), x_(n-rank)]
+        if widened < wanted:
+            break
+        rank, coverage = rank + 1, widened
+    median = statistics.median(ordered)
+    if coverage is None:
+        return MedianInterval(median, None, None, math.nan)
+    return MedianInterval(median, ordered[rank - 1], ordered[count - rank], float(coverage))
