@@ -90,4 +90,10 @@ def test_gpu_plan_times_resnet50_at_224px_and_leaves_glibc_alone():
     cpu_cases = dict(bench_cases(["model"]))
     assert "model resnet18 training nchw float32" in cpu_cases
     assert not any("graphed" in label or "training-compiled" in label for label in cpu_cases)
-    assert not hasattr(cpu_cases["model resnet18 training nchw float32"], "keywords")  # pinned glibc first
+    pinned = cpu_cases["model resnet18 training nchw float32"]
+    assert pinned.func is suite._run_with_pinned_allocator  # pinned glibc first
+    assert pinned.args[0].keywords["rounds"] == suite.NETWORK_ROUNDS["cpu"] > 15
+    assert training.keywords["rounds"] == suite.NETWORK_ROUNDS["cuda"]
+    assert (
+        dict(bench_cases(["model"], rounds=3))["model resnet18 training nchw float32"].args[0].keywords["rounds"] == 3
+    )

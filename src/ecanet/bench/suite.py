@@ -53,6 +53,12 @@ training (batch 64, 32 px); on a GPU, where those are too small to keep it busy,
 224 px and batch 64 for both (see :func:`ecanet.bench.models.benchmark_model_inference` and
 :func:`ecanet.bench.models.benchmark_model_training` for the other defaults)."""
 
+NETWORK_ROUNDS: dict[str, int] = {"cpu": 31, "cuda": 15}
+"""Measured rounds of a full run's network cases per device type. On a busy CPU a training step's
+ratio to the plain network's moves by about 5% from round to round, so 15 rounds leave the paired
+overhead's 95% interval some 10 points wide, wider than the goals (<= 2% and <= 5%); 31 rounds
+narrow it by about 30% (from the 10th smallest to the 10th largest ratio, 97.1% coverage)."""
+
 
 def bench_cases(
     groups: Sequence[str] = DEFAULT_GROUPS,
@@ -74,8 +80,8 @@ def bench_cases(
     the networks are ResNet-50s at batch 64 and 224 px (:data:`MODEL_SETUPS`), every network
     case is also replayed from CUDA graphs (the GPU's work without the host's), and training is
     also compiled (NCHW float32, channels-last bfloat16; the latter in ``"reduce-overhead"`` mode
-    too, compiled and replayed from CUDA graphs, as ``ecanet train --compile`` can). Models
-    get as many rounds as layers. ``quick`` keeps the first and last stage
+    too, compiled and replayed from CUDA graphs, as ``ecanet train --compile`` can). Networks
+    get :data:`NETWORK_ROUNDS` rounds unless ``rounds`` is given. ``quick`` keeps the first and last stage
     shapes, float32 only, eager models only, and 5 rounds. ``"host"`` (CPU only) times a ResNet-50
     bottleneck's inference and training step on the GPU's route, up to Triton's launcher, which
     launches nothing (:mod:`ecanet.bench.host`).
@@ -83,7 +89,7 @@ def bench_cases(
     Args:
         groups: any of ``"layer"``, ``"tail"``, ``"call"``, ``"model"``, ``"host"``.
         quick: the short run.
-        rounds: measured rounds per layer case (default 15, quick 5).
+        rounds: measured rounds per case (default 15, networks :data:`NETWORK_ROUNDS`; quick 5).
 
     Example:
         >>> [label for label, _ in bench_cases(["model"], quick=True)][:2]
@@ -92,14 +98,14 @@ def bench_cases(
     unknown = sorted(set(groups) - set(GROUPS))
     if unknown:
         raise ValueError(f"unknown benchmark groups {unknown}; valid: {list(GROUPS)}")
+    device = torch.device(device)
+    network_rounds = rounds if rounds is not None else (5 if quick else NETWORK_ROUNDS[device.type])
     rounds = rounds if rounds is not None else (5 if quick else 15)
     warmup = 1 if quick else 2
-    device = torch.device(device)
     if "host" in groups and device.type != "cpu":
         raise ValueError("the host group simulates a GPU's host on CPU tensors; on a GPU the model group measures it")
     if "host" in groups and importlib.util.find_spec("triton") is None:
         raise ValueError("the host group plans ECA's Triton launches: it needs Triton installed")
-    # Models too: their goals (<= 2% overhead) sit below the run-to-run scatter of a few rounds.
     timing = {"rounds": rounds, "warmup": warmup, "device": device}
     shapes = (RESNET50_STAGE_SHAPES[0], RESNET50_STAGE_SHAPES[-1]) if quick else RESNET50_STAGE_SHAPES
     dtypes = ("float32",) if quick else ("float32", "bfloat16")
@@ -123,6 +129,7 @@ def bench_cases(
                     cases.append((label, partial(benchmark_call, shape, memory_format, "float32", mode, **timing)))
     if "model" in groups:
         setups = MODEL_SETUPS[device.type]
+        network_timing = {**timing, "rounds": network_rounds}
         # On a GPU every eager case runs again replayed from CUDA graphs: the GPU's work alone.
         graphed_too = (False, True) if device.type == "cuda" else (False,)
         # Emulated bfloat16 convolutions take minutes per case and say nothing about ECA.
@@ -136,25 +143,32 @@ def bench_cases(
                 for dtype in model_dtypes:
                     for memory_format in formats:
                         label = f"model {network} {mode} {memory_format} {dtype}"
-                        options = {**setup, "memory_format": memory_format, "dtype": dtype, **timing}
+                        options = {**setup, "memory_format": memory_format, "dtype": dtype, **network_timing}
                         model_cases.append((label, partial(function, graphed=graphed, **options)))
             if kind == "inference" and not quick:
                 label = "model resnet50 inference-compiled nchw float32"
-                options = {**setup, "compiled": True, **timing}
+                options = {**setup, "compiled": True, **network_timing}
                 model_cases.append((label, partial(benchmark_model_inference, **options)))
             if kind == "training" and not quick and device.type == "cuda":
                 # Where the eager step is host-bound, inductor's fused plain operators are the other remedy.
                 for memory_format, dtype in (("nchw", "float32"), ("channels_last", "bfloat16")):
                     label = f"model {network} training-compiled {memory_format} {dtype}"
-                    options = {**setup, "memory_format": memory_format, "dtype": dtype, "compiled": True, **timing}
+                    options = {
+                        **setup,
+                        "memory_format": memory_format,
+                        "dtype": dtype,
+                        "compiled": True,
+                        **network_timing,
+                    }
                     model_cases.append((label, partial(benchmark_model_training, **options)))
                 # ecanet train's remedy for a host-bound step: compiled and replayed from CUDA graphs.
                 label = f"model {network} training-compiled-reduce-overhead channels_last bfloat16"
-                options = {**setup, "memory_format": "channels_last", "dtype": "bfloat16", **timing}
+                options = {**setup, "memory_format": "channels_last", "dtype": "bfloat16", **network_timing}
                 options.update(compiled=True, compile_mode="reduce-overhead")
                 model_cases.append((label, partial(benchmark_model_training, **options)))
-        pin = _with_pinned_allocator if device.type == "cpu" else _unchanged
-        cases += [(label, pin(run)) for label, run in model_cases]
+        if device.type == "cpu":
+            model_cases = [(label, partial(_run_with_pinned_allocator, run)) for label, run in model_cases]
+        cases += model_cases
     if "host" in groups:
         for mode in ("inference", "training"):
             label = f"host bottleneck {mode} channels_last float32"
@@ -182,19 +196,11 @@ def select_cases(cases: Sequence[Case], patterns: Sequence[str]) -> list[Case]:
     return chosen
 
 
-def _with_pinned_allocator(run: Callable[[], list[BenchRow]]) -> Callable[[], list[BenchRow]]:
-    """``run`` after :func:`ecanet.bench.allocator.pin_glibc_thresholds` (networks run last, so the
+def _run_with_pinned_allocator(run: Callable[[], list[BenchRow]]) -> list[BenchRow]:
+    """``run()`` after :func:`ecanet.bench.allocator.pin_glibc_thresholds` (networks run last, so the
     layer cases keep glibc's default behaviour, page faults of fresh outputs included)."""
-
-    def pinned() -> list[BenchRow]:
-        pin_glibc_thresholds()
-        return run()
-
-    return pinned
-
-
-def _unchanged(run: Callable[[], list[BenchRow]]) -> Callable[[], list[BenchRow]]:
-    return run
+    pin_glibc_thresholds()
+    return run()
 
 
 def machine_description(device: str | torch.device = "cpu") -> dict[str, object]:

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="bench-results", help="directory for results.csv/.png/.txt")
     parser.add_argument("--quick", action="store_true", help="short run: 2 shapes, float32, 5 rounds")
-    parser.add_argument("--rounds", type=int, default=None, help="measured rounds per case (default 15, quick 5)")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="measured rounds per case (default 15, networks 31 on CPU; quick 5)"
+    )
     parser.add_argument(
         "--groups",
         nargs="+",
