@@ -64,6 +64,35 @@ def test_terminal_and_markdown_tables(hand_made_result):
     assert all(line.count("|") == markdown[0].count("|") for line in markdown)
 
 
+def test_timing_changes_pair_the_rounds_when_they_were_kept(hand_made_result):
+    from dataclasses import replace
+
+    from ecanet.bench.timing import TimingStats
+
+    # The machine slows whole rounds down (x1 or x3); eca's rounds run 4-16% over the baseline's.
+    slowdown = [1.0, 3.0, 1.0, 3.0, 1.0, 1.0, 3.0, 1.0, 1.0, 3.0, 1.0, 1.0, 3.0, 1.0, 1.0]
+    ratios = [1.04, 1.05, 1.06, 1.07, 1.08, 1.09, 1.10, 1.11, 1.12, 1.13, 1.14, 1.15, 1.16, 1.30, 1.50]
+
+    def timing(samples: list[float]) -> TimingStats:
+        ordered = sorted(samples)
+        return TimingStats(ordered[7], ordered[3], ordered[11], 15, tuple(samples))
+
+    baseline_rounds = [0.01 * s for s in slowdown]
+    none, eca, se = hand_made_result.variants
+    none = replace(none, latency=timing(baseline_rounds), train_step=timing([10 * t for t in baseline_rounds]))
+    eca_rounds = [t * r for t, r in zip(baseline_rounds, ratios, strict=True)]
+    eca = replace(eca, latency=timing(eca_rounds), train_step=timing([10 * t for t in eca_rounds]))
+    rows = summary_rows(replace(hand_made_result, variants=(none, eca, se)))
+    for key in ("latency_change", "train_step_change"):
+        # Median ratio 1.11; 15 rounds at 95%: the 4th smallest and the 4th largest ratio.
+        assert rows[1][f"{key}_pct"] == pytest.approx(11.0)
+        assert rows[1][f"{key}_low_pct"] == pytest.approx(7.0) and rows[1][f"{key}_high_pct"] == pytest.approx(15.0)
+        assert rows[0][f"{key}_low_pct"] == rows[0][f"{key}_high_pct"] == pytest.approx(0.0)
+    assert rows[2]["latency_change_low_pct"] is None  # se kept no rounds: the medians' ratio alone
+    assert rows[2]["latency_change_pct"] == pytest.approx((se.latency.median_s / none.latency.median_s - 1) * 100)
+    assert "(+11.0% [+7.0, +15.0])" in format_table(rows).splitlines()[2]
+
+
 def test_single_seed_says_no_interval(hand_made_result):
     from dataclasses import replace
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ecanet.bench.timing import TimingStats, paired_ratio
 from ecanet.experiments.results import CompareResult
 from ecanet.experiments.statistics import PAIRED_TEST_NAME, mean_std, paired_difference
 from ecanet.training.files import write_atomically
@@ -28,10 +29,14 @@ CSV_COLUMNS = (
     "latency_p75_ms",
     "latency_batch_size",
     "latency_change_pct",
+    "latency_change_low_pct",
+    "latency_change_high_pct",
     "throughput_images_per_s",
     "train_step_ms",
     "train_batch_size",
     "train_step_change_pct",
+    "train_step_change_low_pct",
+    "train_step_change_high_pct",
     "epoch_seconds",
     "epoch_seconds_change_pct",
     "top1_mean",
@@ -52,7 +57,11 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
     """One row per variant with the columns of :data:`CSV_COLUMNS` (raw numbers, ``None`` if n/a).
 
     Deltas are ``variant - baseline``; ``top1_delta_low/high`` bound a paired t interval over seeds
-    (``None`` with a single seed); ``top5_*`` are ``None`` for 5 classes or fewer.
+    (``None`` with a single seed); ``top5_*`` are ``None`` for 5 classes or fewer. The latency and
+    training-step changes are the medians of the timing rounds' own ratios to the baseline, with
+    their distribution-free interval at the compare's confidence
+    (:func:`ecanet.bench.timing.paired_ratio`); without per-round samples, the medians' ratio
+    and no interval (``None``).
 
     Args:
         result: a finished compare.
@@ -74,8 +83,6 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
         (12, 82.5, 1.5)
     """
     baseline = result.baseline
-    base_latency = baseline.latency.median_s
-    base_step = baseline.train_step.median_s
     base_epoch = baseline.epoch_seconds
     with_top5 = result.num_classes >= MIN_CLASSES_FOR_TOP5
     rows = []
@@ -88,6 +95,8 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
         top1_mean, top1_std = mean_std(variant.final_top1)
         top5_mean, top5_std = mean_std(variant.final_top5) if with_top5 else (None, None)
         difference = paired_difference(variant.final_top1, baseline.final_top1, result.confidence)
+        latency_change = _change_pct(variant.latency, baseline.latency, result.confidence)
+        step_change = _change_pct(variant.train_step, baseline.train_step, result.confidence)
         rows.append(
             {
                 "attention": variant.attention,
@@ -100,11 +109,15 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
                 "latency_p25_ms": variant.latency.p25_s * 1e3,
                 "latency_p75_ms": variant.latency.p75_s * 1e3,
                 "latency_batch_size": variant.latency_batch_size,
-                "latency_change_pct": (variant.latency.median_s / base_latency - 1.0) * 100.0,
+                "latency_change_pct": latency_change[0],
+                "latency_change_low_pct": latency_change[1],
+                "latency_change_high_pct": latency_change[2],
                 "throughput_images_per_s": variant.throughput,
                 "train_step_ms": variant.train_step.median_s * 1e3,
                 "train_batch_size": variant.train_batch_size,
-                "train_step_change_pct": (variant.train_step.median_s / base_step - 1.0) * 100.0,
+                "train_step_change_pct": step_change[0],
+                "train_step_change_low_pct": step_change[1],
+                "train_step_change_high_pct": step_change[2],
                 "epoch_seconds": variant.epoch_seconds,
                 "epoch_seconds_change_pct": (variant.epoch_seconds / base_epoch - 1.0) * 100.0,
                 "top1_mean": top1_mean,
@@ -118,6 +131,19 @@ def summary_rows(result: CompareResult) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _change_pct(
+    timing: TimingStats, baseline: TimingStats, confidence: float
+) -> tuple[float, float | None, float | None]:
+    """``timing`` over ``baseline`` in percent: the paired median with its interval's ends, or the
+    medians' ratio and no interval where the rounds were not kept."""
+    paired = paired_ratio(timing, baseline, confidence)
+    if math.isnan(paired.median):
+        return (timing.median_s / baseline.median_s - 1.0) * 100.0, None, None
+    if paired.low is None:
+        return (paired.median - 1.0) * 100.0, None, None
+    return (paired.median - 1.0) * 100.0, (paired.low - 1.0) * 100.0, (paired.high - 1.0) * 100.0
 
 
 def _none_if_nan(value: float | None) -> float | None:
@@ -142,8 +168,18 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _with_change(value: float, change_pct: float, is_baseline: bool, digits: int = 2) -> str:
-    return f"{value:.{digits}f}" + ("" if is_baseline else f" ({change_pct:+.1f}%)")
+def _with_change(
+    value: float,
+    change_pct: float,
+    is_baseline: bool,
+    digits: int = 2,
+    low_pct: float | None = None,
+    high_pct: float | None = None,
+) -> str:
+    if is_baseline:
+        return f"{value:.{digits}f}"
+    interval = "" if low_pct is None else f" [{low_pct:+.1f}, {high_pct:+.1f}]"
+    return f"{value:.{digits}f} ({change_pct:+.1f}%{interval})"
 
 
 def _delta(row: dict[str, Any], is_baseline: bool) -> str:
@@ -179,9 +215,21 @@ def _table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
             _count(row["params"]),
             "—" if is_baseline else f"{row['params_delta']:+d}",
             _count(row["flops"]),
-            _with_change(row["latency_ms"], row["latency_change_pct"], is_baseline),
+            _with_change(
+                row["latency_ms"],
+                row["latency_change_pct"],
+                is_baseline,
+                low_pct=row.get("latency_change_low_pct"),
+                high_pct=row.get("latency_change_high_pct"),
+            ),
             f"{row['throughput_images_per_s']:.0f}",
-            _with_change(row["train_step_ms"], row["train_step_change_pct"], is_baseline),
+            _with_change(
+                row["train_step_ms"],
+                row["train_step_change_pct"],
+                is_baseline,
+                low_pct=row.get("train_step_change_low_pct"),
+                high_pct=row.get("train_step_change_high_pct"),
+            ),
             _with_change(row["epoch_seconds"], row["epoch_seconds_change_pct"], is_baseline, digits=1),
             _mean_std(row["top1_mean"], row["top1_std"]),
             _delta(row, is_baseline),
@@ -313,7 +361,9 @@ def write_markdown(
         f"{baseline.latency_batch_size}; **train ms/step**: the same for one training step (forward, loss, "
         f"backward, SGD update) on a batch of {baseline.train_batch_size}. All variants are timed side by side "
         f"in one process, in alternating and rotating order over {baseline.latency.rounds} rounds, so load "
-        "from other processes hits them alike; the change relative to the baseline is in brackets. "
+        "from other processes hits them alike; the change relative to the baseline is in brackets: the median "
+        f"of the rounds' own ratios to the baseline, with its {confidence}% distribution-free interval "
+        "(order statistics of those ratios) where enough rounds were kept. "
         "**infer img/s** follows from the inference time.",
         "- **s/epoch**: median wall-clock time of one epoch of the actual runs (training plus its evaluation "
         "pass), over all epochs and seeds. The runs trained one after another, so on a shared machine this "
