@@ -12,18 +12,27 @@ from ecanet.experiments.compare import CompareConfig, run_compare, write_outputs
 from ecanet.experiments.presets import PRESETS, compare_preset, with_model
 from ecanet.experiments.report import format_table, summary_rows
 from ecanet.experiments.results import CompareResult, EcaLayer, VariantResult
-from ecanet.experiments.statistics import PairedDifference, mean_std, paired_difference, student_t_quantile
+from ecanet.experiments.statistics import (
+    MedianInterval,
+    PairedDifference,
+    mean_std,
+    median_interval,
+    paired_difference,
+    student_t_quantile,
+)
 
 __all__ = [
     "PRESETS",
     "CompareConfig",
     "CompareResult",
     "EcaLayer",
+    "MedianInterval",
     "PairedDifference",
     "VariantResult",
     "compare_preset",
     "format_table",
     "mean_std",
+    "median_interval",
     "paired_difference",
     "run_compare",
     "student_t_quantile",
