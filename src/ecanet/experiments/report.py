@@ -168,18 +168,17 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _with_change(
-    value: float,
-    change_pct: float,
-    is_baseline: bool,
-    digits: int = 2,
-    low_pct: float | None = None,
-    high_pct: float | None = None,
-) -> str:
+def _with_change(value: float, change_pct: float, is_baseline: bool, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" + ("" if is_baseline else f" ({change_pct:+.1f}%)")
+
+
+def _timed(row: dict[str, Any], measure: str, is_baseline: bool) -> str:
+    """``row[f"{measure}_ms"]`` with its paired change to the baseline and, where kept, its interval."""
     if is_baseline:
-        return f"{value:.{digits}f}"
-    interval = "" if low_pct is None else f" [{low_pct:+.1f}, {high_pct:+.1f}]"
-    return f"{value:.{digits}f} ({change_pct:+.1f}%{interval})"
+        return f"{row[f'{measure}_ms']:.2f}"
+    low, high = row.get(f"{measure}_change_low_pct"), row.get(f"{measure}_change_high_pct")
+    interval = "" if low is None else f" [{low:+.1f}, {high:+.1f}]"
+    return f"{row[f'{measure}_ms']:.2f} ({row[f'{measure}_change_pct']:+.1f}%{interval})"
 
 
 def _delta(row: dict[str, Any], is_baseline: bool) -> str:
@@ -215,21 +214,9 @@ def _table_cells(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[s
             _count(row["params"]),
             "—" if is_baseline else f"{row['params_delta']:+d}",
             _count(row["flops"]),
-            _with_change(
-                row["latency_ms"],
-                row["latency_change_pct"],
-                is_baseline,
-                low_pct=row.get("latency_change_low_pct"),
-                high_pct=row.get("latency_change_high_pct"),
-            ),
+            _timed(row, "latency", is_baseline),
             f"{row['throughput_images_per_s']:.0f}",
-            _with_change(
-                row["train_step_ms"],
-                row["train_step_change_pct"],
-                is_baseline,
-                low_pct=row.get("train_step_change_low_pct"),
-                high_pct=row.get("train_step_change_high_pct"),
-            ),
+            _timed(row, "train_step", is_baseline),
             _with_change(row["epoch_seconds"], row["epoch_seconds_change_pct"], is_baseline, digits=1),
             _mean_std(row["top1_mean"], row["top1_std"]),
             _delta(row, is_baseline),
