@@ -91,6 +91,12 @@ def test_timing_changes_pair_the_rounds_when_they_were_kept(hand_made_result):
     assert rows[2]["latency_change_low_pct"] is None  # se kept no rounds: the medians' ratio alone
     assert rows[2]["latency_change_pct"] == pytest.approx((se.latency.median_s / none.latency.median_s - 1) * 100)
     assert "(+11.0% [+7.0, +15.0])" in format_table(rows).splitlines()[2]
+    # Five rounds pair up but cannot reach 95%: the paired median, no interval.
+    none5 = replace(none, latency=TimingStats(0.01, 0.01, 0.03, 5, tuple(baseline_rounds[:5])))
+    eca5 = replace(eca, latency=TimingStats(0.011, 0.01, 0.012, 5, tuple(eca_rounds[:5])))
+    short = summary_rows(replace(hand_made_result, variants=(none5, eca5, se)))[1]
+    assert short["latency_change_pct"] == pytest.approx(6.0)  # median of 1.04, 1.05, 1.06, 1.07, 1.08
+    assert short["latency_change_low_pct"] is None and short["latency_change_high_pct"] is None
 
 
 def test_single_seed_says_no_interval(hand_made_result):

@@ -141,9 +141,8 @@ def _change_pct(
     paired = paired_ratio(timing, baseline, confidence)
     if math.isnan(paired.median):
         return (timing.median_s / baseline.median_s - 1.0) * 100.0, None, None
-    if paired.low is None:
-        return (paired.median - 1.0) * 100.0, None, None
-    return (paired.median - 1.0) * 100.0, (paired.low - 1.0) * 100.0, (paired.high - 1.0) * 100.0
+    low, high = (None, None) if paired.low is None else ((paired.low - 1.0) * 100.0, (paired.high - 1.0) * 100.0)
+    return (paired.median - 1.0) * 100.0, low, high
 
 
 def _none_if_nan(value: float | None) -> float | None:
