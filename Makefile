@@ -29,11 +29,14 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Layer, call and model benchmarks on one thread (about 10 minutes here); `ecanet bench --quick` is the short run.
-# Then a GPU's host time per block, simulated on CPU tensors (the GPU's route, launches skipped; 20 s).
+# Layer, call and model benchmarks on one thread (15-25 minutes on a 2-core build machine), into a
+# folder named after this machine (python -m ecanet.bench.machine: benchmarks/cpu-epyc-avx2, ...), so
+# no machine's run overwrites another's; `ecanet bench --quick` is the short run. Then a GPU's host
+# time per block, simulated on CPU tensors (the GPU's route, launches skipped; 20 s), beside it.
 bench: $(VENV)/.installed-dev
-	$(BIN)/ecanet bench --threads 1 --out benchmarks/cpu-1-thread
-	$(BIN)/ecanet bench --threads 1 --groups host --out benchmarks/cpu-host-route
+	folder=benchmarks/$$($(BIN)/python -m ecanet.bench.machine) && \
+	$(BIN)/ecanet bench --threads 1 --out $$folder && \
+	$(BIN)/ecanet bench --threads 1 --groups host --out $$folder-host-route
 
 # On a machine with a CUDA GPU: the Triton kernels compiled for it and the layer and networks on
 # CUDA, against float64 references (CI has no GPU; it checks the kernels in Triton's interpreter).

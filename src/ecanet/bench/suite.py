@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
-import os
-import platform
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -20,11 +17,12 @@ from ecanet.bench.allocator import pin_glibc_thresholds
 from ecanet.bench.device import convolves_bfloat16_natively
 from ecanet.bench.host import benchmark_host_block
 from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_call, benchmark_layer, benchmark_tail
+from ecanet.bench.machine import machine_description
 from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
 from ecanet.training.files import write_atomically
 
-__all__ = ["DEFAULT_GROUPS", "GROUPS", "bench_cases", "machine_description", "run_bench", "select_cases"]
+__all__ = ["DEFAULT_GROUPS", "GROUPS", "bench_cases", "run_bench", "select_cases"]
 
 GROUPS = ("layer", "tail", "call", "model", "host")
 
@@ -201,54 +199,6 @@ def _run_with_pinned_allocator(run: Callable[[], list[BenchRow]]) -> list[BenchR
     layer cases keep glibc's default behaviour, page faults of fresh outputs included)."""
     pin_glibc_thresholds()
     return run()
-
-
-def machine_description(device: str | torch.device = "cpu") -> dict[str, object]:
-    """CPU model, core and thread counts, library versions and, for a CUDA ``device``, the GPU,
-    for the record next to the numbers.
-
-    Example:
-        >>> {"cpu", "torch", "torch_threads", "device"} <= set(machine_description())
-        True
-    """
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    description: dict[str, object] = {
-        "device": str(device),
-        "cpu": cpu,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda_available": torch.cuda.is_available(),
-        "autograd_multithreading": torch._C._is_multithreading_enabled(),
-        "bfloat16_convolutions_native": convolves_bfloat16_natively(torch.device(device)),
-    }
-    device = torch.device(device)
-    if device.type == "cuda":
-        properties = torch.cuda.get_device_properties(device)
-        description.update(
-            gpu=properties.name,
-            gpu_memory_gib=round(properties.total_memory / 2**30, 1),
-            gpu_multiprocessors=properties.multi_processor_count,
-            cuda=torch.version.cuda,
-            triton=_version_of("triton"),
-        )
-    return description
-
-
-def _version_of(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def run_bench(
