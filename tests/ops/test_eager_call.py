@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -735,3 +736,34 @@ def test_samples_on_both_sides_of_the_cache_budget_match_the_reference(channels:
     assert out is not None
     _assert_close(out, expected, TOLERANCES[torch.float32])
     _assert_close(checked, expected, TOLERANCES[torch.float32])
+
+
+def test_calls_of_changing_sizes_and_dtypes_share_their_threads_buffer_correctly():
+    # An inference call's (N, C) mean and gates live in a buffer its thread keeps from call to call
+    # (so the call frees no memory): calls needing more room, less, float64 instead of float32, and
+    # a new thread's first call follow each other, each checked against the reference.
+    calls = [((2, 8, 3, 3), torch.float32), ((64, 256, 2, 2), torch.float64), ((1, 4, 5, 5), torch.bfloat16)]
+    calls += [((8, 2048, 2, 2), torch.float32), ((3, 16, 4, 4), torch.float64), ((64, 256, 2, 2), torch.float32)]
+    weight = torch.randn(1, 1, 3, generator=_generator(7))
+    failures: list[str] = []
+
+    def run(seed: int) -> None:
+        for index, (shape, dtype) in enumerate(calls[seed % 2 :] + calls[: seed % 2]):
+            x = torch.randn(shape, generator=_generator(seed * 10 + index)).to(dtype)
+            expected = _expected(x, weight)  # before an in-place call overwrites x
+            kernel = weight.to(torch.promote_types(dtype, torch.float32))
+            inplace = index % 2 == 0
+            with torch.no_grad():
+                out = eager_call(x, kernel, None, None, "none", inplace, "zeros", "avg", "sigmoid", 1, shape[1])
+            try:
+                _assert_close(out, expected, TOLERANCES[dtype])
+            except AssertionError as error:
+                failures.append(f"thread {seed}, call {shape} {dtype}: {error}")
+
+    run(0)
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
