@@ -740,10 +740,12 @@ def test_samples_on_both_sides_of_the_cache_budget_match_the_reference(channels:
 
 def test_calls_of_changing_sizes_and_dtypes_share_their_threads_buffer_correctly():
     # An inference call's (N, C) mean and gates live in a buffer its thread keeps from call to call
-    # (so the call frees no memory): calls needing more room, less, float64 instead of float32, and
-    # a new thread's first call follow each other, each checked against the reference.
+    # (so the call frees no memory) up to 1 MiB, beyond in tensors of their own: calls needing more
+    # room, less, more than the buffer holds, float64 instead of float32, and a new thread's first
+    # call follow each other, each checked against the reference.
     calls = [((2, 8, 3, 3), torch.float32), ((64, 256, 2, 2), torch.float64), ((1, 4, 5, 5), torch.bfloat16)]
-    calls += [((8, 2048, 2, 2), torch.float32), ((3, 16, 4, 4), torch.float64), ((64, 256, 2, 2), torch.float32)]
+    calls += [((8, 2048, 2, 2), torch.float32), ((3, 16, 4, 4), torch.float64), ((65, 2048, 1, 2), torch.float32)]
+    calls += [((64, 256, 2, 2), torch.float32)]
     weight = torch.randn(1, 1, 3, generator=_generator(7))
     failures: list[str] = []
 

@@ -1013,11 +1013,16 @@ Descriptors new_descriptors(const Layout& L, const at::Tensor& x) {
 // top of glibc's heap makes glibc give back (brk) whatever other code freed there before, in that
 // call: on the AVX2 EPYC, in-place ECA at 32x512x28x28 bfloat16 right after timm's layer (which
 // allocates and frees its 25.7 MB temporaries) took 7.2-10.1 ms whenever such a brk ran inside it
-// (3.3-4.1 ms each), against 4.0-5.5 ms.
+// (3.3-4.1 ms each), against 4.0-5.5 ms. Descriptors of more than kKeptDescriptorBytes in all (a
+// batch of 64 at 2048 float32 channels fills them) get tensors of their own, so that no thread
+// keeps more than that.
+constexpr int64_t kKeptDescriptorBytes = int64_t(1) << 20;
+
 Descriptors inference_descriptors(const Layout& L, const at::Tensor& x) {
   thread_local std::vector<double> storage;  // doubles: aligned for float32 and float64 alike
   const at::ScalarType acc = at::toOpMathType(x.scalar_type());
   const int64_t doubles_each = (L.n * L.c * static_cast<int64_t>(c10::elementSize(acc)) + 7) / 8;
+  if (2 * doubles_each * 8 > kKeptDescriptorBytes) return new_descriptors(L, x);
   if (static_cast<int64_t>(storage.size()) < 2 * doubles_each) storage.resize(2 * doubles_each);
   const at::TensorOptions options = at::TensorOptions().dtype(acc);
   return {at::from_blob(storage.data(), {L.n, L.c}, options),
