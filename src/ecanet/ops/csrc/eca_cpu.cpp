@@ -998,14 +998,15 @@ int64_t cached_channel_block(const Layout& L, const GateArgs& args, int64_t elem
   return block >= args.k && block < L.c ? block : 0;
 }
 
-// The (N, C) mean and gates a forward fills, contiguous, in the accumulation type.
+// The (N, C) mean and gates a forward fills, contiguous, in the accumulation type (no mean where the
+// forward is given one).
 struct Descriptors {
   at::Tensor mean, gates;
 };
 
-Descriptors new_descriptors(const Layout& L, const at::Tensor& x) {
+Descriptors new_descriptors(const Layout& L, const at::Tensor& x, bool with_mean = true) {
   const at::TensorOptions options = x.options().dtype(at::toOpMathType(x.scalar_type()));
-  return {at::empty({L.n, L.c}, options), at::empty({L.n, L.c}, options)};
+  return {with_mean ? at::empty({L.n, L.c}, options) : at::Tensor(), at::empty({L.n, L.c}, options)};
 }
 
 // Descriptors for an inference call, which nothing keeps after it: views of a buffer the calling
@@ -1122,7 +1123,7 @@ std::tuple<at::Tensor, at::Tensor> eca_forward(const at::Tensor& x, const at::Te
   check_known_mean(known_mean, L);
   const GateArgs args = gate_args(weight, L.c, at::toOpMathType(x.scalar_type()), padding, gate);
   return forward_on(x, L, args, identity ? &*identity : nullptr, relu, out, known_mean ? &*known_mean : nullptr,
-                    new_descriptors(L, x));
+                    new_descriptors(L, x, !known_mean));
 }
 
 // Buffers at least this large get memory of their own (see fresh_like). Below glibc's largest mmap
