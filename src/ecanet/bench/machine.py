@@ -84,18 +84,20 @@ def machine_folder(description: dict[str, object]) -> str:
         'cuda-h100'
     """
     if str(description["device"]).startswith("cuda"):
-        words = [word.lower() for word in re.split(r"[\s\-_]+", str(description["gpu"])) if word]
         model = []
-        for word in words:
+        for word in _words(description["gpu"]):
             if _GPU_PACKAGING.match(word):
                 break
             if word not in _GPU_VENDOR_WORDS:
                 model.append(word)
-        return "-".join(["cuda", *model]) if model else "cuda"
-    words = re.findall(r"[a-z0-9]+", str(description.get("cpu", "")).lower())
-    family = next((word for word in words if word in CPU_FAMILIES), None)
-    capability = re.sub(r"[^a-z0-9]+", "-", str(description["cpu_capability"]).lower()).strip("-")
-    return "-".join(part for part in ("cpu", family, capability) if part)
+        return "-".join(["cuda", *model])
+    family = [word for word in _words(description.get("cpu", "")) if word in CPU_FAMILIES][:1]
+    return "-".join(["cpu", *family, *_words(description["cpu_capability"])])
+
+
+def _words(text: object) -> list[str]:
+    """The lower-case runs of letters and digits in ``text``: "Intel(R) Xeon(R)" -> intel, r, xeon, r."""
+    return re.findall(r"[a-z0-9]+", str(text).lower())
 
 
 def _version_of(package: str) -> str | None:

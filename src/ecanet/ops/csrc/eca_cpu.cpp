@@ -1004,7 +1004,7 @@ struct Descriptors {
   at::Tensor mean, gates;
 };
 
-Descriptors new_descriptors(const Layout& L, const at::Tensor& x, bool with_mean = true) {
+Descriptors new_descriptors(const Layout& L, const at::Tensor& x, bool with_mean) {
   const at::TensorOptions options = x.options().dtype(at::toOpMathType(x.scalar_type()));
   return {with_mean ? at::empty({L.n, L.c}, options) : at::Tensor(), at::empty({L.n, L.c}, options)};
 }
@@ -1019,11 +1019,11 @@ Descriptors new_descriptors(const Layout& L, const at::Tensor& x, bool with_mean
 // keeps more than that.
 constexpr int64_t kKeptDescriptorBytes = int64_t(1) << 20;
 
-Descriptors inference_descriptors(const Layout& L, const at::Tensor& x) {
+Descriptors inference_descriptors(const Layout& L, const at::Tensor& x, bool with_mean) {
   thread_local std::vector<double> storage;  // doubles: aligned for float32 and float64 alike
   const at::ScalarType acc = at::toOpMathType(x.scalar_type());
   const int64_t doubles_each = (L.n * L.c * static_cast<int64_t>(c10::elementSize(acc)) + 7) / 8;
-  if (2 * doubles_each * 8 > kKeptDescriptorBytes) return new_descriptors(L, x);
+  if (2 * doubles_each * 8 > kKeptDescriptorBytes) return new_descriptors(L, x, with_mean);
   if (static_cast<int64_t>(storage.size()) < 2 * doubles_each) storage.resize(2 * doubles_each);
   const at::TensorOptions options = at::TensorOptions().dtype(acc);
   return {at::from_blob(storage.data(), {L.n, L.c}, options),
@@ -1288,7 +1288,7 @@ std::optional<at::Tensor> eca_inference(const at::Tensor& x, const at::Tensor& w
   }
   const at::Tensor out = inplace ? x : fresh_like(x);
   forward_on(x, *L, *args, identity ? &*identity : nullptr, relu, out, descriptor ? &*descriptor : nullptr,
-             inference_descriptors(*L, x));
+             inference_descriptors(*L, x, !descriptor));
   return out;
 }
 
