@@ -1,0 +1,81 @@
+"""The documentation's relative links lead somewhere: each linked file exists and each ``#anchor``
+names a heading of the linked Markdown file (GitHub's heading slugs)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("benchmarks/**/*.md")])
+
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_CODE_SPAN = re.compile(r"`[^`]*`")
+_HEADING = re.compile(r"#{1,6} (.+)")
+
+
+def heading_slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def prose_lines(page: Path) -> list[str]:
+    """The page's lines outside fenced code blocks."""
+    lines, fenced = [], False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            lines.append(line)
+    return lines
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors of the page's headings (a repeated heading gets ``-1``, ``-2``, ... as on GitHub)."""
+    found, times_seen = set(), {}
+    for line in prose_lines(page):
+        match = _HEADING.match(line)
+        if match:
+            slug = heading_slug(match.group(1))
+            repeats = times_seen.get(slug, 0)
+            found.add(f"{slug}-{repeats}" if repeats else slug)
+            times_seen[slug] = repeats + 1
+    return found
+
+
+def relative_links(page: Path) -> list[str]:
+    """The page's link targets outside code that are neither web addresses nor mail links."""
+    targets = [match.group(1) for line in prose_lines(page) for match in _LINK.finditer(_CODE_SPAN.sub("", line))]
+    return [target for target in targets if not re.match(r"[a-z][a-z0-9+.-]*:", target)]
+
+
+def test_slugs_follow_githubs_rules() -> None:
+    assert heading_slug("GPU: where compiled inference's +7.9% goes") == "gpu-where-compiled-inferences-79-goes"
+    assert heading_slug("An AVX2 CPU: AMD EPYC (`benchmarks/cpu-epyc-avx2/`)").startswith("an-avx2-cpu-amd-epyc")
+
+
+def test_repeated_headings_get_numbered_anchors(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Results\n\n## Results\n\n```\n# not a heading\n```\n## Notes\n")
+    assert anchors(page) == {"results", "results-1", "notes"}
+
+
+def test_links_inside_code_are_not_links(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("`kernel[grid](...)` and [the notes](notes.md#top)\n```\n[x](fenced.md)\n```\n")
+    assert relative_links(page) == ["notes.md#top"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_relative_links_resolve(page: Path) -> None:
+    broken = []
+    for target in relative_links(page):
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path) if path else page
+        if not linked.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target}: no heading with that anchor")
+    assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
