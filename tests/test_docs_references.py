@@ -1,8 +1,11 @@
-"""The documentation's relative links lead somewhere: each linked file exists and each ``#anchor``
-names a heading of the linked Markdown file (GitHub's heading slugs)."""
+"""What the documentation points at exists: each relative link's file, each ``#anchor`` as a
+heading of the linked Markdown file (GitHub's heading slugs), and each ecanet module, class or
+function it names in code (``ecanet.ops.triton_launch.KernelLauncher``), so a rename that leaves
+the docs behind fails here."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -14,6 +17,7 @@ PAGES = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("benchma
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _CODE_SPAN = re.compile(r"`[^`]*`")
 _HEADING = re.compile(r"#{1,6} (.+)")
+_NAMED_OBJECT = re.compile(r"`(ecanet(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
 
 
 def heading_slug(heading: str) -> str:
@@ -80,3 +84,38 @@ def test_relative_links_resolve(page: Path) -> None:
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(f"{target}: no heading with that anchor")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def resolve(dotted: str) -> object:
+    """The module, or the attribute of the longest importable module prefix, that ``dotted`` names.
+
+    Raises:
+        ImportError, AttributeError: nothing by that name.
+    """
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[split:]:
+            found = getattr(found, name)
+        return found
+    raise ImportError(f"no module in {dotted!r}")
+
+
+def test_resolving_a_name_that_is_gone_fails() -> None:
+    assert resolve("ecanet.ops.triton_launch.KernelLauncher").__name__ == "KernelLauncher"
+    with pytest.raises(AttributeError):
+        resolve("ecanet.ops.triton_launch.KernelLauncherGone")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_named_ecanet_objects_exist(page: Path) -> None:
+    missing = []
+    for name in sorted(set(_NAMED_OBJECT.findall(page.read_text(encoding="utf-8")))):
+        try:
+            resolve(name)
+        except (ImportError, AttributeError) as error:
+            missing.append(f"{name} ({type(error).__name__}: {error})")
+    assert not missing, f"{page.relative_to(ROOT)} names what does not exist: " + "; ".join(missing)
