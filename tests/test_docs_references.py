@@ -1,7 +1,7 @@
 """What the documentation points at exists: each relative link's file, each ``#anchor`` as a
-heading of the linked Markdown file (GitHub's heading slugs), and each ecanet module, class or
-function it names in code (``ecanet.ops.triton_launch.KernelLauncher``), so a rename that leaves
-the docs behind fails here."""
+heading of the linked Markdown file (GitHub's heading slugs), each ecanet module, class or
+function it names in code (``ecanet.ops.triton_launch.KernelLauncher``), and each option of an
+``ecanet`` command it shows, so a rename that leaves the docs behind fails here."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from ecanet.cli.main import main
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("benchmarks/**/*.md")])
 
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _CODE_SPAN = re.compile(r"`[^`]*`")
 _HEADING = re.compile(r"#{1,6} (.+)")
+_COMMAND = re.compile(r"(?m)(?:`|^\s*(?:\$ )?)ecanet ([a-z][a-z-]*)([^`\n]*)")
 _NAMED_OBJECT = re.compile(r"`(ecanet(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
 
 
@@ -119,3 +122,29 @@ def test_named_ecanet_objects_exist(page: Path) -> None:
         except (ImportError, AttributeError) as error:
             missing.append(f"{name} ({type(error).__name__}: {error})")
     assert not missing, f"{page.relative_to(ROOT)} names what does not exist: " + "; ".join(missing)
+
+
+def documented_options() -> dict[str, set[str]]:
+    """Per ``ecanet`` subcommand, the ``--options`` that the pages show it with."""
+    options: dict[str, set[str]] = {}
+    for page in PAGES:
+        for command, rest in _COMMAND.findall(page.read_text(encoding="utf-8")):
+            words = rest.split()
+            options.setdefault(command, set()).update(word.split("=")[0] for word in words if word.startswith("--"))
+    return options
+
+
+def help_text(command: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``ecanet COMMAND --help`` prints."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0, f"ecanet {command} --help failed: no such command?"
+    return capsys.readouterr().out
+
+
+def test_documented_commands_take_their_options(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = documented_options()
+    assert {"train", "compare", "bench"} <= commands.keys()
+    for command, options in sorted(commands.items()):
+        accepted = set(re.findall(r"--[a-z][a-z0-9-]*", help_text(command, capsys)))
+        assert options <= accepted, f"ecanet {command} has no {sorted(options - accepted)}"
