@@ -1,7 +1,8 @@
 """What the documentation points at exists: each relative link's file, each ``#anchor`` as a
 heading of the linked Markdown file (GitHub's heading slugs), each ecanet module, class or
-function it names in code (``ecanet.ops.triton_launch.KernelLauncher``), and each option of an
-``ecanet`` command it shows, so a rename that leaves the docs behind fails here."""
+function it names in code (``ecanet.ops.triton_launch.KernelLauncher``), each option of an
+``ecanet`` command it shows and each ``make`` target, so a rename that leaves the docs behind
+fails here."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ PAGES = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("benchma
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 _CODE_SPAN = re.compile(r"`[^`]*`")
 _HEADING = re.compile(r"#{1,6} (.+)")
-_COMMAND = re.compile(r"(?m)(?:`|^\s*(?:\$ )?)ecanet ([a-z][a-z-]*)([^`\n]*)")
-_NAMED_OBJECT = re.compile(r"`(ecanet(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
+_COMMAND = re.compile(r"^\s*(?:\$ )?ecanet ([a-z][a-z-]*)(.*)")
+_MAKE_TARGET = re.compile(r"^\s*make ([a-z][a-z-]*)")
+_NAMED_OBJECT = re.compile(r"^(ecanet(?:\.[A-Za-z_]\w*)+)(?:\(\))?$")
 
 
 def heading_slug(heading: str) -> str:
@@ -30,13 +32,25 @@ def heading_slug(heading: str) -> str:
 
 def prose_lines(page: Path) -> list[str]:
     """The page's lines outside fenced code blocks."""
-    lines, fenced = [], False
+    return _split_lines(page)[0]
+
+
+def code_snippets(page: Path) -> list[str]:
+    """The page's code: each inline code span's text and each line of its fenced blocks."""
+    prose, fenced = _split_lines(page)
+    return [span[1:-1] for line in prose for span in _CODE_SPAN.findall(line)] + fenced
+
+
+def _split_lines(page: Path) -> tuple[list[str], list[str]]:
+    prose: list[str] = []
+    fenced: list[str] = []
+    inside = False
     for line in page.read_text(encoding="utf-8").splitlines():
         if line.lstrip().startswith("```"):
-            fenced = not fenced
-        elif not fenced:
-            lines.append(line)
-    return lines
+            inside = not inside
+        else:
+            (fenced if inside else prose).append(line)
+    return prose, fenced
 
 
 def anchors(page: Path) -> set[str]:
@@ -72,8 +86,9 @@ def test_repeated_headings_get_numbered_anchors(tmp_path: Path) -> None:
 
 def test_links_inside_code_are_not_links(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("`kernel[grid](...)` and [the notes](notes.md#top)\n```\n[x](fenced.md)\n```\n")
+    page.write_text("`kernel[grid](...)` and [the notes](notes.md#top)\n```\n[x](fenced.md)\nmake up\n```\nmake up\n")
     assert relative_links(page) == ["notes.md#top"]
+    assert code_snippets(page) == ["kernel[grid](...)", "[x](fenced.md)", "make up"]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
@@ -116,7 +131,7 @@ def test_resolving_a_name_that_is_gone_fails() -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
 def test_named_ecanet_objects_exist(page: Path) -> None:
     missing = []
-    for name in sorted(set(_NAMED_OBJECT.findall(page.read_text(encoding="utf-8")))):
+    for name in sorted({match[1] for code in code_snippets(page) if (match := _NAMED_OBJECT.match(code))}):
         try:
             resolve(name)
         except (ImportError, AttributeError) as error:
@@ -128,8 +143,8 @@ def documented_options() -> dict[str, set[str]]:
     """Per ``ecanet`` subcommand, the ``--options`` that the pages show it with."""
     options: dict[str, set[str]] = {}
     for page in PAGES:
-        for command, rest in _COMMAND.findall(page.read_text(encoding="utf-8")):
-            words = rest.split()
+        for match in filter(None, map(_COMMAND.match, code_snippets(page))):
+            command, words = match[1], match[2].split()
             options.setdefault(command, set()).update(word.split("=")[0] for word in words if word.startswith("--"))
     return options
 
@@ -148,3 +163,10 @@ def test_documented_commands_take_their_options(capsys: pytest.CaptureFixture[st
     for command, options in sorted(commands.items()):
         accepted = set(re.findall(r"--[a-z][a-z0-9-]*", help_text(command, capsys)))
         assert options <= accepted, f"ecanet {command} has no {sorted(options - accepted)}"
+
+
+def test_documented_make_targets_exist() -> None:
+    targets = set(re.findall(r"(?m)^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(encoding="utf-8")))
+    named = {match[1] for page in PAGES for match in filter(None, map(_MAKE_TARGET.match, code_snippets(page)))}
+    assert {"demo", "test"} <= named, "README.md's two set-up commands are gone"
+    assert named <= targets, f"no Makefile target {sorted(named - targets)}"
