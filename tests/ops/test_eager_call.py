@@ -1,9 +1,9 @@
 """The one-step C++ inference entry behind :func:`ecanet.ops.dispatch.eager_call` on CPU, against the float64 reference.
 
 Covers its results over layouts, dtypes and options; in-place semantics; the float32 sigmoid's
-accuracy and NaN handling; every case where it must hand over to the checked path (returning
-``None``); and its use by :class:`~ecanet.layers.ECA` and the ECA-ResNets, whose errors still come
-from the checked path.
+accuracy and NaN handling; every case where it, and the training entry beside it
+(``test_training_call.py``), must hand over to the checked path (returning ``None``); and its use
+by :class:`~ecanet.layers.ECA` and the ECA-ResNets, whose errors still come from the checked path.
 """
 
 from __future__ import annotations
@@ -457,9 +457,8 @@ def _randn(*shape: int, **kwargs) -> Tensor:
 
 
 NONE_CASES: dict[str, HandOver] = {
-    "x-requires-grad": replace(x=lambda a: a["x"].requires_grad_()),
-    "weight-requires-grad": replace(weight=lambda a: a["weight"].requires_grad_()),
-    "identity-requires-grad": replace(identity=lambda a: torch.randn_like(a["x"]).requires_grad_()),
+    "in-place-into-a-leaf-requiring-grad": replace(x=lambda a: a["x"].requires_grad_()),
+    "in-place-into-a-view": replace(x=lambda a: (_randn(2, 6, 4, 4).requires_grad_() * 1.0).view(2, 6, 4, 4)),
     "forward-ad-dual-x": dual("x"),
     "operator-log-dispatch-mode": within(OperatorLog),
     "torch-function-mode": within(PassThroughFunctionMode),
@@ -505,15 +504,23 @@ NONE_CASES: dict[str, HandOver] = {
 }
 
 
-def test_the_base_call_of_the_none_cases_gives_a_result():
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+def test_the_base_call_of_the_none_cases_gives_a_result(training: bool):
+    args = _base_args()
+    args["weight"].requires_grad_(training)
     with torch.enable_grad():
-        assert eager_call(**_base_args()) is not None
+        out = eager_call(**args)
+    assert out is not None and out.requires_grad == training
 
 
+@pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 @pytest.mark.parametrize("case", list(NONE_CASES))
-def test_returns_none_where_the_checked_path_must_run(case: str):
+def test_returns_none_where_the_checked_path_must_run(case: str, training: bool):
+    # Training: the kernel requires grad, so that the training entry is the one asked.
     args = _base_args()
     context = NONE_CASES[case](args)
+    if training and args["weight"].is_floating_point():
+        args["weight"] = args["weight"].detach().requires_grad_()
     x = args["x"]
     plain = type(x) is torch.Tensor and x.layout == torch.strided and x.device.type == "cpu"
     before = x.detach().clone() if plain else None
@@ -571,7 +578,7 @@ def test_module_inference_takes_the_one_step_entry():
     x = torch.randn(2, 16, 5, 5, generator=_generator(0))
     with torch.no_grad():
         _, entry = _profiled(lambda: layer(x))
-    _, fallback = _profiled(lambda: layer(x.clone().requires_grad_()))
+    _, fallback = _profiled(lambda: _checked(lambda: layer(x)))
     # The entry builds its output in C++ (aten::empty_like) and runs no ecanet or pooling operator.
     assert "aten::empty_like" in entry
     assert not {"ecanet::eca_forward", "ecanet::eca_mean", "aten::mean", "aten::sigmoid"} & entry, sorted(entry)

@@ -21,7 +21,7 @@ from batchnorm_statistics import with_random_statistics
 from ecanet import add_eca
 from ecanet.layers import ECA
 from ecanet.models import create_model
-from ecanet.ops import dispatch, prepared_calls, triton_kernels
+from ecanet.ops import cpu_kernels, dispatch, prepared_calls, triton_kernels
 from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import fused_eca_function, records_graph
 from ecanet.ops.triton_backend import TritonKernels
@@ -548,9 +548,11 @@ def test_launcher_keeps_compiled_kernels_for_gpu_launches_only():
 
 
 def _triton_everywhere(monkeypatch):
-    """Sends CPU tensors to the Triton backend too (interpreted); CUDA tensors take it anyway."""
+    """Sends CPU tensors to the Triton backend too (interpreted), past the compiled extension's
+    one-step calls; CUDA tensors take it anyway."""
     if DEVICE == "cpu":
         monkeypatch.setattr(dispatch, "kernels_for", lambda x: dispatch._triton_backend())
+        monkeypatch.setattr(cpu_kernels, "entry", lambda name: None)
 
 
 def _prepared_everywhere(monkeypatch):

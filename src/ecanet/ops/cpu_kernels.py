@@ -95,7 +95,7 @@ def available() -> bool:
 
 
 def entry(name: str) -> Callable[..., Tensor | None] | None:
-    """One of the extension's one-step eager calls, ``"eca_inference"`` (see
+    """One of the extension's one-step eager calls, ``"eca_inference"`` or ``"eca_training"`` (see
     :func:`ecanet.ops.dispatch.eager_call`) or ``"pooled_projection"`` (see
     :func:`ecanet.ops.dispatch.eager_pooled_projection`), or ``None`` without the extension.
 

@@ -228,9 +228,10 @@ def eager_call(
     an unusual layout, a call not seen before, or any invalid argument, whose error that path
     raises), so results and errors are those of :func:`fast_eca`.
 
-    - CPU, inference only (no autograd graph to record): the compiled extension checks everything
-      itself and computes in one C++ call (and the interpreter no longer runs on caches the
-      kernel's pass just evicted).
+    - CPU: the compiled extension checks everything itself and computes in one C++ call (and the
+      interpreter no longer runs on caches the kernel's pass just evicted); while autograd
+      records, that call records one C++ node with the fused backward, as the Python autograd
+      Function of :mod:`ecanet.ops.function` does on the checked path, without its machinery.
     - CUDA, inference and training: :func:`ecanet.ops.prepared_calls.run` launches the Triton
       kernels, or runs the fused autograd Function, directly when a call with the same argument
       layout and options has passed the checked path before. There, with grad mode off, the
@@ -256,7 +257,7 @@ def eager_call(
     tensors = (x, weight, identity, descriptor) if norm is None else (x, weight, identity, descriptor, *norm[:4])
     prepared = takes_prepared_calls(x)
     if (
-        not (prepared or (x.is_cpu and norm is None and not records_graph(x, weight, identity)))
+        not (prepared or (x.is_cpu and norm is None))
         or pooling != "avg"
         or (activation != "relu" and activation != "none")
         or _operators_must_be_seen(tensors)
@@ -269,7 +270,7 @@ def eager_call(
             return None
         relu = activation == "relu"
         return prepared_calls.run(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, norm)
-    entry = cpu_kernels.entry("eca_inference")
+    entry = cpu_kernels.entry("eca_training" if records_graph(x, weight, identity) else "eca_inference")
     if entry is None:
         return None
     relu = activation == "relu"

@@ -1,9 +1,10 @@
 // Fused ECA kernels for CPU tensors: the whole forward and the whole backward, each one call.
 //
 // Registered as torch.ops.ecanet.eca_forward / eca_backward / eca_mean and driven by
-// ecanet/ops/cpu_kernels.py, which builds this file on first use; the inference entry
-// eca_inference (a plain Python function of the extension module) serves ECA.forward and
-// ECA.residual without the dispatcher and without checks in Python. Every large tensor is
+// ecanet/ops/cpu_kernels.py, which builds this file on first use; the entries eca_inference and
+// eca_training (plain Python functions of the extension module, the second recording one C++
+// autograd node) serve ECA.forward and ECA.residual without the dispatcher and without checks in
+// Python. Every large tensor is
 // (N, C, *) or (N, *, C) (channel_dim 1 or -1) with the same strides for all arguments, and is seen
 // as (N, C, S) without a view: its memory is either channels-first (S contiguous) or channels-last
 // (C contiguous) dense.
@@ -26,6 +27,8 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -1432,6 +1435,121 @@ at::Tensor eca_backward(const at::Tensor& grad_tensor, const at::Tensor& saved_t
   return d_taps.view(weight.sizes()).to(weight.scalar_type());
 }
 
+// ---------------------------------------------------------------------------------------------
+// Training calls in one C++ step.
+
+std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+// What torch.autograd.function.once_differentiable does to a backward's results when the backward
+// itself is recorded (create_graph=True): they come back as aliases whose derivative raises.
+torch::autograd::variable_list once_differentiable(torch::autograd::variable_list results) {
+  for (at::Tensor& result : results) {
+    if (result.defined()) result = result.detach().requires_grad_(true);
+  }
+  torch::autograd::DelayedError error(
+      "ecanet: trying to differentiate twice ECA's fused backward, which has no second derivative",
+      static_cast<int64_t>(results.size()));
+  return error.apply(std::move(results));
+}
+
+// ECA or a block tail recorded for autograd as one C++ node around the forward and backward above.
+// It saves and returns what the Python autograd Function of ecanet/ops/function.py does for the
+// other backends, without Python between the engine and the kernels: on small tensors that
+// Function's machinery and the checked path cost several times the kernels' own work.
+struct FusedTraining : public torch::autograd::Function<FusedTraining> {
+  enum Flag : int64_t { kRelu = 1, kInplace = 2, kIdentity = 4 };
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& identity, bool relu, bool inplace,
+                            const std::string& padding, const std::string& gate, int64_t channel_dim,
+                            const Layout& L, const GateArgs& args) {
+    const at::Tensor out = inplace ? x : fresh_like(x);
+    const auto [mean, gates] = forward_on(x, L, args, identity ? &*identity : nullptr, relu, out, nullptr,
+                                          new_descriptors(L, x, true));
+    if (inplace) ctx->mark_dirty({x});
+    // In place, x itself is gone; the output stands in for it (see eca_backward's `inplace`).
+    const at::Tensor none;
+    ctx->save_for_backward({inplace ? none : x, relu || inplace ? out : none, mean, gates, weight,
+                            inplace && identity ? *identity : none});
+    ctx->saved_data["flags"] = (relu ? kRelu : 0) | (inplace ? kInplace : 0) | (identity ? kIdentity : 0);
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["gate"] = gate;
+    ctx->saved_data["channel_dim"] = channel_dim;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const int64_t flags = ctx->saved_data["flags"].toInt();
+    const bool relu = flags & kRelu, inplace = flags & kInplace;
+    const bool needs_x = ctx->needs_input_grad(0), needs_weight = ctx->needs_input_grad(1);
+    const bool needs_identity = (flags & kIdentity) && ctx->needs_input_grad(2);
+    const bool recorded = at::GradMode::is_enabled() && grads[0].requires_grad();
+    torch::autograd::variable_list results(10);  // one per argument of forward; the rest stay undefined
+    {
+      const at::NoGradGuard no_grad;
+      const at::Tensor& like = saved[0].defined() ? saved[0] : saved[1];
+      const at::Tensor grad = same_geometry(grads[0], like) ? grads[0] : fresh_like(like).copy_(grads[0]);
+      // The shortcut's gradient is the ReLU-masked output gradient: stored only when wanted.
+      const at::Tensor masked = relu && needs_identity ? fresh_like(like) : at::Tensor();
+      const at::Tensor dx = needs_x ? fresh_like(like) : at::Tensor();
+      const at::Tensor d_weight =
+          eca_backward(grad, like, relu ? defined_or_none(saved[1]) : std::nullopt, saved[2], saved[3], saved[4],
+                       ctx->saved_data["padding"].toStringRef(), ctx->saved_data["gate"].toStringRef(), inplace,
+                       defined_or_none(saved[5]), defined_or_none(masked), defined_or_none(dx),
+                       ctx->saved_data["channel_dim"].toInt());
+      results[0] = dx;
+      if (needs_weight) results[1] = d_weight;
+      if (needs_identity) results[2] = relu ? masked : grad;
+    }
+    return recorded ? once_differentiable(std::move(results)) : results;
+  }
+};
+
+// ECA or a block tail while autograd records, straight from the N-D tensors: the Python layer's
+// common training call in one C++ step (ecanet/ops/dispatch.py, eager_call), recorded as one
+// FusedTraining node. Returns the result, or nothing wherever the checked Python path must run
+// instead: as for eca_inference, and where a write into x needs autograd's own checks (x a leaf,
+// a view or an inference tensor). As that path does, a block tail writes into x only when x's
+// memory is its own (not the shortcut's), else into a new tensor, and a descriptor of the right
+// shape is not used (the backward needs the pooling of x itself).
+std::optional<at::Tensor> eca_training(const at::Tensor& x, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& identity,
+                                       const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
+                                       const std::string& padding, const std::string& gate, int64_t channel_dim,
+                                       int64_t channels) {
+  if (c10::impl::TorchDispatchModeTLS::stack_len() > 0 || !at::GradMode::is_enabled()) return std::nullopt;
+  if (!(x.requires_grad() || weight.requires_grad() || (identity && identity->requires_grad()))) return std::nullopt;
+  if (x.dim() < 3 || (channel_dim != 1 && channel_dim != -1) || !plain_cpu(x) || !plain_cpu(weight) ||
+      !kernel_dtype(x.scalar_type()) || x.is_inference()) {
+    return std::nullopt;
+  }
+  if (identity && (!plain_cpu(*identity) || identity->scalar_type() != x.scalar_type() ||
+                   !same_geometry(*identity, x) || identity->is_inference())) {
+    return std::nullopt;
+  }
+  if (descriptor && !plain_cpu(*descriptor)) return std::nullopt;
+  const bool leaf_with_grad = x.is_leaf() && x.requires_grad();
+  if (inplace && identity && (leaf_with_grad || x.is_view() || identity->storage().data() == x.storage().data())) {
+    inplace = false;
+  } else if (inplace && (leaf_with_grad || x.is_view())) {
+    return std::nullopt;
+  }
+  const std::optional<Layout> L = dense_layout(x, channel_dim);
+  if (!L || (channels >= 0 && L->c != channels)) return std::nullopt;
+  std::optional<GateArgs> args;
+  try {
+    check_known_mean(descriptor, *L);  // a descriptor that fits is not needed: the pooling runs anyway
+    args = gate_args(weight, L->c, at::toOpMathType(x.scalar_type()), padding, gate);
+  } catch (const c10::Error&) {
+    return std::nullopt;
+  }
+  return FusedTraining::apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, *L, *args);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(ecanet, m) {
@@ -1457,6 +1575,8 @@ TORCH_LIBRARY_IMPL(ecanet, CPU, m) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("eca_inference", &ecanet::eca_inference, "ECA or a block tail at inference, or None (see the C++ source)");
+  m.def("eca_training", &ecanet::eca_training,
+        "ECA or a block tail while autograd records, or None (see the C++ source)");
   m.def("pooled_projection", &ecanet::pooled_projection,
         "A bottleneck's ECA descriptor through its 1x1 convolution and BatchNorm, or None (see the C++ source)");
 }

@@ -1,0 +1,261 @@
+"""The one-step C++ training entry behind :func:`ecanet.ops.dispatch.eager_call` on CPU, against the float64 reference.
+
+While autograd records, :class:`~ecanet.layers.ECA` and :mod:`ecanet.functional` reach the compiled
+kernels through one C++ call that records one C++ autograd node (``FusedTraining``). Covered here:
+its outputs and gradients over layouts, dtypes and options (gradcheck in float64), which inputs
+get gradients, in-place writes and autograd's checks of them, output gradients in other layouts,
+repeated and second derivatives, and a network's training step against the checked path. Where it
+must hand over to the checked path: ``test_eager_call.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import Tensor
+from torch.profiler import ProfilerActivity, profile
+
+from ecanet.functional import eca, eca_residual
+from ecanet.models import eca_resnet18
+from ecanet.ops import cpu_kernels
+from operator_log import OperatorLog
+from reference import eca_reference
+
+CHANNELS = 6
+
+
+@dataclass(frozen=True)
+class Layout:
+    shape: tuple[int, ...]
+    memory_format: torch.memory_format
+    channel_dim: int
+
+
+LAYOUTS = {
+    "1d": Layout((3, CHANNELS, 7), torch.contiguous_format, 1),
+    "2d": Layout((3, CHANNELS, 4, 5), torch.contiguous_format, 1),
+    "2d-channels-last": Layout((3, CHANNELS, 4, 5), torch.channels_last, 1),
+    "3d-channels-last": Layout((2, CHANNELS, 3, 2, 4), torch.channels_last_3d, 1),
+    "tokens": Layout((3, 7, CHANNELS), torch.contiguous_format, -1),
+}
+
+
+@dataclass(frozen=True)
+class Mode:
+    identity: bool
+    relu: bool
+    inplace: bool
+
+
+MODES = {
+    "layer": Mode(identity=False, relu=False, inplace=False),
+    "layer-in-place": Mode(identity=False, relu=False, inplace=True),
+    "tail-relu-in-place": Mode(identity=True, relu=True, inplace=True),
+    "tail-relu": Mode(identity=True, relu=True, inplace=False),
+    "tail-in-place": Mode(identity=True, relu=False, inplace=True),
+}
+TOLERANCES = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 2e-2}
+
+
+def _randn(layout: Layout, seed: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    values = torch.randn(layout.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return values.to(dtype=dtype, memory_format=layout.memory_format)
+
+
+def _weight(rows: int = 1, k: int = 3) -> Tensor:
+    # Larger than the default init, so that the gate varies across channels and errors show.
+    return torch.randn(rows, 1, k, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def _call(mode: Mode, x: Tensor, weight: Tensor, identity: Tensor, channel_dim: int) -> Tensor:
+    """The public call of ``mode`` on ``x * 1`` (an intermediate result, as a block's branch output is)."""
+    source = x * 1
+    if not mode.identity:
+        return eca(source, weight, channel_dim=channel_dim, inplace=mode.inplace)
+    activation = "relu" if mode.relu else "none"
+    return eca_residual(source, weight, identity, activation, inplace=mode.inplace, channel_dim=channel_dim)
+
+
+def _reference(mode: Mode, x: Tensor, weight: Tensor, identity: Tensor, channel_dim: int) -> Tensor:
+    out = eca_reference(x, weight, channel_dim=channel_dim)
+    if mode.identity:
+        out = out + identity.double()
+    return out.clamp_min(0) if mode.relu else out
+
+
+def _is_training_node(out: Tensor) -> bool:
+    return out.grad_fn is not None and "FusedTraining" in out.grad_fn.name()
+
+
+def _assert_close(got: Tensor, expected: Tensor, tolerance: float) -> None:
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=tolerance * scale)
+
+
+def test_the_compiled_extension_is_built():
+    # Everything below would test the Python autograd Function instead.
+    assert cpu_kernels.available() and cpu_kernels.entry("eca_training") is not None
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES), ids=str)
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_outputs_and_gradients_match_the_float64_reference(layout: str, mode: str, dtype: torch.dtype):
+    where, how = LAYOUTS[layout], MODES[mode]
+    x = _randn(where, 0, dtype).requires_grad_()
+    identity = _randn(where, 2, dtype).requires_grad_()
+    weight = _weight().float().requires_grad_()  # a float32 kernel, as a layer holds it
+    grad = _randn(where, 3, dtype)
+    out = _call(how, x, weight, identity, where.channel_dim)
+    assert _is_training_node(out) and out.dtype == dtype and out.stride() == x.stride()
+    out.backward(grad)
+
+    x_ref, weight_ref, identity_ref = (t.detach().double().requires_grad_() for t in (x, weight, identity))
+    expected = _reference(how, x_ref, weight_ref, identity_ref, where.channel_dim)
+    expected.backward(grad.double())
+    tolerance = TOLERANCES[dtype]
+    _assert_close(out.detach(), expected.detach(), tolerance)
+    _assert_close(x.grad, x_ref.grad, tolerance)
+    # The kernel's gradient is float32 like the kernel, and sums over every element.
+    _assert_close(weight.grad, weight_ref.grad, 10 * max(tolerance, TOLERANCES[torch.float32]))
+    if how.identity:
+        _assert_close(identity.grad, identity_ref.grad, tolerance)
+    else:
+        assert identity.grad is None
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("layout", ["1d", "2d-channels-last", "tokens"])
+def test_gradcheck(layout: str, mode: str):
+    where, how = LAYOUTS[layout], MODES[mode]
+    inputs = (_randn(where, 0).requires_grad_(), _weight(rows=CHANNELS, k=5).requires_grad_())
+    inputs += (_randn(where, 2).requires_grad_(),)
+
+    def function(x: Tensor, weight: Tensor, identity: Tensor) -> Tensor:
+        return _call(how, x, weight, identity, where.channel_dim)
+
+    assert _is_training_node(function(*inputs))
+    assert torch.autograd.gradcheck(function, inputs)
+
+
+@pytest.mark.parametrize("requiring", ["x", "weight", "identity", "identity-and-weight"])
+def test_only_the_inputs_that_require_grad_get_gradients(requiring: str):
+    where, how = LAYOUTS["2d-channels-last"], MODES["tail-relu-in-place"]
+    x, weight, identity = _randn(where, 0), _weight(), _randn(where, 2)
+    for name, tensor in (("x", x), ("weight", weight), ("identity", identity)):
+        tensor.requires_grad_(name in requiring)
+    out = _call(how, x, weight, identity, where.channel_dim)
+    assert _is_training_node(out)
+    out.square().sum().backward()
+    x_ref, weight_ref, identity_ref = (t.detach().clone().requires_grad_() for t in (x, weight, identity))
+    _reference(how, x_ref, weight_ref, identity_ref, where.channel_dim).square().sum().backward()
+    for name, tensor, reference in (
+        ("x", x, x_ref),
+        ("weight", weight, weight_ref),
+        ("identity", identity, identity_ref),
+    ):
+        if name in requiring:
+            torch.testing.assert_close(tensor.grad, reference.grad, rtol=1e-10, atol=1e-10)
+        else:
+            assert tensor.grad is None
+
+
+def test_block_tail_writes_into_the_branch_output_unless_the_shortcut_shares_its_memory():
+    where = LAYOUTS["2d"]
+    weight = _weight().requires_grad_()
+    branch = _randn(where, 0).requires_grad_() * 1
+    out = eca_residual(branch, weight, _randn(where, 2), inplace=True)
+    assert _is_training_node(out) and out.data_ptr() == branch.data_ptr()
+
+    # The shortcut is the branch output's own memory: the result must go to a new tensor.
+    source = _randn(where, 0).requires_grad_()
+    shared = source * 1
+    out = eca_residual(shared, weight, shared.detach(), inplace=True)
+    assert _is_training_node(out) and out.data_ptr() != shared.data_ptr()
+    out.sum().backward()
+    source_ref = source.detach().clone().requires_grad_()
+    shared_ref = source_ref * 1
+    _reference(MODES["tail-relu"], shared_ref, weight.detach(), shared_ref.detach(), 1).sum().backward()
+    torch.testing.assert_close(source.grad, source_ref.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_in_place_into_a_tensor_another_node_saved_raises_at_backward():
+    where = LAYOUTS["2d"]
+    x = _randn(where, 0).requires_grad_()
+    saved_by_exp = x.exp()  # exp's backward reads its output
+    out = eca(saved_by_exp, _weight().requires_grad_(), inplace=True)
+    assert _is_training_node(out)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+def test_an_output_gradient_in_another_layout_is_read_correctly():
+    where = LAYOUTS["2d"]
+    x, weight = _randn(where, 0).requires_grad_(), _weight().requires_grad_()
+    grad = _randn(LAYOUTS["2d-channels-last"], 3)  # channels-last, for a channels-first output
+    out = eca(x * 1, weight)
+    assert _is_training_node(out)
+    out.backward(grad)
+    x_ref, weight_ref = x.detach().clone().requires_grad_(), weight.detach().clone().requires_grad_()
+    eca_reference(x_ref, weight_ref).backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(weight.grad, weight_ref.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_a_retained_graph_gives_the_same_gradients_twice():
+    where = LAYOUTS["tokens"]
+    x, weight = _randn(where, 0).requires_grad_(), _weight().requires_grad_()
+    out = _call(MODES["tail-relu-in-place"], x, weight, _randn(where, 2), where.channel_dim)
+    out.sum().backward(retain_graph=True)
+    first = (x.grad.clone(), weight.grad.clone())
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, 2 * first[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(weight.grad, 2 * first[1], rtol=1e-12, atol=1e-12)
+
+
+def test_second_derivatives_raise_with_ecanets_message():
+    where = LAYOUTS["2d"]
+    x, weight = _randn(where, 0).requires_grad_(), _weight().requires_grad_()
+    out = eca(x * 1, weight)
+    assert _is_training_node(out)
+    (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+    x_ref = x.detach().clone().requires_grad_()
+    (expected,) = torch.autograd.grad(eca_reference(x_ref, weight.detach()).square().sum(), x_ref)
+    torch.testing.assert_close(grad_x, expected, rtol=1e-10, atol=1e-10)
+    with pytest.raises(RuntimeError, match="ecanet: trying to differentiate twice"):
+        grad_x.sum().backward()
+
+
+def _training_step(model: torch.nn.Module, x: Tensor, target: Tensor) -> dict[str, Tensor]:
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), target).backward()
+    return {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+
+
+def _operators(call: Callable[[], object]) -> set[str]:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        call()
+    return {event.key for event in prof.key_averages()}
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_a_networks_training_step_matches_the_checked_path(memory_format: torch.memory_format):
+    torch.manual_seed(0)
+    model = eca_resnet18(num_classes=10, small_input=True, width=8).double().to(memory_format=memory_format).train()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64).contiguous(memory_format=memory_format)
+    target = torch.randint(0, 10, (4,))
+    state = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    operators = _operators(lambda: _training_step(model, x, target))
+    # Every ECA call took the entry: none of the checked path's kernel operators ran.
+    assert not {"ecanet::eca_forward", "ecanet::eca_backward"} & operators, sorted(operators)
+    model.load_state_dict(state, strict=False)  # the BatchNorms' statistics as before the step
+    entry = _training_step(model, x, target)
+    model.load_state_dict(state, strict=False)
+    with OperatorLog() as log:  # an operator-recording mode keeps the entry out
+        checked = _training_step(model, x, target)
+    assert log.arguments("ecanet.eca_backward.default"), "the checked path did not run the compiled kernels"
+    for name, gradient in entry.items():
+        torch.testing.assert_close(gradient, checked[name], rtol=1e-9, atol=1e-12, msg=name)
