@@ -7,6 +7,11 @@ pass writing ``act(x * gate + identity)``. Backward: one reduction ``sum_s(grad 
 gradient, the gate's gradient on ``(N, C)``, and one pass writing the input gradient
 ``grad * gate + d_mean / S``. Saved for backward: the input (or, in place, the output), the ReLU
 output when there is one, and two ``(N, C)`` tensors.
+
+Eager CPU training calls that :func:`ecanet.ops.dispatch.eager_call` serves skip this Function:
+the compiled extension records the same node in C++ (``FusedTraining`` in ``csrc/eca_cpu.cpp``),
+without a Python Function's host time. Every other training call (the checked path, the ATen and
+Triton backends) comes here.
 """
 
 from __future__ import annotations
