@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
+from torch.utils.checkpoint import checkpoint
 
 from ecanet.functional import eca, eca_residual
 from ecanet.models import eca_resnet18
@@ -227,6 +228,40 @@ def test_second_derivatives_raise_with_ecanets_message():
     torch.testing.assert_close(grad_x, expected, rtol=1e-10, atol=1e-10)
     with pytest.raises(RuntimeError, match="ecanet: trying to differentiate twice"):
         grad_x.sum().backward()
+
+
+@pytest.mark.parametrize("mode", ["layer-in-place", "tail-relu-in-place", "tail-relu"])
+def test_saved_tensor_hooks_see_what_the_python_function_saves(monkeypatch, mode: str):
+    where, how = LAYOUTS["2d-channels-last"], MODES[mode]
+    x, weight, identity = _randn(where, 0).requires_grad_(), _weight().requires_grad_(), _randn(where, 2)
+
+    def saved_shapes() -> list[torch.Size]:
+        shapes: list[torch.Size] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(t.shape) or t, lambda t: t):
+            _call(how, x, weight, identity, where.channel_dim).sum().backward()
+        return shapes
+
+    entry_saved = saved_shapes()
+    entry = cpu_kernels.entry
+    monkeypatch.setattr(cpu_kernels, "entry", lambda name: None if name == "eca_training" else entry(name))
+    assert sorted(entry_saved) == sorted(saved_shapes()) and entry_saved
+
+
+def test_checkpointing_recomputes_the_node_and_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = eca_resnet18(num_classes=10, small_input=True, width=8).double().train()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 10, (4,))
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    results = []
+    for forward in (model, lambda x: checkpoint(model, x, use_reentrant=False)):
+        model.load_state_dict(state)
+        model.zero_grad()
+        x.grad = None
+        torch.nn.functional.cross_entropy(forward(x), target).backward()
+        results.append([x.grad.clone(), *(parameter.grad.clone() for parameter in model.parameters())])
+    for plain, checkpointed in zip(*results, strict=True):
+        torch.testing.assert_close(checkpointed, plain, rtol=1e-12, atol=1e-12)
 
 
 def _training_step(model: torch.nn.Module, x: Tensor, target: Tensor) -> dict[str, Tensor]:
