@@ -56,3 +56,20 @@ def eca_reference(
     if channel_dim == -1:
         out = out.movedim(1, -1)
     return out
+
+
+def eca_residual_reference(
+    x: Tensor,
+    weight: Tensor,
+    identity: Tensor | None = None,
+    relu: bool = False,
+    padding: str = "zeros",
+    gate: str = "sigmoid",
+    channel_dim: int = 1,
+    descriptor: Tensor | None = None,
+) -> Tensor:
+    """A block tail, ``relu(eca(x) + identity)`` (each part optional), in float64 and differentiable."""
+    out = eca_reference(x, weight, padding, "avg", gate, channel_dim, descriptor)
+    if identity is not None:
+        out = out + identity.double()
+    return out.clamp(min=0) if relu else out

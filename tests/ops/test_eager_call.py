@@ -29,7 +29,7 @@ from ecanet.ops import cpu_kernels
 from ecanet.ops.dispatch import eager_call
 from handover_cases import Args, HandOver, PassThroughFunctionMode, PlainSubclass, dual, replace, within
 from operator_log import OperatorLog
-from reference import eca_reference
+from reference import eca_reference, eca_residual_reference
 
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 # Relative to the largest reference value (at least 1), as in test_cpu_kernels.py.
@@ -94,22 +94,6 @@ def _mean(x: Tensor, channel_dim: int) -> Tensor:
     """``x``'s per-channel mean ``(N, C)`` in float64."""
     x64 = x.double().movedim(channel_dim, 1)
     return x64.reshape(x64.shape[0], x64.shape[1], -1).mean(dim=2)
-
-
-def _expected(
-    x: Tensor,
-    weight: Tensor,
-    identity: Tensor | None = None,
-    relu: bool = False,
-    padding: str = "zeros",
-    gate: str = "sigmoid",
-    channel_dim: int = 1,
-    descriptor: Tensor | None = None,
-) -> Tensor:
-    out = eca_reference(x, weight, padding, "avg", gate, channel_dim, descriptor)
-    if identity is not None:
-        out = out + identity.double()
-    return out.clamp(min=0) if relu else out
 
 
 def _assert_close(actual: Tensor, expected: Tensor, tolerance: float, what: str = "output") -> None:
@@ -236,7 +220,9 @@ def test_matches_the_float64_reference(case: Case):
             n = x.shape[0]
             descriptor = 2 * torch.randn(n, layout.channels, generator=_generator(9), dtype=weight_dtype)
             reference_descriptor = descriptor
-        expected = _expected(x, weight, identity, case.relu, case.padding, case.gate, cdim, reference_descriptor)
+        expected = eca_residual_reference(
+            x, weight, identity, case.relu, case.padding, case.gate, cdim, reference_descriptor
+        )
         strides, pointer = x.stride(), x.data_ptr()
         out = _infer(
             x,
@@ -265,8 +251,8 @@ def test_a_given_descriptor_replaces_the_mean(layout: str):
     n, c = x.shape[0], geometry.channels
     weight = _weight(1, 3)
     given = (3 * torch.randn(c, n, generator=_generator(4), dtype=torch.float64)).t()
-    from_mean = _expected(x, weight, channel_dim=geometry.channel_dim)
-    from_given = _expected(x, weight, channel_dim=geometry.channel_dim, descriptor=given)
+    from_mean = eca_residual_reference(x, weight, channel_dim=geometry.channel_dim)
+    from_given = eca_residual_reference(x, weight, channel_dim=geometry.channel_dim, descriptor=given)
     assert (from_mean - from_given).abs().max() > 0.1  # the two gates differ visibly
     with torch.no_grad():
         out = _infer(x, weight, descriptor=given, channel_dim=geometry.channel_dim, channels=c)
@@ -280,7 +266,7 @@ def test_tensors_requiring_grad_are_fine_without_grad_mode(grad_mode: str, requi
     x, weight = _input(LAYOUTS["2d"]), _weight(1, 3)
     identity = _like(x, seed=2)
     {"x": x, "weight": weight, "identity": identity}[requiring_grad].requires_grad_()
-    expected = _expected(x.detach(), weight.detach(), identity.detach(), relu=True)
+    expected = eca_residual_reference(x.detach(), weight.detach(), identity.detach(), relu=True)
     with GRAD_MODES[grad_mode]():
         out = _infer(x, weight, identity, activation="relu")
     assert out is not None and not out.requires_grad
@@ -297,7 +283,7 @@ def test_in_place_writes_into_x_and_bumps_its_version(layout: str, identity: boo
     x = _input(LAYOUTS[layout])
     shortcut = _like(x, seed=3) if identity else None
     pointer, version, strides = x.data_ptr(), x._version, x.stride()
-    expected = _expected(x, _weight(1, 3), shortcut, relu=True, channel_dim=LAYOUTS[layout].channel_dim)
+    expected = eca_residual_reference(x, _weight(1, 3), shortcut, relu=True, channel_dim=LAYOUTS[layout].channel_dim)
     with torch.no_grad():
         out = _infer(
             x, _weight(1, 3), shortcut, activation="relu", inplace=True, channel_dim=LAYOUTS[layout].channel_dim
@@ -415,7 +401,7 @@ def test_nan_reaches_the_channels_whose_gate_reads_it(
         x = x.contiguous(memory_format=torch.channels_last)
     x.movedim(cdim, 1)[0, channel, 1, 2] = float("nan")
     weight = _weight(1, k, dtype)
-    expected = _expected(x, weight, padding=padding, gate=gate, channel_dim=cdim)
+    expected = eca_residual_reference(x, weight, padding=padding, gate=gate, channel_dim=cdim)
     with torch.no_grad():
         out = _infer(x, weight, padding=padding, gate=gate, channel_dim=cdim)
     assert out is not None
@@ -545,7 +531,7 @@ def test_tracing_records_the_plain_operators():
     assert results == [(True, None)]
     assert "aten::sigmoid" in str(traced.graph)
     fresh = torch.randn(2, 6, 5, generator=_generator(8))
-    _assert_close(traced(fresh), _expected(fresh, weight), TOLERANCES[torch.float32])
+    _assert_close(traced(fresh), eca_residual_reference(fresh, weight), TOLERANCES[torch.float32])
 
 
 def test_vmap_sees_none_and_gets_the_plain_operators():
@@ -559,7 +545,7 @@ def test_vmap_sees_none_and_gets_the_plain_operators():
     batch = torch.randn(4, 2, 6, 5, generator=_generator(3))
     out = torch.func.vmap(layer)(batch)
     assert results == [None]
-    _assert_close(out, torch.stack([_expected(x, weight) for x in batch]), TOLERANCES[torch.float32])
+    _assert_close(out, torch.stack([eca_residual_reference(x, weight) for x in batch]), TOLERANCES[torch.float32])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -599,7 +585,7 @@ def test_module_residual_matches_the_checked_path(activation: str, memory_format
     layer = ECA(12)
     x = torch.randn(2, 12, 4, 4, generator=_generator(0)).contiguous(memory_format=memory_format)
     identity = _like(x, seed=1)
-    expected = _expected(x, layer.conv.weight.detach(), identity, relu=activation == "relu")
+    expected = eca_residual_reference(x, layer.conv.weight.detach(), identity, relu=activation == "relu")
     with torch.no_grad():
         entry_x = x.clone()
         out, events = _profiled(lambda: layer.residual(entry_x, identity, activation))
@@ -708,7 +694,9 @@ def test_in_place_on_an_inference_tensor_outside_inference_mode_raises_as_aten_d
     with torch.no_grad(), pytest.raises(RuntimeError, match="Inplace update to inference tensor"):
         layer.residual(x, identity) if residual else layer(x)
     with torch.inference_mode():  # inside inference mode the same call is fine
-        expected = _expected(x.clone(), layer.conv.weight.detach(), identity if residual else None, relu=residual)
+        expected = eca_residual_reference(
+            x.clone(), layer.conv.weight.detach(), identity if residual else None, relu=residual
+        )
         out = layer.residual(x, identity) if residual else layer(x)
     assert out is x
     _assert_close(out, expected, TOLERANCES[torch.float32])
@@ -725,7 +713,7 @@ def test_every_kernel_size_matches_the_reference(k: int, rows: str):
         with torch.no_grad():
             out = eager_call(x, weight, None, None, "none", False, padding, "avg", "sigmoid", 1, channels)
         assert out is not None
-        _assert_close(out, _expected(x, weight, padding=padding), TOLERANCES[torch.float32])
+        _assert_close(out, eca_residual_reference(x, weight, padding=padding), TOLERANCES[torch.float32])
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
@@ -736,7 +724,7 @@ def test_samples_on_both_sides_of_the_cache_budget_match_the_reference(channels:
     x = torch.randn(3, channels, 32, 32, generator=_generator(channels)).contiguous(memory_format=memory_format)
     identity = _like(x, seed=1)
     weight = torch.randn(1, 1, 5, generator=_generator(2))
-    expected = _expected(x, weight, identity, relu=True)
+    expected = eca_residual_reference(x, weight, identity, relu=True)
     with torch.no_grad():
         out = eager_call(x, weight, identity, None, "relu", False, "zeros", "avg", "sigmoid", 1, channels)
         checked = _checked(lambda: eca_residual(x, weight, identity, inplace=False))
@@ -759,7 +747,7 @@ def test_calls_of_changing_sizes_and_dtypes_share_their_threads_buffer_correctly
     def run(seed: int) -> None:
         for index, (shape, dtype) in enumerate(calls[seed % 2 :] + calls[: seed % 2]):
             x = torch.randn(shape, generator=_generator(seed * 10 + index)).to(dtype)
-            expected = _expected(x, weight)  # before an in-place call overwrites x
+            expected = eca_residual_reference(x, weight)  # before an in-place call overwrites x
             kernel = weight.to(torch.promote_types(dtype, torch.float32))
             inplace = index % 2 == 0
             with torch.no_grad():

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ecanet import ECA
 from ecanet.functional import eca, eca_residual
 from ecanet.ops import cpu_kernels
-from reference import eca_reference
+from reference import eca_reference, eca_residual_reference
 
 LAYOUTS = {
     "1d": ((3, 6, 7), torch.contiguous_format, 1),
@@ -49,11 +49,6 @@ def _fused_node(out):
     return type(out.grad_fn).__name__ == "_FusedEcaBackward"
 
 
-def _residual_reference(x, weight, identity, activation, padding="zeros", gate="sigmoid", channel_dim=1):
-    out = eca_reference(x, weight, padding, "avg", gate, channel_dim) + identity.double()
-    return torch.clamp(out, min=0) if activation == "relu" else out
-
-
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize(("padding", "gate", "rows"), OPTIONS, ids=OPTION_IDS)
 def test_forward_matches_reference(layout, padding, gate, rows):
@@ -71,7 +66,7 @@ def test_residual_matches_reference(layout, activation, grad_mode):
     x, channel_dim = _input(layout)
     identity, _ = _input(layout, seed=5)
     weight = _weight(k=5)
-    expected = _residual_reference(x, weight, identity, activation, channel_dim=channel_dim)
+    expected = eca_residual_reference(x, weight, identity, activation == "relu", channel_dim=channel_dim)
     with torch.set_grad_enabled(grad_mode):
         out = eca_residual(x.clone(), weight.requires_grad_(grad_mode), identity, activation, channel_dim=channel_dim)
     assert out.stride() == x.stride()
@@ -205,7 +200,9 @@ def test_second_derivatives_raise_and_first_ones_stay_exact(tail):
     out = eca_residual(source * 1.0, weight, identity) if tail else eca(source, weight)
     (grad_x,) = torch.autograd.grad(out.square().sum(), source, create_graph=True)
     x_ref = x.clone().requires_grad_()
-    expected = _residual_reference(x_ref, weight.detach(), identity, "relu") if tail else eca_reference(x_ref, weight)
+    expected = (
+        eca_residual_reference(x_ref, weight.detach(), identity, relu=True) if tail else eca_reference(x_ref, weight)
+    )
     (expected_grad,) = torch.autograd.grad(expected.square().sum(), x_ref)
     torch.testing.assert_close(grad_x, expected_grad, rtol=1e-10, atol=1e-10)
     with pytest.raises(RuntimeError, match="differentiate twice"):
@@ -265,7 +262,7 @@ def test_block_tail_keeps_what_its_backward_or_shortcut_needs(case):
     out = eca_residual(x, weight, identity, inplace=True)
     assert out.data_ptr() != x.data_ptr() and torch.equal(x.detach(), before)
     x_ref, w_ref = before.clone().requires_grad_(), weight.detach().clone().requires_grad_()
-    expected = _residual_reference(x_ref, w_ref, identity.clone(), "relu")
+    expected = eca_residual_reference(x_ref, w_ref, identity.clone(), relu=True)
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
     (got,) = torch.autograd.grad(out.sum(), weight)
     (wanted,) = torch.autograd.grad(expected.sum(), w_ref)

@@ -23,7 +23,7 @@ from ecanet.functional import eca, eca_residual
 from ecanet.models import eca_resnet18
 from ecanet.ops import cpu_kernels
 from operator_log import OperatorLog
-from reference import eca_reference
+from reference import eca_reference, eca_residual_reference
 
 CHANNELS = 6
 
@@ -81,10 +81,8 @@ def _call(mode: Mode, x: Tensor, weight: Tensor, identity: Tensor, channel_dim: 
 
 
 def _reference(mode: Mode, x: Tensor, weight: Tensor, identity: Tensor, channel_dim: int) -> Tensor:
-    out = eca_reference(x, weight, channel_dim=channel_dim)
-    if mode.identity:
-        out = out + identity.double()
-    return out.clamp_min(0) if mode.relu else out
+    shortcut = identity if mode.identity else None
+    return eca_residual_reference(x, weight, shortcut, mode.relu, channel_dim=channel_dim)
 
 
 def _is_training_node(out: Tensor) -> bool:
