@@ -131,6 +131,7 @@ GRAD_MODES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
 def test_the_compiled_extension_is_built():
     assert cpu_kernels.available(), "the compiled CPU kernels did not build on this machine"
     assert cpu_kernels.entry("eca_inference") is not None
+    assert cpu_kernels.entry("eca_training") is not None
     assert cpu_kernels.entry("pooled_projection") is not None
 
 

@@ -1255,6 +1255,39 @@ bool kernel_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kBFloat16 || t == at::kHalf;
 }
 
+// What both one-step entries (eca_inference, eca_training) check alike: no operator-recording
+// mode, tensors the kernels take (plain CPU tensors, a kernel dtype, x dense in one of the two
+// layouts, the identity laid out like x), the channel count the caller was built for, and a valid
+// kernel, options and descriptor shape. Returns x's layout and the gate's arguments, or nothing.
+struct OneStepCall {
+  Layout layout;
+  GateArgs gate;
+};
+
+std::optional<OneStepCall> one_step_call(const at::Tensor& x, const at::Tensor& weight,
+                                         const std::optional<at::Tensor>& identity,
+                                         const std::optional<at::Tensor>& descriptor, const std::string& padding,
+                                         const std::string& gate, int64_t channel_dim, int64_t channels) {
+  if (c10::impl::TorchDispatchModeTLS::stack_len() > 0) return std::nullopt;
+  if (x.dim() < 3 || (channel_dim != 1 && channel_dim != -1) || !plain_cpu(x) || !plain_cpu(weight) ||
+      !kernel_dtype(x.scalar_type())) {
+    return std::nullopt;
+  }
+  if (identity && (!plain_cpu(*identity) || identity->scalar_type() != x.scalar_type() ||
+                   !same_geometry(*identity, x))) {
+    return std::nullopt;
+  }
+  if (descriptor && !plain_cpu(*descriptor)) return std::nullopt;
+  const std::optional<Layout> L = dense_layout(x, channel_dim);
+  if (!L || (channels >= 0 && L->c != channels)) return std::nullopt;
+  try {
+    check_known_mean(descriptor, *L);
+    return OneStepCall{*L, gate_args(weight, L->c, at::toOpMathType(x.scalar_type()), padding, gate)};
+  } catch (const c10::Error&) {
+    return std::nullopt;
+  }
+}
+
 // ECA or a block tail at inference, straight from the N-D tensors: the Python layer's common case
 // in one C++ step (ecanet/ops/dispatch.py, eager_call). Returns the result, or nothing
 // wherever the checked Python path must run instead: a graph to record, an operator-recording
@@ -1266,32 +1299,18 @@ std::optional<at::Tensor> eca_inference(const at::Tensor& x, const at::Tensor& w
                                         const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
                                         const std::string& padding, const std::string& gate, int64_t channel_dim,
                                         int64_t channels) {
-  if (c10::impl::TorchDispatchModeTLS::stack_len() > 0) return std::nullopt;
-  if (x.dim() < 3 || (channel_dim != 1 && channel_dim != -1) || !plain_cpu(x) || !plain_cpu(weight) ||
-      !kernel_dtype(x.scalar_type())) {
+  if (at::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || (identity && identity->requires_grad()))) {
     return std::nullopt;
   }
-  const bool recording = at::GradMode::is_enabled();
-  if (recording && (x.requires_grad() || weight.requires_grad())) return std::nullopt;
-  if (identity && (!plain_cpu(*identity) || (recording && identity->requires_grad()) ||
-                   identity->scalar_type() != x.scalar_type() || !same_geometry(*identity, x))) {
-    return std::nullopt;
-  }
-  if (descriptor && !plain_cpu(*descriptor)) return std::nullopt;
   // Writing into an inference tensor outside inference mode is an error ATen words.
   if (inplace && x.is_inference() && !c10::InferenceMode::is_enabled()) return std::nullopt;
-  const std::optional<Layout> L = dense_layout(x, channel_dim);
-  if (!L || (channels >= 0 && L->c != channels)) return std::nullopt;
-  std::optional<GateArgs> args;
-  try {
-    check_known_mean(descriptor, *L);
-    args = gate_args(weight, L->c, at::toOpMathType(x.scalar_type()), padding, gate);
-  } catch (const c10::Error&) {
-    return std::nullopt;
-  }
+  const std::optional<OneStepCall> call =
+      one_step_call(x, weight, identity, descriptor, padding, gate, channel_dim, channels);
+  if (!call) return std::nullopt;
   const at::Tensor out = inplace ? x : fresh_like(x);
-  forward_on(x, *L, *args, identity ? &*identity : nullptr, relu, out, descriptor ? &*descriptor : nullptr,
-             inference_descriptors(*L, x, !descriptor));
+  forward_on(x, call->layout, call->gate, identity ? &*identity : nullptr, relu, out,
+             descriptor ? &*descriptor : nullptr, inference_descriptors(call->layout, x, !descriptor));
   return out;
 }
 
@@ -1521,33 +1540,22 @@ std::optional<at::Tensor> eca_training(const at::Tensor& x, const at::Tensor& we
                                        const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
                                        const std::string& padding, const std::string& gate, int64_t channel_dim,
                                        int64_t channels) {
-  if (c10::impl::TorchDispatchModeTLS::stack_len() > 0 || !at::GradMode::is_enabled()) return std::nullopt;
-  if (!(x.requires_grad() || weight.requires_grad() || (identity && identity->requires_grad()))) return std::nullopt;
-  if (x.dim() < 3 || (channel_dim != 1 && channel_dim != -1) || !plain_cpu(x) || !plain_cpu(weight) ||
-      !kernel_dtype(x.scalar_type()) || x.is_inference()) {
+  if (!at::GradMode::is_enabled() ||
+      !(x.requires_grad() || weight.requires_grad() || (identity && identity->requires_grad()))) {
     return std::nullopt;
   }
-  if (identity && (!plain_cpu(*identity) || identity->scalar_type() != x.scalar_type() ||
-                   !same_geometry(*identity, x) || identity->is_inference())) {
-    return std::nullopt;
-  }
-  if (descriptor && !plain_cpu(*descriptor)) return std::nullopt;
+  if (x.is_inference() || (identity && identity->is_inference())) return std::nullopt;  // autograd words these
   const bool leaf_with_grad = x.is_leaf() && x.requires_grad();
   if (inplace && identity && (leaf_with_grad || x.is_view() || identity->storage().data() == x.storage().data())) {
     inplace = false;
   } else if (inplace && (leaf_with_grad || x.is_view())) {
     return std::nullopt;
   }
-  const std::optional<Layout> L = dense_layout(x, channel_dim);
-  if (!L || (channels >= 0 && L->c != channels)) return std::nullopt;
-  std::optional<GateArgs> args;
-  try {
-    check_known_mean(descriptor, *L);  // a descriptor that fits is not needed: the pooling runs anyway
-    args = gate_args(weight, L->c, at::toOpMathType(x.scalar_type()), padding, gate);
-  } catch (const c10::Error&) {
-    return std::nullopt;
-  }
-  return FusedTraining::apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, *L, *args);
+  // A descriptor of the right shape is not needed: the pooling runs anyway.
+  const std::optional<OneStepCall> call =
+      one_step_call(x, weight, identity, descriptor, padding, gate, channel_dim, channels);
+  if (!call) return std::nullopt;
+  return FusedTraining::apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, call->layout, call->gate);
 }
 
 }  // namespace
