@@ -958,15 +958,19 @@ def test_a_build_that_fails_warns_and_the_aten_backend_runs(fallback_reports, fa
     assert report["grad_fn"] == "_FusedEcaBackward" and report["error"] < 1e-12
 
 
-def test_build_name_is_stable_and_follows_the_source_and_its_location(tmp_path, monkeypatch):
+def test_build_name_is_stable_and_follows_the_sources_and_their_location(tmp_path, monkeypatch):
     name = cpu_kernels.build_name()
     assert cpu_kernels.build_name() == name and name.startswith("ecanet_cpu_")
-    moved = tmp_path / "eca_cpu.cpp"
-    moved.write_text(cpu_kernels.SOURCE.read_text())
-    monkeypatch.setattr(cpu_kernels, "SOURCE", moved)
+    moved = tmp_path / "csrc"
+    shutil.copytree(cpu_kernels.SOURCE.parent, moved)
+    monkeypatch.setattr(cpu_kernels, "SOURCE", moved / cpu_kernels.SOURCE.name)
     moved_name = cpu_kernels.build_name()
     assert moved_name != name  # another checkout: its own build
-    moved.write_text(moved.read_text() + "// an edit\n")
-    assert cpu_kernels.build_name() not in (name, moved_name)
-    moved.write_text(moved.read_text().removesuffix("// an edit\n"))  # the original text: that place's name
-    assert cpu_kernels.build_name() == moved_name
+    headers = sorted(moved.glob("*.h"))
+    assert headers, "the compiled file includes the headers beside it"
+    for edited in (moved / cpu_kernels.SOURCE.name, *headers):
+        text = edited.read_text()
+        edited.write_text(text + "// an edit\n")
+        assert cpu_kernels.build_name() not in (name, moved_name), edited.name
+        edited.write_text(text)  # the original text: that place's name
+        assert cpu_kernels.build_name() == moved_name

@@ -1,12 +1,12 @@
-"""The compiled CPU backend: ``csrc/eca_cpu.cpp``, built on first use, as :class:`~ecanet.ops.function.EcaKernels`.
+"""The compiled CPU backend: the C++ in ``csrc/``, built on first use, as :class:`~ecanet.ops.function.EcaKernels`.
 
 The whole forward (pool, gate, rescale) and the whole backward (fused gate-gradient reduction,
 gate gradient, input gradient) are one C++ call each, so a small activation costs little more
 than its two memory passes, and training reads every large tensor the minimum number of times
-(see the C++ file's header). The source is compiled with ``torch.utils.cpp_extension`` the
+(see the header of ``csrc/eca_cpu.cpp``). The sources are compiled with ``torch.utils.cpp_extension`` the
 first time a CPU tensor takes the fast path (about 30 s, needs a C++ compiler and ninja) and
 cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
-``~/.cache/torch_extensions``) under a name tied to the source and its location, torch's version
+``~/.cache/torch_extensions``) under a name tied to the sources and their location, torch's version
 and the CPU (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
 be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten_kernels`) runs.
 Prebuild with ``python -m ecanet.ops``. ``ECANET_BUFFER_CACHE_MB`` bounds the freed large buffers
@@ -61,8 +61,13 @@ def _cpu_signature() -> str:
     return platform.processor() or platform.machine()
 
 
+def _source_files() -> list[Path]:
+    """The compiled file and the headers beside it that it includes (one translation unit)."""
+    return sorted(path for path in SOURCE.parent.iterdir() if path.suffix in (".cpp", ".h"))
+
+
 def build_name() -> str:
-    """Extension name: changes with the source, its location, the flags, torch's version and the CPU.
+    """Extension name: changes with the sources, their location, the flags, torch's version and the CPU.
 
     The location counts because torch rebuilds an extension whose source files moved: two
     checkouts sharing one extension cache would otherwise rebuild each other's copy in turn.
@@ -71,7 +76,9 @@ def build_name() -> str:
         >>> build_name().startswith("ecanet_cpu_")
         True
     """
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256()
+    for source in _source_files():
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     for part in (str(SOURCE.resolve()), *_CFLAGS, torch.__version__, platform.machine(), _cpu_signature()):
         digest.update(part.encode())
     return f"ecanet_cpu_{digest.hexdigest()[:16]}"

@@ -9,7 +9,7 @@ gradient, the gate's gradient on ``(N, C)``, and one pass writing the input grad
 output when there is one, and two ``(N, C)`` tensors.
 
 Eager CPU training calls that :func:`ecanet.ops.dispatch.eager_call` serves skip this Function:
-the compiled extension records the same node in C++ (``FusedTraining`` in ``csrc/eca_cpu.cpp``),
+the compiled extension records the same node in C++ (``FusedTraining`` in ``csrc/fused_training.h``),
 without a Python Function's host time. Every other training call (the checked path, the ATen and
 Triton backends) comes here.
 """

@@ -1,0 +1,118 @@
+// Training calls in one C++ step: ECA or a block tail recorded as one C++ autograd node (eca_training).
+// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
+
+#pragma once
+
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+
+#include "buffers.h"
+#include "one_step_calls.h"
+#include "operators.h"
+
+namespace ecanet {
+namespace {
+
+std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
+  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
+}
+
+// What torch.autograd.function.once_differentiable does to a backward's results when the backward
+// itself is recorded (create_graph=True): they come back as aliases whose derivative raises.
+torch::autograd::variable_list once_differentiable(torch::autograd::variable_list results) {
+  for (at::Tensor& result : results) {
+    if (result.defined()) result = result.detach().requires_grad_(true);
+  }
+  torch::autograd::DelayedError error(
+      "ecanet: trying to differentiate twice ECA's fused backward, which has no second derivative",
+      static_cast<int64_t>(results.size()));
+  return error.apply(std::move(results));
+}
+
+// ECA or a block tail recorded for autograd as one C++ node around eca_forward and eca_backward.
+// It saves and returns what the Python autograd Function of ecanet/ops/function.py does for the
+// other backends, without Python between the engine and the kernels: on small tensors that
+// Function's machinery and the checked path cost several times the kernels' own work.
+struct FusedTraining : public torch::autograd::Function<FusedTraining> {
+  enum Flag : int64_t { kRelu = 1, kInplace = 2, kIdentity = 4 };
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& identity, bool relu, bool inplace,
+                            const std::string& padding, const std::string& gate, int64_t channel_dim,
+                            const Layout& L, const GateArgs& args) {
+    const at::Tensor out = inplace ? x : fresh_like(x);
+    const auto [mean, gates] = forward_on(x, L, args, identity ? &*identity : nullptr, relu, out, nullptr,
+                                          new_descriptors(L, x, true));
+    if (inplace) ctx->mark_dirty({x});
+    // In place, x itself is gone; the output stands in for it (see eca_backward's `inplace`).
+    const at::Tensor none;
+    ctx->save_for_backward({inplace ? none : x, relu || inplace ? out : none, mean, gates, weight,
+                            inplace && identity ? *identity : none});
+    ctx->saved_data["flags"] = (relu ? kRelu : 0) | (inplace ? kInplace : 0) | (identity ? kIdentity : 0);
+    ctx->saved_data["padding"] = padding;
+    ctx->saved_data["gate"] = gate;
+    ctx->saved_data["channel_dim"] = channel_dim;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const torch::autograd::variable_list saved = ctx->get_saved_variables();
+    const int64_t flags = ctx->saved_data["flags"].toInt();
+    const bool relu = flags & kRelu, inplace = flags & kInplace;
+    const bool needs_x = ctx->needs_input_grad(0), needs_weight = ctx->needs_input_grad(1);
+    const bool needs_identity = (flags & kIdentity) && ctx->needs_input_grad(2);
+    const bool recorded = at::GradMode::is_enabled() && grads[0].requires_grad();
+    torch::autograd::variable_list results(10);  // one per argument of forward; the rest stay undefined
+    {
+      const at::NoGradGuard no_grad;
+      const at::Tensor& like = saved[0].defined() ? saved[0] : saved[1];
+      const at::Tensor grad = same_geometry(grads[0], like) ? grads[0] : fresh_like(like).copy_(grads[0]);
+      // The shortcut's gradient is the ReLU-masked output gradient: stored only when wanted.
+      const at::Tensor masked = relu && needs_identity ? fresh_like(like) : at::Tensor();
+      const at::Tensor dx = needs_x ? fresh_like(like) : at::Tensor();
+      const at::Tensor d_weight =
+          eca_backward(grad, like, relu ? defined_or_none(saved[1]) : std::nullopt, saved[2], saved[3], saved[4],
+                       ctx->saved_data["padding"].toStringRef(), ctx->saved_data["gate"].toStringRef(), inplace,
+                       defined_or_none(saved[5]), defined_or_none(masked), defined_or_none(dx),
+                       ctx->saved_data["channel_dim"].toInt());
+      results[0] = dx;
+      if (needs_weight) results[1] = d_weight;
+      if (needs_identity) results[2] = relu ? masked : grad;
+    }
+    return recorded ? once_differentiable(std::move(results)) : results;
+  }
+};
+
+// ECA or a block tail while autograd records, straight from the N-D tensors: the Python layer's
+// common training call in one C++ step (ecanet/ops/dispatch.py, eager_call), recorded as one
+// FusedTraining node. Returns the result, or nothing wherever the checked Python path must run
+// instead: as for eca_inference, and where a write into x needs autograd's own checks (x a leaf,
+// a view or an inference tensor). As that path does, a block tail writes into x only when x's
+// memory is its own (not the shortcut's), else into a new tensor, and a descriptor of the right
+// shape is not used (the backward needs the pooling of x itself).
+std::optional<at::Tensor> eca_training(const at::Tensor& x, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& identity,
+                                       const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
+                                       const std::string& padding, const std::string& gate, int64_t channel_dim,
+                                       int64_t channels) {
+  if (!at::GradMode::is_enabled() ||
+      !(x.requires_grad() || weight.requires_grad() || (identity && identity->requires_grad()))) {
+    return std::nullopt;
+  }
+  if (x.is_inference() || (identity && identity->is_inference())) return std::nullopt;  // autograd words these
+  const bool leaf_with_grad = x.is_leaf() && x.requires_grad();
+  if (inplace && identity && (leaf_with_grad || x.is_view() || identity->storage().data() == x.storage().data())) {
+    inplace = false;
+  } else if (inplace && (leaf_with_grad || x.is_view())) {
+    return std::nullopt;
+  }
+  // A descriptor of the right shape is not needed: the pooling runs anyway.
+  const std::optional<OneStepCall> call =
+      one_step_call(x, weight, identity, descriptor, padding, gate, channel_dim, channels);
+  if (!call) return std::nullopt;
+  return FusedTraining::apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, call->layout, call->gate);
+}
+
+}  // namespace
+}  // namespace ecanet
