@@ -4,7 +4,7 @@ The whole forward (pool, gate, rescale) and the whole backward (fused gate-gradi
 gate gradient, input gradient) are one C++ call each, so a small activation costs little more
 than its two memory passes, and training reads every large tensor the minimum number of times
 (see the header of ``csrc/eca_cpu.cpp``). The sources are compiled with ``torch.utils.cpp_extension`` the
-first time a CPU tensor takes the fast path (about 30 s, needs a C++ compiler and ninja) and
+first time a CPU tensor takes the fast path (about a minute on two cores, needs a C++ compiler and ninja) and
 cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``) under a name tied to the sources and their location, torch's version
 and the CPU (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
@@ -36,7 +36,7 @@ from torch import Tensor
 
 __all__ = ["available", "backward", "build_name", "empty_like", "entry", "forward", "mean"]
 
-SOURCE = Path(__file__).with_name("csrc") / "eca_cpu.cpp"
+SOURCE_DIR = Path(__file__).with_name("csrc")
 DISABLE_VARIABLE = "ECANET_CPU_KERNELS"
 _CFLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp"]
 """``-ffp-contract=off``: every product is rounded before it is added, as torch's operators and
@@ -62,8 +62,8 @@ def _cpu_signature() -> str:
 
 
 def _source_files() -> list[Path]:
-    """The compiled file and the headers beside it that it includes (one translation unit)."""
-    return sorted(path for path in SOURCE.parent.iterdir() if path.suffix in (".cpp", ".h"))
+    """The files the build compiles (``.cpp``, each on a thread of its own) and the headers they include."""
+    return sorted(path for path in SOURCE_DIR.iterdir() if path.suffix in (".cpp", ".h"))
 
 
 def build_name() -> str:
@@ -79,7 +79,7 @@ def build_name() -> str:
     digest = hashlib.sha256()
     for source in _source_files():
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
-    for part in (str(SOURCE.resolve()), *_CFLAGS, torch.__version__, platform.machine(), _cpu_signature()):
+    for part in (str(SOURCE_DIR.resolve()), *_CFLAGS, torch.__version__, platform.machine(), _cpu_signature()):
         digest.update(part.encode())
     return f"ecanet_cpu_{digest.hexdigest()[:16]}"
 
@@ -128,7 +128,11 @@ def _extension() -> ModuleType | None:
         from torch.utils import cpp_extension
 
         extension = cpp_extension.load(
-            name=build_name(), sources=[str(SOURCE)], extra_cflags=_CFLAGS, is_python_module=True, verbose=False
+            name=build_name(),
+            sources=[str(path) for path in _source_files() if path.suffix == ".cpp"],
+            extra_cflags=_CFLAGS,
+            is_python_module=True,
+            verbose=False,
         )
     except Exception as error:  # a missing compiler or ninja, a failed build: fall back, say why
         warnings.warn(

@@ -1,6 +1,5 @@
 // The gate on the (N, C) descriptor: the k-tap convolution across channels, the non-linearity, and
 // their gradients.
-// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
 
 #pragma once
 
@@ -10,10 +9,18 @@
 #include <string>
 
 namespace ecanet {
-namespace {
 
 enum class Padding { zeros, circular };
 enum class Gate { sigmoid, hard_sigmoid };
+
+struct GateArgs {
+  at::Tensor taps;  // (rows, k), contiguous, in the accumulation dtype
+  int64_t rows, k;
+  Padding padding;
+  Gate gate;
+};
+
+namespace {
 
 Padding padding_of(const std::string& name) {
   if (name == "zeros") return Padding::zeros;
@@ -26,7 +33,6 @@ Gate gate_of(const std::string& name) {
   TORCH_CHECK(name == "hard_sigmoid", "ecanet: gate must be 'sigmoid' or 'hard_sigmoid', got '", name, "'");
   return Gate::hard_sigmoid;
 }
-
 
 // Index of channel c + offset after padding, or -1 for a zero pad.
 inline int64_t padded_channel(int64_t c, int64_t offset, int64_t channels, Padding padding) {
@@ -198,13 +204,6 @@ void channel_conv_backward(const acc_t* mean, const acc_t* d_logits, const acc_t
     }
   }
 }
-
-struct GateArgs {
-  at::Tensor taps;  // (rows, k), contiguous, in the accumulation dtype
-  int64_t rows, k;
-  Padding padding;
-  Gate gate;
-};
 
 GateArgs gate_args(const at::Tensor& weight, int64_t channels, at::ScalarType acc, const std::string& padding,
                    const std::string& gate) {

@@ -1,6 +1,5 @@
 // Sums over the positions of every (sample, channel): the pooled mean, and the backward's fused
 // reduction of grad * x (with the ReLU mask).
-// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
 
 #pragma once
 

@@ -18,19 +18,20 @@
 // The k-tap channel convolution, the gate non-linearity and their gradients run on the tiny
 // (N, C) tensors in between, inside the same call.
 //
-// This file registers the operators and the entries; the code lives in the headers beside it, which
-// the build compiles with this file as one translation unit (each is included here once):
-//   layout.h          the (N, C, S) view of the tensors and the threads a pass may use;
-//   vectors.h         narrowing to the tensors' dtypes and the machine's vector instructions;
-//   channel_reduce.h  sums over positions (the pooled mean, the backward's fused reduction);
-//   rescale.h         the rescale pass act(x * gate + shift + identity);
-//   channel_gate.h    the gate on the (N, C) descriptor and its gradient;
-//   buffers.h         memory of its own for large outputs and gradients;
-//   operators.h       eca_mean, eca_forward and eca_backward;
-//   one_step_calls.h  eca_inference and pooled_projection, and the checks shared with eca_training;
-//   fused_training.h  eca_training and its C++ autograd node.
+// This file registers the operators and the entries. The build compiles three files, on as many
+// threads as the machine has (the kernels' templates and torch's headers take most of the time):
+//   eca_cpu.cpp       the registrations, with the entries in the headers it includes:
+//     one_step_calls.h  eca_inference and pooled_projection, and the checks shared with eca_training;
+//     fused_training.h  eca_training and its C++ autograd node;
+//   operators.cpp     eca_mean, eca_forward and eca_backward (declared in operators.h), over
+//     layout.h          the (N, C, S) view of the tensors and the threads a pass may use;
+//     vectors.h         narrowing to the tensors' dtypes and the machine's vector instructions;
+//     channel_reduce.h  sums over positions (the pooled mean, the backward's fused reduction);
+//     rescale.h         the rescale pass act(x * gate + shift + identity);
+//     channel_gate.h    the gate on the (N, C) descriptor and its gradient;
+//   buffers.cpp       memory of its own for large outputs and gradients (fresh_like, buffers.h).
 
-#include <torch/extension.h>
+#include <torch/csrc/utils/pybind.h>  // casts tensors and optionals for the Python entries
 #include <torch/library.h>
 
 #include "buffers.h"

@@ -1,5 +1,5 @@
 // Training calls in one C++ step: ECA or a block tail recorded as one C++ autograd node (eca_training).
-// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
+// Included by eca_cpu.cpp, which registers its entries.
 
 #pragma once
 

@@ -1,6 +1,5 @@
 // The (N, C, S) view of a kernel's tensors without a view, the checks of arguments laid out like
 // it, and the threads a pass may use.
-// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
 
 #pragma once
 
@@ -12,10 +11,6 @@
 #include <optional>
 
 namespace ecanet {
-namespace {
-
-// Elements per parallel task below which threads cost more than they save (ATen uses the same).
-constexpr int64_t kGrain = 32768;
 
 // The shared geometry of the (N, C, S) views in one call.
 struct Layout {
@@ -35,6 +30,11 @@ struct Layout {
     return batch_stride == c * s ? r * c : (r / s) * batch_stride + (r % s) * c;
   }
 };
+
+namespace {
+
+// Elements per parallel task below which threads cost more than they save (ATen uses the same).
+constexpr int64_t kGrain = 32768;
 
 // x as (N, C, S) without a view, x being (N, C, *) (channel_dim 1) or (N, *, C) (channel_dim -1):
 // the layout when x's memory is channels-first or channels-last dense (as ecanet/ops/views.py

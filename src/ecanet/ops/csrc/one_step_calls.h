@@ -1,13 +1,15 @@
 // The inference entries called from Python without the dispatcher: ECA or a block tail at inference
 // (eca_inference) and a bottleneck's pooled projection (pooled_projection), with the argument
 // checks they share with the training entry (fused_training.h).
-// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
+// Included by eca_cpu.cpp, which registers its entries.
 
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/core/grad_mode.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
-#include <torch/extension.h>
+#include <ATen/ops/addmm.h>
+#include <ATen/ops/mm.h>
 
 #include "buffers.h"
 #include "channel_gate.h"

@@ -1,5 +1,4 @@
 // The rescale pass act(x * gate + shift + identity) over a whole tensor, in any of the two layouts.
-// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
 
 #pragma once
 

@@ -1,6 +1,5 @@
 // Narrowing to the tensors' dtypes and the machine's vector instructions, shared by the large
 // passes (channel_reduce.h, rescale.h).
-// Part of eca_cpu.cpp's single translation unit (the build compiles that file alone).
 
 #pragma once
 
