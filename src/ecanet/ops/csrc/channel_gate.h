@@ -6,13 +6,16 @@
 #include "layout.h"
 
 #include <cmath>
+#include <cstring>
 #include <string>
+#include <type_traits>
 
 namespace ecanet {
 
 enum class Padding { zeros, circular };
 enum class Gate { sigmoid, hard_sigmoid };
 
+// The kernel's taps and the gate's options as the passes take them (see gate_args).
 struct GateArgs {
   at::Tensor taps;  // (rows, k), contiguous, in the accumulation dtype
   int64_t rows, k;
