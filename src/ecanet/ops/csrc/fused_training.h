@@ -34,7 +34,8 @@ torch::autograd::variable_list once_differentiable(torch::autograd::variable_lis
 // other backends, without Python between the engine and the kernels: on small tensors that
 // Function's machinery and the checked path cost several times the kernels' own work.
 struct FusedTraining : public torch::autograd::Function<FusedTraining> {
-  enum Flag : int64_t { kRelu = 1, kInplace = 2, kIdentity = 4 };
+  // Bits of the saved "flags".
+  static constexpr int64_t kRelu = 1, kInplace = 2, kIdentity = 4;
 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>& identity, bool relu, bool inplace,
