@@ -7,6 +7,15 @@ Example:
 """
 
 from ecanet.training.config import TrainConfig
+from ecanet.training.trained_model import TrainedModel, load_trained_model
 from ecanet.training.trainer import TrainingInterrupted, TrainResult, build_model, train
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingInterrupted", "build_model", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainedModel",
+    "TrainingInterrupted",
+    "build_model",
+    "load_trained_model",
+    "train",
+]

@@ -1,0 +1,75 @@
+"""A network ``ecanet train`` wrote, back from its checkpoint: rebuilt from the saved configuration and loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from torch import nn
+
+from ecanet.data import DatasetInfo
+from ecanet.training.checkpoint import load_checkpoint
+from ecanet.training.config import TrainConfig
+from ecanet.training.trainer import build_model
+
+__all__ = ["TrainedModel", "load_trained_model"]
+
+_REQUIRED_KEYS = ("config", "dataset", "model", "epoch")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """A trained network and what its checkpoint says about it.
+
+    Attributes:
+        model: the network in eval mode, on the CPU.
+        info: the dataset it was trained on (classes, input channels, image size, normalisation).
+        config: the run's configuration.
+        epoch: finished epochs.
+    """
+
+    model: nn.Module
+    info: DatasetInfo
+    config: TrainConfig
+    epoch: int
+
+
+def load_trained_model(path: str | Path) -> TrainedModel:
+    """Rebuilds the network of a checkpoint written by :func:`ecanet.train` (``last.pt`` or ``best.pt``).
+
+    The file is read with ``weights_only=True``; the network is built from the saved configuration
+    (:func:`ecanet.training.build_model`) and loads the saved weights strictly.
+
+    Args:
+        path: the checkpoint file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a checkpoint of ``ecanet train``, or its weights do not fit the
+            network its configuration names.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from ecanet.training.checkpoint import save_checkpoint
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "weights.pt"
+        >>> save_checkpoint({"model": {}}, path)
+        >>> load_trained_model(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: ... is not a checkpoint written by ecanet train: it lacks 'config', 'dataset', 'epoch'
+    """
+    checkpoint = load_checkpoint(path)
+    missing = [key for key in _REQUIRED_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        lacking = ", ".join(map(repr, sorted(missing)))
+        raise ValueError(f"{str(path)!r} is not a checkpoint written by ecanet train: it lacks {lacking}")
+    config = TrainConfig.from_dict(checkpoint["config"])
+    info = DatasetInfo(**checkpoint["dataset"])
+    model = build_model(config, info)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:  # torch lists every mismatching tensor: name the first
+        problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{str(path)!r}: the weights do not fit {config.model!r}: {problems[0]}{more}") from error
+    return TrainedModel(model.eval(), info, config, int(checkpoint["epoch"]))
