@@ -11,6 +11,7 @@ Example:
 from ecanet import functional
 from ecanet.data import DatasetInfo, load_dataset
 from ecanet.experiments import CompareConfig, CompareResult, run_compare
+from ecanet.export import ExportReport, export_model
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
 from ecanet.models import create_model, list_models, load_official_checkpoint, profile_model
@@ -26,6 +27,7 @@ __all__ = [
     "CompareConfig",
     "CompareResult",
     "DatasetInfo",
+    "ExportReport",
     "RetrofitReport",
     "TrainConfig",
     "TrainResult",
@@ -34,6 +36,7 @@ __all__ = [
     "create_attention",
     "create_model",
     "eca_kernel_size",
+    "export_model",
     "functional",
     "list_models",
     "load_dataset",

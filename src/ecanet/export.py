@@ -1,0 +1,184 @@
+"""Deployable files of a network: ONNX (for onnxruntime and other runtimes) or a ``torch.export``
+program (``.pt2``). Each file is run and compared with the eager network before it is written.
+
+ECA exports as plain operators (pooling, a 1-D convolution, a sigmoid, a product): the fast paths
+step aside under export (see ``docs/performance.md``), so the files need no ecanet to run.
+TorchScript is not offered: torch deprecates it in favour of ``torch.export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ecanet.training.files import write_atomically
+
+__all__ = ["FORMATS", "ExportReport", "export_model"]
+
+FORMATS = ("onnx", "pt2")
+_SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
+_METADATA_FILE = "ecanet.json"
+"""Name of the metadata inside a ``.pt2`` file (``torch.export.load(..., extra_files=...)``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_model` wrote and how the file compared with the eager network.
+
+    Attributes:
+        path: the file written.
+        format: ``"onnx"`` or ``"pt2"``.
+        size_bytes: the file's size.
+        batch_sizes: batch sizes the file was run at.
+        max_abs_error: largest ``|file - eager|`` over those runs.
+        output_scale: largest ``|eager|`` output, for scale.
+    """
+
+    path: Path
+    format: str
+    size_bytes: int
+    batch_sizes: tuple[int, ...]
+    max_abs_error: float
+    output_scale: float
+
+
+def export_model(
+    model: nn.Module,
+    example: Tensor,
+    path: str | Path,
+    *,
+    format: str | None = None,
+    dynamic_batch: bool = True,
+    metadata: Mapping[str, object] | None = None,
+    tolerance: float = 1e-4,
+) -> ExportReport:
+    """Exports ``model`` (in eval mode) for inputs like ``example``, checks the file, then writes it.
+
+    The exported network is run on ``example`` (and, with a dynamic batch, on a batch one larger)
+    and compared with the eager network; only a file within ``tolerance`` of it is written, and
+    atomically, so a failed export leaves any file already at ``path`` as it was.
+
+    Args:
+        model: the network; it is put in eval mode.
+        example: an input batch, ``(N, C, H, W)`` for the image models.
+        path: the file to write.
+        format: ``"onnx"`` or ``"pt2"``; by default from ``path``'s suffix.
+        dynamic_batch: whether the file takes any batch size (else only ``example``'s).
+        metadata: strings and JSON-serialisable values stored in the file: ONNX metadata
+            properties (non-strings as JSON), or ``ecanet.json`` inside a ``.pt2`` file.
+        tolerance: largest allowed ``|file - eager|``, relative to the largest ``|eager|`` output
+            (absolute below 1).
+
+    Returns:
+        An :class:`ExportReport`.
+
+    Raises:
+        ValueError: an unknown format or suffix, or an example without a batch dimension.
+        RuntimeError: the exported network's outputs differ from the eager network's.
+
+    Example:
+        >>> import tempfile, pathlib, ecanet
+        >>> model = ecanet.create_model("eca_resnet18", num_classes=10, in_chans=1, small_input=True, width=8)
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "model.pt2"
+        >>> report = export_model(model, torch.randn(2, 1, 28, 28), path)
+        >>> report.format, report.batch_sizes, report.max_abs_error < 1e-4
+        ('pt2', (2, 3), True)
+    """
+    path = Path(path)
+    format = _format_of(path, format)
+    if not isinstance(example, Tensor) or example.dim() < 1 or example.shape[0] < 1:
+        raise ValueError(f"example must be a tensor with a batch dimension, got {_describe(example)}")
+    model = model.eval()
+    if dynamic_batch and example.shape[0] == 1:
+        example = example.expand(2, *example.shape[1:]).clone()  # batch 1 would be specialised
+    batch_sizes = (example.shape[0], example.shape[0] + 1) if dynamic_batch else (example.shape[0],)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    encoded_metadata = {
+        key: value if isinstance(value, str) else json.dumps(value) for key, value in (metadata or {}).items()
+    }
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporters' notices about their own internals
+        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+        data = _serialized_onnx(program, encoded_metadata) if format == "onnx" else _serialized_pt2(program, metadata)
+    run = _onnx_runner(data) if format == "onnx" else _pt2_runner(data)
+    error, scale = _compare(model, run, example, batch_sizes)
+    if not error <= tolerance * max(1.0, scale):
+        raise RuntimeError(
+            f"the exported {format} network differs from the eager one by up to {error:.3g} (outputs up to "
+            f"{scale:.3g}, tolerance {tolerance:g}); {str(path)!r} was not written"
+        )
+    write_atomically(path, data)
+    return ExportReport(path, format, len(data), batch_sizes, error, scale)
+
+
+def _format_of(path: Path, format: str | None) -> str:
+    if format is None:
+        if path.suffix not in _SUFFIXES:
+            raise ValueError(
+                f"cannot tell the format from {path.name!r}: name the file *.onnx or *.pt2, or pass format="
+            )
+        return _SUFFIXES[path.suffix]
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    return format
+
+
+def _describe(value: object) -> str:
+    return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+
+
+def _serialized_onnx(program: torch.export.ExportedProgram, metadata: Mapping[str, str]) -> bytes:
+    onnx_program = torch.onnx.export(
+        program, dynamo=True, input_names=["input"], output_names=["output"], verbose=False
+    )
+    proto = onnx_program.model_proto
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+def _serialized_pt2(program: torch.export.ExportedProgram, metadata: Mapping[str, object] | None) -> bytes:
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={_METADATA_FILE: json.dumps(dict(metadata or {}))})
+    return buffer.getvalue()
+
+
+def _onnx_runner(data: bytes) -> Callable[[Tensor], Tensor]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+
+def _pt2_runner(data: bytes) -> Callable[[Tensor], Tensor]:
+    module = torch.export.load(io.BytesIO(data)).module()
+    return lambda x: module(x)
+
+
+def _compare(
+    model: nn.Module, run: Callable[[Tensor], Tensor], example: Tensor, batch_sizes: tuple[int, ...]
+) -> tuple[float, float]:
+    """Largest ``|run(x) - model(x)|`` and largest ``|model(x)|`` over inputs of the given batch sizes."""
+    error = scale = 0.0
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for batch in batch_sizes:
+            x = example if batch == example.shape[0] else torch.randn((batch, *example.shape[1:]), generator=generator)
+            x = x.to(example.dtype)
+            expected = model(x)
+            got = run(x).to(expected.dtype)
+            if got.shape != expected.shape:
+                raise RuntimeError(
+                    f"the exported network returned shape {tuple(got.shape)}, not {tuple(expected.shape)}"
+                )
+            error = max(error, (got - expected).abs().max().item())
+            scale = max(scale, expected.abs().max().item())
+    return error, scale
