@@ -1,6 +1,7 @@
 import copy
 import io
 import json
+import sys
 
 import onnx
 import onnxruntime
@@ -115,3 +116,10 @@ def test_the_network_is_exported_in_eval_mode(tmp_path):
     torch.testing.assert_close(
         torch.export.load(buffer).module()(x).double(), _float64_reference(model, x), rtol=1e-4, atol=1e-5
     )
+
+
+def test_onnx_export_without_onnxruntime_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    with pytest.raises(ImportError, match=r"ONNX export needs onnxruntime: pip install 'ecanet\[export\]'"):
+        export_model(nn.Identity(), torch.randn(2, 3), tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

@@ -9,6 +9,7 @@ TorchScript is not offered: torch deprecates it in favour of ``torch.export``.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 import json
 import warnings
@@ -81,6 +82,7 @@ def export_model(
 
     Raises:
         ValueError: an unknown format or suffix, or an example without a batch dimension.
+        ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra).
         RuntimeError: the exported network's outputs differ from the eager network's.
 
     Example:
@@ -93,6 +95,8 @@ def export_model(
     """
     path = Path(path)
     format = _format_of(path, format)
+    if format == "onnx":
+        _require_onnx_tools()
     if not isinstance(example, Tensor) or example.dim() < 1 or example.shape[0] < 1:
         raise ValueError(f"example must be a tensor with a batch dimension, got {_describe(example)}")
     model = model.eval()
@@ -128,6 +132,20 @@ def _format_of(path: Path, format: str | None) -> str:
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     return format
+
+
+def _require_onnx_tools() -> None:
+    """Raises an ImportError naming the missing packages (the ``export`` extra) before any work."""
+    missing = []
+    for name in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"ONNX export needs {', '.join(missing)}: pip install 'ecanet[export]' (or write a .pt2 file instead)"
+        )
 
 
 def _describe(value: object) -> str:

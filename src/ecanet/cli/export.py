@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             dynamic_batch=args.static_batch is None,
             metadata=metadata,
         )
-    except (FileNotFoundError, ValueError, RuntimeError) as error:
+    except (FileNotFoundError, ImportError, ValueError, RuntimeError) as error:
         print(f"ecanet export: {error}", file=sys.stderr)
         return 2 if not isinstance(error, RuntimeError) else 1
     batches = " and ".join(map(str, report.batch_sizes))
