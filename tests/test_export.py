@@ -99,6 +99,12 @@ def test_a_file_that_differs_from_the_network_is_not_written_and_the_old_file_st
         ("model.onnx", {"format": "torchscript"}, torch.randn(2, 3), "format must be one of"),
         ("model.onnx", {}, torch.tensor(1.0), r"example must be a tensor with a batch dimension, got shape \(\)"),
         ("model.onnx", {}, [1, 2], "got list"),
+        (
+            "model.pt2",
+            {},
+            torch.randn(2, 3, device="meta"),
+            "works on the CPU: move the model and example there, got meta",
+        ),
     ],
 )
 def test_bad_arguments_name_the_problem(tmp_path, path, kwargs, example, message):

@@ -67,8 +67,8 @@ def export_model(
     atomically, so a failed export leaves any file already at ``path`` as it was.
 
     Args:
-        model: the network; it is put in eval mode.
-        example: an input batch, ``(N, C, H, W)`` for the image models.
+        model: the network, on the CPU; it is put in eval mode.
+        example: an input batch on the CPU, ``(N, C, H, W)`` for the image models.
         path: the file to write.
         format: ``"onnx"`` or ``"pt2"``; by default from ``path``'s suffix.
         dynamic_batch: whether the file takes any batch size (else only ``example``'s).
@@ -81,7 +81,7 @@ def export_model(
         An :class:`ExportReport`.
 
     Raises:
-        ValueError: an unknown format or suffix, or an example without a batch dimension.
+        ValueError: an unknown format or suffix, an example without a batch dimension or off the CPU.
         ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra).
         RuntimeError: the exported network's outputs differ from the eager network's.
 
@@ -99,18 +99,17 @@ def export_model(
         _require_onnx_tools()
     if not isinstance(example, Tensor) or example.dim() < 1 or example.shape[0] < 1:
         raise ValueError(f"example must be a tensor with a batch dimension, got {_describe(example)}")
+    if example.device.type != "cpu":
+        raise ValueError(f"export_model works on the CPU: move the model and example there, got {example.device}")
     model = model.eval()
     if dynamic_batch and example.shape[0] == 1:
         example = example.expand(2, *example.shape[1:]).clone()  # batch 1 would be specialised
     batch_sizes = (example.shape[0], example.shape[0] + 1) if dynamic_batch else (example.shape[0],)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    encoded_metadata = {
-        key: value if isinstance(value, str) else json.dumps(value) for key, value in (metadata or {}).items()
-    }
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporters' notices about their own internals
         program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
-        data = _serialized_onnx(program, encoded_metadata) if format == "onnx" else _serialized_pt2(program, metadata)
+        data = _serialized_onnx(program, metadata) if format == "onnx" else _serialized_pt2(program, metadata)
     run = _onnx_runner(data) if format == "onnx" else _pt2_runner(data)
     error, scale = _compare(model, run, example, batch_sizes)
     if not error <= tolerance * max(1.0, scale):
@@ -152,13 +151,13 @@ def _describe(value: object) -> str:
     return f"shape {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
 
 
-def _serialized_onnx(program: torch.export.ExportedProgram, metadata: Mapping[str, str]) -> bytes:
+def _serialized_onnx(program: torch.export.ExportedProgram, metadata: Mapping[str, object] | None) -> bytes:
     onnx_program = torch.onnx.export(
         program, dynamo=True, input_names=["input"], output_names=["output"], verbose=False
     )
     proto = onnx_program.model_proto
-    for key, value in metadata.items():
-        proto.metadata_props.add(key=key, value=value)
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
     return proto.SerializeToString()
 
 
