@@ -377,3 +377,34 @@ def test_a_parametrized_kernel_is_what_the_fast_path_reads(residual):
         else:
             out = layer(x)
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("grad_mode", [False, True])
+@pytest.mark.parametrize("activation", ["relu", "none"])
+@pytest.mark.parametrize("through_norm", [False, True])
+def test_residual_tails_run_the_layer_as_a_module_for_its_hooks(grad_mode, activation, through_norm):
+    # A fused tail skips the module call; while the layer has hooks they must see it run, with
+    # its input and output, and an output a hook returns must replace the layer's.
+    torch.manual_seed(0)
+    layer, norm = ECA(16), with_random_statistics(nn.BatchNorm2d(16).eval())
+    y, identity = torch.randn(2, 16, 5, 5), torch.randn(2, 16, 5, 5)
+    x = norm(y).detach() if through_norm else y
+    seen = {}
+    layer.register_forward_pre_hook(lambda module, args: seen.update(input=args[0].clone()))
+    layer.register_forward_hook(lambda module, args, out: seen.update(output=out.clone()) or 2 * out)
+    with torch.set_grad_enabled(grad_mode):
+        tail = layer.residual_after_norm(y.clone(), norm, identity, activation) if through_norm else None
+        out = tail if through_norm else layer.residual(y.clone(), identity, activation)
+    expected_output = eca_reference(x, layer.conv.weight)
+    expected = 2 * expected_output + identity.double()
+    expected = torch.relu(expected) if activation == "relu" else expected
+    torch.testing.assert_close(seen["input"], x, rtol=0, atol=0)
+    torch.testing.assert_close(seen["output"].double(), expected_output, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_residual_with_hooks_rejects_an_unknown_activation():
+    layer = ECA(8)
+    layer.register_forward_hook(lambda module, args, out: None)
+    with pytest.raises(ValueError, match="activation"):
+        layer.residual(torch.randn(1, 8, 3, 3), torch.randn(1, 8, 3, 3), activation="gelu")

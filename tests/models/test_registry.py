@@ -54,6 +54,29 @@ def test_every_model_runs_forward_and_backward(name):
         assert any(float(p.grad.abs().sum()) > 0 for m in attention for p in m.parameters())
 
 
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2"])
+@pytest.mark.parametrize("training", [False, True])
+def test_hooks_on_every_eca_layer_fire_once_per_forward(name, training):
+    # The blocks call ECA's fused tails rather than the module; hooks on it must still fire, and
+    # a hook that only looks must not change the result.
+    torch.manual_seed(0)
+    model = create_model(name, **_tiny_kwargs(name)).train(training)
+    x = torch.randn(2, 2, 32, 32)
+    torch.manual_seed(1)
+    with torch.set_grad_enabled(training):
+        expected = model(x)
+    layers = [m for m in model.modules() if isinstance(m, ECA)]
+    seen = []
+    for layer in layers:
+        layer.register_forward_hook(lambda module, args, out: seen.append((module, args[0].shape, out.shape)))
+    torch.manual_seed(1)
+    with torch.set_grad_enabled(training):
+        out = model(x)
+    assert [module for module, _, _ in seen] == layers
+    assert all(input_shape == output_shape for _, input_shape, output_shape in seen)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_training_helper_call():
     model = create_model("eca_resnet18", num_classes=10, in_chans=1, small_input=True, width=16)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)

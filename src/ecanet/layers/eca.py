@@ -292,6 +292,10 @@ class ECA(nn.Module):
         ``x * gate`` from the output and the shortcut, which a block keeps alive anyway); else the
         result is a new tensor. Pass ``inplace=False`` to keep ``x`` intact.
 
+        While the layer has forward hooks (its own or global ones), it runs as a module and the
+        shortcut and activation follow as separate operations, so the hooks see its input and
+        output (and may replace the output) as in ``activation(self(x) + identity)``.
+
         Args:
             x: the residual branch's output.
             identity: the shortcut, same shape as ``x``.
@@ -309,6 +313,10 @@ class ECA(nn.Module):
         # Nested, so that TorchScript (which drops the outer branch) never compiles the fx check.
         if not torch.jit.is_scripting():  # noqa: SIM102
             if not isinstance(x, fx.Proxy):  # torch.fx records the checked call below as one node
+                if has_forward_hooks(self):
+                    F_eca._check_choice("activation", activation, ["relu", "none"])
+                    out = self(x) + identity
+                    return torch.relu(out) if activation == "relu" else out
                 out = self._eager_call(x, identity, descriptor, activation, inplace)
                 if out is not None:
                     return out
@@ -341,8 +349,8 @@ class ECA(nn.Module):
         affine) is applied inside ECA's rescale once a call like this one has run, so the block
         spends no launch and no pass over memory on it (see :mod:`ecanet.ops.frozen_norm`); the
         result is then written into ``y``'s memory (``inplace``). Everywhere else, and whenever
-        forward hooks would see ``norm`` run, ``norm`` runs as a module first (so torch.fx records
-        it as a module call). Not for TorchScript.
+        forward hooks would see ``norm`` or this layer run, ``norm`` runs as a module first (so
+        torch.fx records it as a module call) and then :meth:`residual`. Not for TorchScript.
 
         Args:
             y: the norm's input (the branch's last convolution's output).
@@ -358,7 +366,7 @@ class ECA(nn.Module):
             True
         """
         frozen = _foldable_norm(y, norm) if descriptor is None else None
-        if frozen is not None:
+        if frozen is not None and not has_forward_hooks(self):
             out = self._eager_call(y, identity, None, activation, inplace, frozen)
             if out is not None:
                 return out
