@@ -11,6 +11,7 @@ Example:
 from ecanet import functional
 from ecanet.data import DatasetInfo, load_dataset
 from ecanet.experiments import CompareConfig, CompareResult, run_compare
+from ecanet.explain import AttentionReport, explain_attention
 from ecanet.export import ExportReport, export_model
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
@@ -24,6 +25,7 @@ __all__ = [
     "CBAM",
     "ECA",
     "SE",
+    "AttentionReport",
     "CompareConfig",
     "CompareResult",
     "DatasetInfo",
@@ -36,6 +38,7 @@ __all__ = [
     "create_attention",
     "create_model",
     "eca_kernel_size",
+    "explain_attention",
     "export_model",
     "functional",
     "list_models",

@@ -1,0 +1,153 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from batchnorm_statistics import with_random_statistics
+from ecanet import ECA, SE, create_model, explain_attention
+from reference import eca_reference
+
+CLASSES = ("zero", "one", "two")
+
+
+class _TwoGates(nn.Module):
+    """conv -> ECA -> conv -> SE -> pooled linear classifier: small enough to recompute by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.eca = ECA(8, kernel_size=3)
+        self.mix = nn.Conv2d(8, 16, 3, padding=1)
+        self.se = SE(16, reduction=4, bias=True)
+        self.head = nn.Linear(16, len(CLASSES))
+
+    def forward(self, x):
+        return self.head(self.se(self.mix(self.eca(self.stem(x)))).mean((2, 3)))
+
+
+def _float64_pass(model, images, eca_gate=None, se_gate=None):
+    """Logits and both layers' gates in float64, the gates optionally replaced by fixed ones."""
+    m = {name: p.double() for name, p in model.named_parameters()}
+    stem = nn.functional.conv2d(images.double(), m["stem.weight"], m["stem.bias"], padding=1)
+    ones = torch.ones(stem.shape[0], 8, 1, dtype=torch.float64)
+    eca = eca_reference(ones, m["eca.conv.weight"], descriptor=stem.mean((2, 3)))[..., 0]
+    mixed = nn.functional.conv2d(stem * (eca if eca_gate is None else eca_gate)[..., None, None],
+                                 m["mix.weight"], m["mix.bias"], padding=1)  # fmt: skip
+    hidden = torch.relu(mixed.mean((2, 3)) @ m["se.fc1.weight"].T + m["se.fc1.bias"])
+    se = torch.sigmoid(hidden @ m["se.fc2.weight"].T + m["se.fc2.bias"])
+    pooled = (mixed * (se if se_gate is None else se_gate)[..., None, None]).mean((2, 3))
+    return pooled @ m["head.weight"].T + m["head.bias"], eca, se
+
+
+def _accuracy_and_loss(logits, labels):
+    accuracy = 100.0 * float((logits.argmax(1) == labels).double().mean())
+    return accuracy, float(nn.functional.cross_entropy(logits, labels))
+
+
+def test_every_number_matches_a_float64_recomputation():
+    torch.manual_seed(0)
+    model = _TwoGates().train()
+    with torch.no_grad():
+        model.eca.conv.weight.mul_(8)  # gates that vary enough to matter
+        model.se.fc2.weight.mul_(8)
+        model.head.weight.mul_(20)  # logits far enough apart for the frozen gates to move the loss
+    images, labels = torch.randn(40, 1, 6, 6), torch.randint(0, 3, (40,))
+    batches = [(images[i : i + 16], labels[i : i + 16]) for i in range(0, 40, 16)]
+    report = explain_attention(model, batches, CLASSES, name="two gates")
+    assert model.training  # mode restored
+
+    with torch.no_grad():
+        logits, eca, se = _float64_pass(model, images)
+        eca_mean, se_mean = eca.mean(0), se.mean(0)
+        frozen = [_float64_pass(model, images, eca_gate=eca_mean)[0], _float64_pass(model, images, se_gate=se_mean)[0],
+                  _float64_pass(model, images, eca_gate=eca_mean, se_gate=se_mean)[0]]  # fmt: skip
+    accuracy, loss = _accuracy_and_loss(logits, labels)
+    assert (report.model, report.images, report.classes) == ("two gates", 40, CLASSES)
+    assert report.accuracy == pytest.approx(accuracy) and report.loss == pytest.approx(loss, rel=1e-5)
+    assert [layer.name for layer in report.layers] == ["eca", "se"]
+    for layer, gates in zip(report.layers, (eca, se), strict=True):
+        assert layer.mean_gate == pytest.approx(float(gates.mean()), rel=1e-5)
+        assert layer.spread == pytest.approx(math.sqrt(float(gates.var(0, unbiased=False).mean())), rel=1e-4)
+        class_means = torch.stack([gates[labels == k].mean(0) for k in range(3)])
+        torch.testing.assert_close(
+            torch.tensor(layer.class_means, dtype=torch.float64), class_means, rtol=1e-5, atol=1e-6
+        )
+        between = sum((labels == k).sum() * (class_means[k] - gates.mean(0)).square() for k in range(3))
+        total = (gates - gates.mean(0)).square().sum(0)
+        assert layer.class_share == pytest.approx(float(between.sum() / total.sum()), rel=1e-4)
+    assert report.layers[0].kernel == (tuple(model.eca.conv.weight.detach().double().flatten().tolist()),)
+    assert report.layers[1].kernel == ()
+    for layer, frozen_logits in zip(report.layers, frozen, strict=False):
+        frozen_accuracy, frozen_loss = _accuracy_and_loss(frozen_logits, labels)
+        assert layer.static_accuracy == pytest.approx(frozen_accuracy)
+        assert layer.static_loss == pytest.approx(frozen_loss, rel=1e-5)
+    all_accuracy, all_loss = _accuracy_and_loss(frozen[2], labels)
+    assert report.all_static_accuracy == pytest.approx(all_accuracy)
+    assert report.all_static_loss == pytest.approx(all_loss, rel=1e-5)
+    assert abs(report.all_static_loss - report.loss) > 1e-3 * report.loss  # freezing did something
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "se_resnet18", "eca_mobilenet_v2", "cbam_resnet18"])
+def test_gates_that_cannot_differ_between_images_cost_nothing_when_frozen(name):
+    # Copies of one image: every layer's mean gate is its gate, so freezing changes no output,
+    # the gates do not spread and the class explains none of it; running statistics stay put.
+    torch.manual_seed(0)
+    kwargs = {"width_mult": 0.25} if "mobilenet" in name else {"width": 8}
+    model = with_random_statistics(create_model(name, num_classes=3, in_chans=1, small_input=True, **kwargs))
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    image = torch.randn(1, 1, 16, 16)
+    batches = [(image.expand(4, -1, -1, -1), torch.tensor([0, 1, 2, 0])) for _ in range(2)]
+    report = explain_attention(model, batches, CLASSES)
+    assert report.images == 8 and len(report.layers) == (17 if "mobilenet" in name else 8)
+    for layer in report.layers:
+        assert layer.spread < 1e-6 and layer.class_share < 1e-3
+        if not name.startswith("cbam"):
+            assert layer.static_accuracy == report.accuracy
+            assert layer.static_loss == pytest.approx(report.loss, rel=1e-5, abs=1e-6)
+        else:  # CBAM's gate is followed by a spatial one: not replaceable
+            assert layer.static_accuracy is None and report.all_static_accuracy is None
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
+def test_without_freezing_one_pass_suffices_even_over_an_iterator():
+    torch.manual_seed(0)
+    model = _TwoGates()
+    report = explain_attention(model, iter([(torch.randn(5, 1, 6, 6), torch.tensor([0, 1, 2, 1, 0]))]), CLASSES,
+                               freeze=False)  # fmt: skip
+    assert report.images == 5 and report.all_static_accuracy is None
+    assert all(layer.static_accuracy is None and layer.static_loss is None for layer in report.layers)
+
+
+class _Unused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 1)
+        self.spare = ECA(4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("model", "batches", "kwargs", "error", "message"),
+    [
+        (nn.Sequential(nn.Conv2d(1, 3, 1), nn.Flatten()), [], {}, ValueError, "Sequential has no ECA, SE or CBAM"),
+        (_TwoGates(), iter([]), {}, ValueError, "re-iterable"),
+        (_TwoGates(), [], {}, ValueError, "no images"),
+        (
+            _TwoGates(),
+            [(torch.randn(2, 1, 6, 6), torch.tensor([0, 3]))],
+            {},
+            ValueError,
+            r"labels must lie in 0 \.\. 2",
+        ),
+        (_Unused(), [(torch.randn(2, 1, 6, 6), torch.tensor([0, 1]))], {}, ValueError, "spare ran for 0 of 2 images"),
+        (nn.Sequential(nn.Conv2d(1, 3, 1), ECA()), [], {}, ValueError, "channel count"),
+    ],
+)
+def test_bad_input_is_refused_with_the_reason(model, batches, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        explain_attention(model, batches, CLASSES, **kwargs)

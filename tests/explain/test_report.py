@@ -1,0 +1,47 @@
+import csv
+import json
+
+import pytest
+
+from ecanet.explain import LayerExplanation
+
+
+def test_kernel_size_and_neighbour_share(hand_made_report):
+    eca, per_channel, se, _ = hand_made_report.layers
+    assert (eca.kernel_size, per_channel.kernel_size, se.kernel_size) == (3, 3, None)
+    assert eca.neighbour_share == pytest.approx(2.0 / 4.0)  # |0.5| + |1.5| of |0.5| + |-2| + |1.5|
+    assert per_channel.neighbour_share == pytest.approx(1.0 / 3.0)
+    assert se.neighbour_share is None
+    assert LayerExplanation("one", "ECA", 4, ((0.7,),), 0.5, 0.0, 0.0, ()).neighbour_share == 0.0
+
+
+def test_table(hand_made_report):
+    lines = hand_made_report.table().splitlines()
+    assert lines[0] == "toy on 20 images: top-1 85.00%, loss 0.5000; class share by chance 0.0500"
+    rows = {
+        line.split(" | ")[0].lstrip("| "): [cell.strip() for cell in line.strip("|").split("|")] for line in lines[4:]
+    }
+    assert rows["layer1.0.eca"] == ["layer1.0.eca", "ECA", "4", "3", "+0.50 -2.00 +1.50", "0.50", "0.400", "0.100",
+                                    "0.250", "-5.00", "+0.2000"]  # fmt: skip
+    assert rows["layer1.1.eca"][4] == "2 kernels of 3"
+    assert rows["layer2.0.se"][3:6] == ["", "", ""] and rows["layer2.0.se"][-2:] == ["+0.00", "+0.0000"]
+    assert rows["layer2.1.cbam"][-2:] == ["—", "—"]
+    assert rows["all frozen"][-2:] == ["-10.00", "+0.4000"]
+
+
+def test_csv_has_one_row_per_layer(hand_made_report, tmp_path):
+    path = hand_made_report.write_csv(tmp_path / "attention.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert [row["layer"] for row in rows] == ["layer1.0.eca", "layer1.1.eca", "layer2.0.se", "layer2.1.cbam"]
+    assert float(rows[0]["neighbour_share"]) == pytest.approx(0.5) and rows[2]["neighbour_share"] == ""
+    assert float(rows[0]["static_accuracy"]) == 80.0 and rows[3]["static_accuracy"] == ""
+    assert {row["accuracy"] for row in rows} == {"85.0"}
+
+
+def test_json_holds_everything(hand_made_report, tmp_path):
+    values = json.loads(hand_made_report.write_json(tmp_path / "attention.json").read_text())
+    assert values["classes"] == ["a", "b", "c"] and values["all_static_loss"] == 0.9
+    first = values["layers"][0]
+    assert first["kernel"] == [[0.5, -2.0, 1.5]] and first["kernel_size"] == 3
+    assert first["class_means"][0] == [0.3, 0.4, 0.5, 0.6] and first["class_means"][2][0] is None
+    assert values["layers"][3]["static_loss"] is None
