@@ -2,10 +2,11 @@ import math
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from batchnorm_statistics import with_random_statistics
-from ecanet import ECA, SE, create_model, explain_attention
+from ecanet import ECA, SE, add_eca, create_model, explain_attention
 from reference import eca_reference
 
 CLASSES = ("zero", "one", "two")
@@ -88,24 +89,44 @@ def test_every_number_matches_a_float64_recomputation():
     assert abs(report.all_static_loss - report.loss) > 1e-3 * report.loss  # freezing did something
 
 
-@pytest.mark.parametrize("name", ["eca_resnet18", "se_resnet18", "eca_mobilenet_v2", "cbam_resnet18"])
-def test_gates_that_cannot_differ_between_images_cost_nothing_when_frozen(name):
+def _retrofitted_torchvision_resnet18():
+    model = torchvision.models.resnet18(num_classes=3)
+    model.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    add_eca(model)
+    return model
+
+
+def _registered(name):
+    kwargs = {"width_mult": 0.25} if "mobilenet" in name else {"width": 8}
+    return lambda: create_model(name, num_classes=3, in_chans=1, small_input=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("build", "layers", "replaceable"),
+    [
+        (_registered("eca_resnet18"), 8, True),
+        (_registered("se_resnet18"), 8, True),
+        (_registered("eca_mobilenet_v2"), 17, True),
+        (_registered("cbam_resnet18"), 8, False),  # CBAM's gate is followed by a spatial one
+        (_retrofitted_torchvision_resnet18, 8, True),
+    ],
+)
+def test_gates_that_cannot_differ_between_images_cost_nothing_when_frozen(build, layers, replaceable):
     # Copies of one image: every layer's mean gate is its gate, so freezing changes no output,
     # the gates do not spread and the class explains none of it; running statistics stay put.
     torch.manual_seed(0)
-    kwargs = {"width_mult": 0.25} if "mobilenet" in name else {"width": 8}
-    model = with_random_statistics(create_model(name, num_classes=3, in_chans=1, small_input=True, **kwargs))
+    model = with_random_statistics(build())
     state = {key: value.clone() for key, value in model.state_dict().items()}
     image = torch.randn(1, 1, 16, 16)
     batches = [(image.expand(4, -1, -1, -1), torch.tensor([0, 1, 2, 0])) for _ in range(2)]
     report = explain_attention(model, batches, CLASSES)
-    assert report.images == 8 and len(report.layers) == (17 if "mobilenet" in name else 8)
+    assert report.images == 8 and len(report.layers) == layers
     for layer in report.layers:
         assert layer.spread < 1e-6 and layer.class_share < 1e-3
-        if not name.startswith("cbam"):
+        if replaceable:
             assert layer.static_accuracy == report.accuracy
             assert layer.static_loss == pytest.approx(report.loss, rel=1e-5, abs=1e-6)
-        else:  # CBAM's gate is followed by a spatial one: not replaceable
+        else:
             assert layer.static_accuracy is None and report.all_static_accuracy is None
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key

@@ -6,11 +6,11 @@ import argparse
 from collections.abc import Sequence
 
 from ecanet import __version__
-from ecanet.cli import bench, compare, export, info, retrofit_plan, showcase, train
+from ecanet.cli import bench, compare, explain, export, info, retrofit_plan, showcase, train
 
 # Each subcommand module offers ``register(subparsers)``, which adds its parser and sets
 # ``handler`` (a function of the parsed arguments returning an exit code).
-SUBCOMMANDS = (showcase, retrofit_plan, info, train, compare, bench, export)
+SUBCOMMANDS = (showcase, retrofit_plan, info, train, compare, bench, export, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+
+from ecanet.cli.main import main
+from ecanet.data import load_dataset
+from ecanet.training import TrainConfig, load_trained_model, train
+from intra_op_threads import intra_op_threads
+
+
+def _short_run(run_dir, model):
+    config = TrainConfig(
+        model=model, model_kwargs={"width": 8}, epochs=1, batch_size=16, max_steps_per_epoch=3,
+        seed=2, progress=False, run_dir=str(run_dir),
+    )  # fmt: skip
+    with intra_op_threads(1):
+        train(config)
+    return run_dir / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return _short_run(tmp_path_factory.mktemp("eca-run"), "eca_resnet18")
+
+
+@pytest.mark.slow
+def test_explains_the_whole_test_split(checkpoint, tmp_path, capsys):
+    assert main(["explain", str(checkpoint), "--no-freeze", "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("eca_resnet18 after 1 epochs on 2000 images: top-1 ")
+    assert sum(line.startswith("| layer") and ".eca | ECA |" in line for line in printed.splitlines()) == 8
+    values = json.loads((tmp_path / "attention.json").read_text())
+    test_set, info = load_dataset("fashion-mnist", train=False, augment=False)
+    assert values["classes"] == list(info.classes) and values["images"] == len(test_set)
+    images = torch.stack([test_set[i][0] for i in range(len(test_set))])
+    labels = torch.tensor([test_set[i][1] for i in range(len(test_set))])
+    with torch.no_grad():
+        predictions = load_trained_model(checkpoint).model(images).argmax(1)
+    assert values["accuracy"] == pytest.approx(100.0 * float((predictions == labels).double().mean()))
+    assert all(layer["static_accuracy"] is None for layer in values["layers"])
+    for name in ("attention.csv", "attention.png", "gates-by-class.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_a_random_subset_with_frozen_gates_written_beside_the_checkpoint(checkpoint, capsys):
+    assert main(["explain", str(checkpoint), "--limit", "48", "--batch-size", "20", "--no-progress"]) == 0
+    out = checkpoint.parent / "explain"
+    values = json.loads((out / "attention.json").read_text())
+    assert values["images"] == 48
+    assert all(layer["static_accuracy"] is not None for layer in values["layers"])
+    assert values["all_static_accuracy"] is not None
+    assert "| all frozen |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_network_without_attention_is_refused(tmp_path, capsys):
+    plain = _short_run(tmp_path / "plain-run", "resnet18")
+    assert main(["explain", str(plain), "--no-progress"]) == 2
+    assert "has no ECA, SE or CBAM layer to explain" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["missing.pt"], "missing.pt"),
+        (["missing.pt", "--limit", "0"], "--limit must be positive, got 0"),
+        (["missing.pt", "--batch-size", "-3"], "--batch-size must be positive, got -3"),
+    ],
+)
+def test_bad_arguments_exit_with_2_and_say_why(arguments, message, capsys):
+    assert main(["explain", *arguments]) == 2
+    assert message in capsys.readouterr().err
