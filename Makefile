@@ -21,8 +21,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	-$(BIN)/python -m ecanet.ops
 	touch $@ $(VENV)/.installed-train
 
+# The compare, then what the attention layers of its first ECA network do on the test images.
 demo: $(VENV)/.installed-train
 	$(BIN)/ecanet compare --preset demo
+	$(BIN)/ecanet explain runs/compare-demo/eca-seed0/best.pt
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check .

@@ -23,7 +23,7 @@ def test_attention_plot_has_a_panel_per_measurement(hand_made_report, tmp_path):
     assert full[1] > 1.6 * bare[1]  # four panels against two
 
 
-def test_gates_by_class_plot_grows_with_the_layers_shown(hand_made_report, tmp_path):
+def test_gates_by_class_plot_has_a_heat_map_per_layer_shown(hand_made_report, tmp_path):
     one = _png_size(plot_gates_by_class(hand_made_report, tmp_path / "one.png", layers=1))
     four = _png_size(plot_gates_by_class(hand_made_report, tmp_path / "four.png"))
-    assert four[0] > 1.5 * one[0] and four[1] > 1.5 * one[1]
+    assert four[1] > 2.5 * one[1]

@@ -90,10 +90,12 @@ def _plot_kernels(axis: object, layers: tuple[LayerExplanation, ...], figure: ob
 
 
 def plot_gates_by_class(report: AttentionReport, path: str | Path, *, layers: int = 4) -> Path:
-    """The mean gate of every channel per class, for ``layers`` layers spread from first to last.
+    """Heat maps of each class's mean gate minus the mean over all images, channel by channel, for
+    ``layers`` layers spread from first to last.
 
-    Channels are sorted by their mean gate over all images, so that classes pulling a channel up or
-    down stand out from the common profile (gates that ignore the class give one curve).
+    Channels are grouped by the class that raises them most, strongest first, so channels that
+    serve one class show as blocks; gates that ignore the class give an even, pale map. Classes
+    without images are left out.
 
     Args:
         report: from :func:`ecanet.explain.explain_attention`.
@@ -110,28 +112,28 @@ def plot_gates_by_class(report: AttentionReport, path: str | Path, *, layers: in
     plt = pyplot()
     count = min(layers, len(report.layers))
     chosen = [report.layers[round(i * (len(report.layers) - 1) / max(count - 1, 1))] for i in range(count)]
-    columns = min(count, 2)
-    rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(6 * columns, 3.6 * rows), squeeze=False, layout="constrained")
-    for axis, layer in zip(axes.flat, chosen, strict=False):
-        overall = [sum(column) / len(column) for column in zip(*_present(layer.class_means), strict=True)]
-        order = sorted(range(layer.channels), key=overall.__getitem__)
-        for label, means in enumerate(layer.class_means):
-            if not math.isnan(means[0]):
-                axis.plot([means[c] for c in order], linewidth=1, label=report.classes[label])
+    present = [label for label, means in enumerate(report.layers[0].class_means) if not math.isnan(means[0])]
+    height = 0.25 * len(present) + 1.2
+    figure, axes = plt.subplots(count, 1, figsize=(10, height * count), squeeze=False, layout="constrained")
+    for axis, layer in zip(axes[:, 0], chosen, strict=True):
+        rows = [layer.class_means[label] for label in present]
+        overall = [sum(column) / len(column) for column in zip(*rows, strict=True)]
+        deviations = [[mean - common for mean, common in zip(row, overall, strict=True)] for row in rows]
+        order = sorted(range(layer.channels), key=lambda c: _strongest_class(deviations, c))
+        grid = [[row[c] for c in order] for row in deviations]
+        limit = max(abs(value) for row in grid for value in row) or 1.0
+        image = axis.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        axis.set_yticks(range(len(present)), [report.classes[label] for label in present], fontsize=8)
         axis.set(
             title=f"{layer.name} ({layer.kind}, C={layer.channels}): class share {layer.class_share:.2f}",
-            xlabel="channel, by mean gate",
-            ylabel="mean gate",
+            xlabel="channel, grouped by the class that raises it most",
         )
-        axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[count:]:
-        axis.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside right upper", fontsize=8)
+        figure.colorbar(image, ax=axis, label="class mean gate\n- mean gate", fraction=0.03, pad=0.01)
     return save_figure(figure, path)
 
 
-def _present(class_means: tuple[tuple[float, ...], ...]) -> list[tuple[float, ...]]:
-    """The rows of classes that had images."""
-    return [row for row in class_means if not math.isnan(row[0])]
+def _strongest_class(deviations: list[list[float]], channel: int) -> tuple[int, float]:
+    """Sort key of a channel: the class that raises its gate most, then the largest rise first."""
+    rises = [row[channel] for row in deviations]
+    strongest = max(range(len(rises)), key=rises.__getitem__)
+    return strongest, -rises[strongest]
