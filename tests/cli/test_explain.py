@@ -38,7 +38,7 @@ def test_explains_the_whole_test_split(checkpoint, tmp_path, capsys):
     with torch.no_grad():
         predictions = load_trained_model(checkpoint).model(images).argmax(1)
     assert values["accuracy"] == pytest.approx(100.0 * float((predictions == labels).double().mean()))
-    assert all(layer["static_accuracy"] is None for layer in values["layers"])
+    assert all(layer["frozen_top1_change"] is None for layer in values["layers"])
     for name in ("attention.csv", "attention.png", "gates-by-class.png"):
         assert (tmp_path / name).stat().st_size > 0
 
@@ -49,8 +49,8 @@ def test_a_random_subset_with_frozen_gates_written_beside_the_checkpoint(checkpo
     out = checkpoint.parent / "explain"
     values = json.loads((out / "attention.json").read_text())
     assert values["images"] == 48
-    assert all(layer["static_accuracy"] is not None for layer in values["layers"])
-    assert values["all_static_accuracy"] is not None
+    changes = [layer["frozen_top1_change"] for layer in values["layers"]] + [values["all_frozen_top1_change"]]
+    assert all(change["count"] == 48 and change["low"] <= change["mean"] <= change["high"] for change in changes)
     assert "| all frozen |" in capsys.readouterr().out
 
 

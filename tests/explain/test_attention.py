@@ -46,6 +46,25 @@ def _accuracy_and_loss(logits, labels):
     return accuracy, float(nn.functional.cross_entropy(logits, labels))
 
 
+T_975_39_DEGREES = 2.022691  # Student t quantile for a two-sided 95% interval over 40 pairs (tables)
+
+
+def _assert_paired_change(change, after, before):
+    """``change`` is the mean of ``after - before`` with a paired 95% t interval over 40 images."""
+    differences = after - before
+    half_width = T_975_39_DEGREES * float(differences.std()) / math.sqrt(len(differences))
+    mean = float(differences.mean())
+    assert change.count == 40 and change.mean == pytest.approx(mean, rel=1e-5, abs=1e-9)
+    assert change.low == pytest.approx(mean - half_width, rel=1e-4, abs=1e-9)
+    assert change.high == pytest.approx(mean + half_width, rel=1e-4, abs=1e-9)
+
+
+def _per_image(logits, labels):
+    """100 for a right top-1 prediction, else 0; and the cross-entropy, per image."""
+    right = 100.0 * (logits.argmax(1) == labels).double()
+    return right, nn.functional.cross_entropy(logits, labels, reduction="none")
+
+
 def test_every_number_matches_a_float64_recomputation():
     torch.manual_seed(0)
     model = _TwoGates().train()
@@ -79,14 +98,14 @@ def test_every_number_matches_a_float64_recomputation():
         assert layer.class_share == pytest.approx(float(between.sum() / total.sum()), rel=1e-4)
     assert report.layers[0].kernel == (tuple(model.eca.conv.weight.detach().double().flatten().tolist()),)
     assert report.layers[1].kernel == ()
-    for layer, frozen_logits in zip(report.layers, frozen, strict=False):
-        frozen_accuracy, frozen_loss = _accuracy_and_loss(frozen_logits, labels)
-        assert layer.static_accuracy == pytest.approx(frozen_accuracy)
-        assert layer.static_loss == pytest.approx(frozen_loss, rel=1e-5)
-    all_accuracy, all_loss = _accuracy_and_loss(frozen[2], labels)
-    assert report.all_static_accuracy == pytest.approx(all_accuracy)
-    assert report.all_static_loss == pytest.approx(all_loss, rel=1e-5)
-    assert abs(report.all_static_loss - report.loss) > 1e-3 * report.loss  # freezing did something
+    right, losses = _per_image(logits, labels)
+    changes = [(layer.frozen_top1_change, layer.frozen_loss_change) for layer in report.layers]
+    changes.append((report.all_frozen_top1_change, report.all_frozen_loss_change))
+    for (top1_change, loss_change), frozen_logits in zip(changes, frozen, strict=True):
+        frozen_right, frozen_losses = _per_image(frozen_logits, labels)
+        _assert_paired_change(top1_change, frozen_right, right)
+        _assert_paired_change(loss_change, frozen_losses, losses)
+    assert abs(report.all_frozen_loss_change.mean) > 1e-3 * report.loss  # freezing did something
 
 
 def _retrofitted_torchvision_resnet18():
@@ -124,10 +143,10 @@ def test_gates_that_cannot_differ_between_images_cost_nothing_when_frozen(build,
     for layer in report.layers:
         assert layer.spread < 1e-6 and layer.class_share < 1e-3
         if replaceable:
-            assert layer.static_accuracy == report.accuracy
-            assert layer.static_loss == pytest.approx(report.loss, rel=1e-5, abs=1e-6)
+            assert layer.frozen_top1_change.mean == 0 and layer.frozen_top1_change.std == 0
+            assert abs(layer.frozen_loss_change.mean) < 1e-6 * report.loss
         else:
-            assert layer.static_accuracy is None and report.all_static_accuracy is None
+            assert layer.frozen_top1_change is None and report.all_frozen_top1_change is None
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
 
@@ -137,8 +156,8 @@ def test_without_freezing_one_pass_suffices_even_over_an_iterator():
     model = _TwoGates()
     report = explain_attention(model, iter([(torch.randn(5, 1, 6, 6), torch.tensor([0, 1, 2, 1, 0]))]), CLASSES,
                                freeze=False)  # fmt: skip
-    assert report.images == 5 and report.all_static_accuracy is None
-    assert all(layer.static_accuracy is None and layer.static_loss is None for layer in report.layers)
+    assert report.images == 5 and report.all_frozen_top1_change is None
+    assert all(layer.frozen_top1_change is None and layer.frozen_loss_change is None for layer in report.layers)
 
 
 class _Unused(nn.Module):

@@ -16,8 +16,10 @@ def test_attention_plot_has_a_panel_per_measurement(hand_made_report, tmp_path):
     full = _png_size(plot_attention(hand_made_report, tmp_path / "full.png"))
     se_only = dataclasses.replace(
         hand_made_report,
-        layers=tuple(dataclasses.replace(layer, kernel=(), static_accuracy=None) for layer in hand_made_report.layers),
-        all_static_accuracy=None,
+        layers=tuple(
+            dataclasses.replace(layer, kernel=(), frozen_top1_change=None) for layer in hand_made_report.layers
+        ),
+        all_frozen_top1_change=None,
     )
     bare = _png_size(plot_attention(se_only, tmp_path / "bare.png"))
     assert full[1] > 1.6 * bare[1]  # four panels against two

@@ -22,11 +22,11 @@ def test_table(hand_made_report):
         line.split(" | ")[0].lstrip("| "): [cell.strip() for cell in line.strip("|").split("|")] for line in lines[4:]
     }
     assert rows["layer1.0.eca"] == ["layer1.0.eca", "ECA", "4", "3", "+0.50 -2.00 +1.50", "0.50", "0.400", "0.100",
-                                    "0.250", "-5.00", "+0.2000"]  # fmt: skip
+                                    "0.250", "-5.00 [-9.00, -1.00]", "+0.2000 [+0.1000, +0.3000]"]  # fmt: skip
     assert rows["layer1.1.eca"][4] == "2 kernels of 3"
-    assert rows["layer2.0.se"][3:6] == ["", "", ""] and rows["layer2.0.se"][-2:] == ["+0.00", "+0.0000"]
+    assert rows["layer2.0.se"][3:6] == ["", "", ""] and rows["layer2.0.se"][-1] == "+0.0000 [-0.0010, +0.0010]"
     assert rows["layer2.1.cbam"][-2:] == ["—", "—"]
-    assert rows["all frozen"][-2:] == ["-10.00", "+0.4000"]
+    assert rows["all frozen"][-2:] == ["-10.00 [-14.00, -6.00]", "+0.4000 [+0.3000, +0.5000]"]
 
 
 def test_csv_has_one_row_per_layer(hand_made_report, tmp_path):
@@ -34,14 +34,17 @@ def test_csv_has_one_row_per_layer(hand_made_report, tmp_path):
     rows = list(csv.DictReader(path.open()))
     assert [row["layer"] for row in rows] == ["layer1.0.eca", "layer1.1.eca", "layer2.0.se", "layer2.1.cbam"]
     assert float(rows[0]["neighbour_share"]) == pytest.approx(0.5) and rows[2]["neighbour_share"] == ""
-    assert float(rows[0]["static_accuracy"]) == 80.0 and rows[3]["static_accuracy"] == ""
+    assert [float(rows[0][f"frozen_top1_{end}"]) for end in ("change", "low", "high")] == [-5.0, -9.0, -1.0]
+    assert float(rows[1]["frozen_loss_low"]) == -0.01 and rows[3]["frozen_top1_change"] == ""
     assert {row["accuracy"] for row in rows} == {"85.0"}
 
 
 def test_json_holds_everything(hand_made_report, tmp_path):
     values = json.loads(hand_made_report.write_json(tmp_path / "attention.json").read_text())
-    assert values["classes"] == ["a", "b", "c"] and values["all_static_loss"] == 0.9
+    assert values["classes"] == ["a", "b", "c"] and values["all_frozen_loss_change"]["mean"] == 0.4
     first = values["layers"][0]
     assert first["kernel"] == [[0.5, -2.0, 1.5]] and first["kernel_size"] == 3
     assert first["class_means"][0] == [0.3, 0.4, 0.5, 0.6] and first["class_means"][2][0] is None
-    assert values["layers"][3]["static_loss"] is None
+    assert (
+        values["layers"][0]["frozen_top1_change"]["high"] == -1.0 and values["layers"][3]["frozen_loss_change"] is None
+    )

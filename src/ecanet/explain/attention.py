@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence, Sized
 
 import torch
 from torch import Tensor, nn
 
+from ecanet.experiments.statistics import PairedDifference, paired_difference
 from ecanet.explain.fixed_gates import fixed_gates
 from ecanet.explain.gates import attention_layers, channel_gate, gate_replaceable
 from ecanet.explain.report import AttentionReport, LayerExplanation
@@ -35,8 +37,9 @@ def explain_attention(
     explains (in the spirit of the SE paper's per-class excitation plots). With ``freeze``, one
     more pass per layer runs it with its gate frozen at its per-channel mean (:func:`fixed_gates`),
     and a last one freezes all of them: the loss in accuracy is what the network gains from
-    attention that depends on the input, beyond a fixed rescaling of the channels. ECA layers
-    also report their learned kernel.
+    attention that depends on the input, beyond a fixed rescaling of the channels. The changes in
+    top-1 and loss come with paired 95% t intervals over the images (each image is seen with and
+    without the frozen gate). ECA layers also report their learned kernel.
 
     The network runs in eval mode without gradients, on the device of its parameters; its mode
     is restored afterwards.
@@ -47,7 +50,7 @@ def explain_attention(
         classes: class names, index = label.
         freeze: measure the accuracy with frozen gates (one pass per ECA or SE layer, and one more).
         name: the network's name in the report (default: its class name).
-        progress: show tqdm progress bars.
+        progress: show a tqdm progress bar.
 
     Returns:
         An :class:`AttentionReport`.
@@ -71,18 +74,18 @@ def explain_attention(
     replaceable = [(layer_name, module) for layer_name, module in layers if gate_replaceable(module)]
     freeze = freeze and bool(replaceable)
     passes = _Passes(model, batches, 1 + (len(replaceable) + 1 if freeze else 0), progress)
-    frozen: dict[nn.Module, tuple[float, float, int]] = {}
+    frozen: dict[nn.Module, _Outcomes] = {}
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             with _recorded_gates(statistics) as labels_of_batch:
-                accuracy, loss, images = passes.run("gates", labels_of_batch)
+                outcomes = passes.run("gates", labels_of_batch)
             for layer_name, module in layers:
-                if statistics[module].count != images:
+                if statistics[module].count != outcomes.count:
                     raise ValueError(
                         f"explain needs every attention layer to run once per image: {layer_name} ran for "
-                        f"{statistics[module].count} of {images} images"
+                        f"{statistics[module].count} of {outcomes.count} images"
                     )
             means = {module: statistics[module].mean for _, module in replaceable}
             if freeze:
@@ -95,18 +98,20 @@ def explain_attention(
         model.train(was_training)
         passes.close()
     explanations = tuple(
-        _explanation(layer_name, module, statistics[module], frozen.get(module)) for layer_name, module in layers
+        _explanation(layer_name, module, statistics[module], outcomes, frozen.get(module))
+        for layer_name, module in layers
     )
+    all_top1_change, all_loss_change = outcomes.changes(all_frozen) if freeze else (None, None)
     return AttentionReport(
         model=name or type(model).__name__,
         classes=tuple(classes),
-        images=images,
-        accuracy=accuracy,
-        loss=loss,
+        images=outcomes.count,
+        accuracy=outcomes.accuracy,
+        loss=outcomes.loss,
         layers=explanations,
         chance_class_share=statistics[layers[0][1]].chance_class_share,
-        all_static_accuracy=all_frozen[0] if freeze else None,
-        all_static_loss=all_frozen[1] if freeze else None,
+        all_frozen_top1_change=all_top1_change,
+        all_frozen_loss_change=all_loss_change,
     )
 
 
@@ -134,6 +139,31 @@ def _recorded_gates(statistics: dict[nn.Module, GateStatistics]) -> Iterator[lis
             handle.remove()
 
 
+@dataclasses.dataclass(frozen=True)
+class _Outcomes:
+    """Per image of one pass: whether the top-1 prediction was right, and the cross-entropy."""
+
+    correct: Tensor
+    losses: Tensor
+
+    @property
+    def count(self) -> int:
+        return self.correct.shape[0]
+
+    @property
+    def accuracy(self) -> float:
+        return 100.0 * float(self.correct.double().mean())
+
+    @property
+    def loss(self) -> float:
+        return float(self.losses.mean())
+
+    def changes(self, other: _Outcomes) -> tuple[PairedDifference, PairedDifference]:
+        """``other``'s top-1 (percentage points) and loss minus these, with paired intervals over the images."""
+        top1 = paired_difference((100.0 * other.correct.double()).tolist(), (100.0 * self.correct.double()).tolist())
+        return top1, paired_difference(other.losses.tolist(), self.losses.tolist())
+
+
 class _Passes:
     """Passes of the network over the batches (top-1 %, mean cross-entropy, images), behind one
     progress bar for all of them when ``progress`` (tqdm comes with the ``train`` extra)."""
@@ -149,24 +179,23 @@ class _Passes:
             total = passes * len(batches) if isinstance(batches, Sized) else None
             self.bar = tqdm(total=total, unit="batch", desc="explain")
 
-    def run(self, description: str, labels_of_batch: list[Tensor] | None = None) -> tuple[float, float, int]:
+    def run(self, description: str, labels_of_batch: list[Tensor] | None = None) -> _Outcomes:
         """One pass; ``labels_of_batch`` receives each batch's labels before the network runs on it."""
         if self.bar is not None:
             self.bar.set_description(description)
-        correct, loss, count = 0, 0.0, 0
+        correct, losses = [], []
         for images, labels in self.batches:
             labels = labels.to(self.device)
             if labels_of_batch is not None:
                 labels_of_batch[:] = [labels]
-            logits = self.model(images.to(self.device)).float()
-            correct += int((logits.argmax(1) == labels).sum())
-            loss += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
-            count += labels.shape[0]
+            logits = self.model(images.to(self.device)).double()
+            correct.append((logits.argmax(1) == labels).cpu())
+            losses.append(nn.functional.cross_entropy(logits, labels, reduction="none").cpu())
             if self.bar is not None:
                 self.bar.update()
-        if count == 0:
+        if not correct or not sum(len(batch) for batch in correct):
             raise ValueError("batches yielded no images")
-        return 100.0 * correct / count, loss / count, count
+        return _Outcomes(torch.cat(correct), torch.cat(losses))
 
     def close(self) -> None:
         if self.bar is not None:
@@ -174,12 +203,13 @@ class _Passes:
 
 
 def _explanation(
-    name: str, module: nn.Module, statistics: GateStatistics, frozen: tuple[float, float, int] | None
+    name: str, module: nn.Module, statistics: GateStatistics, outcomes: _Outcomes, frozen: _Outcomes | None
 ) -> LayerExplanation:
     kernel = ()
     if isinstance(module, ECA):
         weight = module.conv.weight.detach()  # [rows, 1, k]
         kernel = tuple(tuple(row) for row in weight[:, 0].double().tolist())
+    top1_change, loss_change = outcomes.changes(frozen) if frozen is not None else (None, None)
     return LayerExplanation(
         name=name,
         kind=type(module).__name__,
@@ -189,6 +219,6 @@ def _explanation(
         spread=statistics.spread,
         class_share=statistics.class_share,
         class_means=tuple(tuple(row) for row in statistics.class_means.tolist()),
-        static_accuracy=None if frozen is None else frozen[0],
-        static_loss=None if frozen is None else frozen[1],
+        frozen_top1_change=top1_change,
+        frozen_loss_change=loss_change,
     )

@@ -17,8 +17,8 @@ __all__ = ["plot_attention", "plot_gates_by_class"]
 
 def plot_attention(report: AttentionReport, path: str | Path) -> Path:
     """Every attention layer, in network order: mean gate (bars: ± spread over images), the share of
-    the gates' variance the class explains, the change in top-1 with the layer's gate frozen, and the
-    learned ECA kernels (taps by offset from the channel itself).
+    the gates' variance the class explains, the change in top-1 with the layer's gate frozen (with
+    its 95% interval), and the learned ECA kernels (taps by offset from the channel itself).
 
     Args:
         report: from :func:`ecanet.explain.explain_attention`.
@@ -35,7 +35,7 @@ def plot_attention(report: AttentionReport, path: str | Path) -> Path:
     plt = pyplot()
     layers = report.layers
     positions = list(range(len(layers)))
-    frozen = any(layer.static_accuracy is not None for layer in layers)
+    frozen = any(layer.frozen_top1_change is not None for layer in layers)
     kernels = any(layer.kernel for layer in layers)
     panels = 2 + frozen + kernels
     figure, axes = plt.subplots(panels, 1, figsize=(max(7.0, 0.45 * len(layers) + 2), 2.4 * panels + 1), sharex=True)
@@ -50,24 +50,35 @@ def plot_attention(report: AttentionReport, path: str | Path) -> Path:
     share_axis.legend(loc="upper left")
     if frozen:
         frozen_axis = rest.pop(0)
-        changes = [_change(layer.static_accuracy, report.accuracy) for layer in layers]
-        frozen_axis.bar(positions, changes, color=["tab:red" if change < 0 else "tab:green" for change in changes])
-        if report.all_static_accuracy is not None:
-            all_change = report.all_static_accuracy - report.accuracy
+        changes = [layer.frozen_top1_change for layer in layers]
+        means = [math.nan if change is None else change.mean for change in changes]
+        frozen_axis.bar(positions, means, color=["tab:red" if mean < 0 else "tab:green" for mean in means])
+        measured = [
+            (x, change) for x, change in zip(positions, changes, strict=True) if change and change.low is not None
+        ]
+        frozen_axis.errorbar(
+            [x for x, _ in measured],
+            [change.mean for _, change in measured],
+            yerr=[
+                [change.mean - change.low for _, change in measured],
+                [change.high - change.mean for _, change in measured],
+            ],
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+        )
+        if report.all_frozen_top1_change is not None:
+            all_change = report.all_frozen_top1_change.mean
             frozen_axis.axhline(all_change, color="black", linestyle=":", label=f"all frozen: {all_change:+.2f} pp")
             frozen_axis.legend(loc="lower left")
         frozen_axis.axhline(0, color="grey", linewidth=0.8)
-        frozen_axis.set(ylabel="Δtop-1 (pp),\ngate frozen")
+        frozen_axis.set(ylabel="Δtop-1 (pp), gate\nfrozen (95% CI)")
     if kernels:
         _plot_kernels(rest.pop(0), layers, figure)
     axes[-1].set_xticks(positions, [layer.name for layer in layers], rotation=60, ha="right", fontsize=8)
     for axis in axes:
         axis.grid(alpha=0.3, axis="y")
     return save_figure(figure, path)
-
-
-def _change(value: float | None, baseline: float) -> float:
-    return math.nan if value is None else value - baseline
 
 
 def _plot_kernels(axis: object, layers: tuple[LayerExplanation, ...], figure: object) -> None:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecanet.experiments.statistics import PairedDifference
 from ecanet.training.files import write_atomically
 
 __all__ = ["AttentionReport", "LayerExplanation"]
@@ -28,8 +29,9 @@ class LayerExplanation:
         spread: how much the gates change from image to image (see :attr:`GateStatistics.spread`).
         class_share: share of the gates' variance over images that the class explains.
         class_means: mean gate per class and channel, ``K`` rows of ``C`` values.
-        static_accuracy: top-1 (%) with this layer's gate frozen at its per-channel mean; None if not measured.
-        static_loss: mean cross-entropy with the gate frozen; None if not measured.
+        frozen_top1_change: top-1 (percentage points) with this layer's gate frozen at its per-channel
+            mean, minus the network's own, with a paired interval over the images; None if not measured.
+        frozen_loss_change: the same for the mean cross-entropy.
     """
 
     name: str
@@ -40,8 +42,8 @@ class LayerExplanation:
     spread: float
     class_share: float
     class_means: tuple[tuple[float, ...], ...]
-    static_accuracy: float | None = None
-    static_loss: float | None = None
+    frozen_top1_change: PairedDifference | None = None
+    frozen_loss_change: PairedDifference | None = None
 
     @property
     def kernel_size(self) -> int | None:
@@ -72,8 +74,9 @@ class AttentionReport:
         loss: its mean cross-entropy.
         layers: one entry per attention layer, in module order.
         chance_class_share: the class share expected of gates that ignore the class.
-        all_static_accuracy: top-1 (%) with every replaceable layer's gate frozen at once; None if not measured.
-        all_static_loss: mean cross-entropy with every replaceable gate frozen; None if not measured.
+        all_frozen_top1_change: the change in top-1 (percentage points) with every ECA and SE gate frozen
+            at once, with a paired interval over the images; None if not measured.
+        all_frozen_loss_change: the same for the mean cross-entropy.
     """
 
     model: str
@@ -83,8 +86,8 @@ class AttentionReport:
     loss: float
     layers: tuple[LayerExplanation, ...]
     chance_class_share: float
-    all_static_accuracy: float | None = None
-    all_static_loss: float | None = None
+    all_frozen_top1_change: PairedDifference | None = None
+    all_frozen_loss_change: PairedDifference | None = None
 
     def table(self) -> str:
         """A Markdown table of the layers, under a line on the network and the data."""
@@ -93,27 +96,23 @@ class AttentionReport:
             f"class share by chance {self.chance_class_share:.4f}",
             "",
             "| layer | kind | C | k | kernel | neighbour share | mean gate | spread | class share "
-            "| frozen gate: Δtop-1 (pp) | Δloss |",
+            "| frozen gate: Δtop-1 (pp) [95% CI] | Δloss [95% CI] |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for layer in self.layers:
+            neighbours = "" if layer.neighbour_share is None else f"{layer.neighbour_share:.2f}"
             lines.append(
                 f"| {layer.name} | {layer.kind} | {layer.channels} | {_text(layer.kernel_size)} "
-                f"| {_kernel_text(layer.kernel)} | {_number(layer.neighbour_share, '.2f')} "
-                f"| {layer.mean_gate:.3f} | {layer.spread:.3f} | {layer.class_share:.3f} "
-                f"| {self._change(layer.static_accuracy, self.accuracy, '+.2f')} "
-                f"| {self._change(layer.static_loss, self.loss, '+.4f')} |"
+                f"| {_kernel_text(layer.kernel)} | {neighbours} | {layer.mean_gate:.3f} | {layer.spread:.3f} "
+                f"| {layer.class_share:.3f} | {_change(layer.frozen_top1_change, '+.2f')} "
+                f"| {_change(layer.frozen_loss_change, '+.4f')} |"
             )
-        if self.all_static_accuracy is not None:
+        if self.all_frozen_top1_change is not None:
             lines.append(
-                f"| all frozen | | | | | | | | | {self._change(self.all_static_accuracy, self.accuracy, '+.2f')} "
-                f"| {self._change(self.all_static_loss, self.loss, '+.4f')} |"
+                f"| all frozen | | | | | | | | | {_change(self.all_frozen_top1_change, '+.2f')} "
+                f"| {_change(self.all_frozen_loss_change, '+.4f')} |"
             )
         return "\n".join(lines)
-
-    @staticmethod
-    def _change(value: float | None, baseline: float, spec: str) -> str:
-        return "—" if value is None else format(value - baseline, spec)
 
     def to_dict(self) -> dict:
         """Everything, JSON-ready (the per-class means included; None for a class without images)."""
@@ -134,15 +133,17 @@ class AttentionReport:
         """Writes one row per layer (the per-class means left to the JSON file), atomically."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
+        changes = [f"frozen_{what}_{end}" for what in ("top1", "loss") for end in ("change", "low", "high")]
         writer.writerow(
             ["layer", "kind", "channels", "kernel_size", "kernel", "neighbour_share", "mean_gate", "spread",
-             "class_share", "static_accuracy", "static_loss", "accuracy", "loss"]
+             "class_share", *changes, "accuracy", "loss"]
         )  # fmt: skip
         for layer in self.layers:
             writer.writerow(
                 [layer.name, layer.kind, layer.channels, _text(layer.kernel_size), _kernel_text(layer.kernel),
                  _text(layer.neighbour_share), layer.mean_gate, layer.spread, layer.class_share,
-                 _text(layer.static_accuracy), _text(layer.static_loss), self.accuracy, self.loss]
+                 *_change_cells(layer.frozen_top1_change), *_change_cells(layer.frozen_loss_change),
+                 self.accuracy, self.loss]
             )  # fmt: skip
         write_atomically(path, buffer.getvalue().encode())
         return Path(path)
@@ -152,8 +153,20 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _number(value: float | None, spec: str) -> str:
-    return "" if value is None else format(value, spec)
+def _change(change: PairedDifference | None, spec: str) -> str:
+    """``mean [low, high]``, or a dash when not measured."""
+    if change is None:
+        return "—"
+    if change.low is None or change.high is None:
+        return format(change.mean, spec)
+    return f"{change.mean:{spec}} [{change.low:{spec}}, {change.high:{spec}}]"
+
+
+def _change_cells(change: PairedDifference | None) -> list[str]:
+    """The mean and the interval's ends as CSV cells, empty when not measured."""
+    if change is None:
+        return ["", "", ""]
+    return [str(change.mean), _text(change.low), _text(change.high)]
 
 
 def _kernel_text(kernel: tuple[tuple[float, ...], ...]) -> str:
