@@ -570,7 +570,8 @@ def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, k
     # The whole route a GPU takes: in the first forward each block whose layout is new runs the
     # checked path (its last BatchNorm a module); in the second every block's call is prepared,
     # with that BatchNorm inside the rescale (MobileNetV2's blocks without a shortcut too). float64
-    # throughout, against the plain operators. A forward hook anywhere keeps every BatchNorm a module.
+    # throughout, against the plain operators. A forward hook anywhere, or on the ECA layers alone,
+    # keeps every BatchNorm a module.
     torch.manual_seed(0)
     model = with_random_statistics(create_model(name, num_classes=10, small_input=True, **kwargs)).eval()
     model = model.to(DEVICE, torch.float64, memory_format=memory_format)
@@ -596,7 +597,16 @@ def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, k
         finally:
             hook.remove()
         assert not any(folded)
-    for got in (checked, prepared, hooked):
+        seen = []  # hooks on the ECA layers alone: each must see its layer run, so none is folded
+        layers = [module for module in model.modules() if isinstance(module, ECA)]
+        hooks = [layer.register_forward_hook(lambda module, args, out: seen.append(module)) for layer in layers]
+        try:
+            eca_hooked = model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert not any(folded) and seen == layers
+    for got in (checked, prepared, hooked, eca_hooked):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
