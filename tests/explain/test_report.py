@@ -2,7 +2,9 @@ import csv
 import json
 
 import pytest
+import torch
 
+from ecanet import create_model, explain_attention
 from ecanet.explain import LayerExplanation
 
 
@@ -48,3 +50,14 @@ def test_json_holds_everything(hand_made_report, tmp_path):
     assert (
         values["layers"][0]["frozen_top1_change"]["high"] == -1.0 and values["layers"][3]["frozen_loss_change"] is None
     )
+
+
+def test_json_of_a_single_image_explanation(tmp_path):
+    # One image: the frozen changes have no spread and no interval, which strict JSON writes as null.
+    torch.manual_seed(0)
+    model = create_model("eca_resnet18", num_classes=3, in_chans=1, small_input=True, width=8)
+    report = explain_attention(model, [(torch.randn(1, 1, 16, 16), torch.tensor([2]))], ("a", "b", "c"))
+    values = json.loads(report.write_json(tmp_path / "one.json").read_text())
+    change = values["all_frozen_top1_change"]
+    assert change["count"] == 1 and change["std"] is None and change["low"] is None
+    assert values["layers"][0]["class_means"][0][0] is None and values["layers"][0]["class_means"][2][0] is not None

@@ -115,14 +115,12 @@ class AttentionReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        """Everything, JSON-ready (the per-class means included; None for a class without images)."""
+        """Everything, JSON-ready: the per-class means included, and None for every value that is not a
+        number (the means of a class without images, the spread of a change over a single image)."""
         values = dataclasses.asdict(self)
         for row, layer in zip(values["layers"], self.layers, strict=True):
             row["kernel_size"], row["neighbour_share"] = layer.kernel_size, layer.neighbour_share
-            row["class_means"] = [
-                [None if math.isnan(mean) else mean for mean in means] for means in row["class_means"]
-            ]
-        return values
+        return _without_nans(values)
 
     def write_json(self, path: str | Path) -> Path:
         """Writes :meth:`to_dict` as strict JSON, atomically."""
@@ -147,6 +145,17 @@ class AttentionReport:
             )  # fmt: skip
         write_atomically(path, buffer.getvalue().encode())
         return Path(path)
+
+
+def _without_nans(value: object) -> object:
+    """``value`` with every NaN float inside its dicts, lists and tuples replaced by None."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _without_nans(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nans(item) for item in value]
+    return value
 
 
 def _text(value: object) -> str:
