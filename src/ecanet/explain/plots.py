@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from ecanet.explain.report import AttentionReport, LayerExplanation
 from ecanet.training.plots import pyplot, save_figure
@@ -81,7 +82,7 @@ def plot_attention(report: AttentionReport, path: str | Path) -> Path:
     return save_figure(figure, path)
 
 
-def _plot_kernels(axis: object, layers: tuple[LayerExplanation, ...], figure: object) -> None:
+def _plot_kernels(axis: Any, layers: tuple[LayerExplanation, ...], figure: Any) -> None:
     """The shared kernels as a heat map: one column per layer, one row per tap offset (mean over the
     channels' kernels for ECA-NS); empty for layers without a kernel."""
     reach = max(len(layer.kernel[0]) // 2 for layer in layers if layer.kernel)
