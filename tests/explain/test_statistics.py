@@ -8,20 +8,34 @@ from ecanet.explain import GateStatistics
 
 
 def _reference(gates: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """The statistics from the whole (N, C) matrix at once, with numpy's variance routines."""
-    present = [k for k in range(num_classes) if (labels == k).any()]
-    class_means = np.full((num_classes, gates.shape[1]), np.nan)
-    for k in present:
-        class_means[k] = gates[labels == k].mean(0)
-    total = gates.var(0) * len(gates)  # per channel sum of squared deviations
-    within = sum(gates[labels == k].var(0) * (labels == k).sum() for k in present)
-    between = total - within
+    """The statistics from the whole (N, C) matrix at once, channel by channel, leaving out NaN gates."""
+    channels = gates.shape[1]
+    class_means = np.full((num_classes, channels), np.nan)
+    means = np.full(channels, np.nan)
+    total, between, known = np.zeros(channels), np.zeros(channels), np.zeros(channels)
+    for c in range(channels):
+        column, column_labels = gates[:, c], labels
+        keep = ~np.isnan(column)
+        column, column_labels = column[keep], column_labels[keep]
+        known[c] = len(column)
+        if not len(column):
+            continue
+        means[c] = column.mean()
+        total[c] = column.var() * len(column)
+        within = 0.0
+        for k in range(num_classes):
+            members = column[column_labels == k]
+            if len(members):
+                class_means[k, c] = members.mean()
+                within += members.var() * len(members)
+        between[c] = total[c] - within
+    present = len(set(labels.tolist()))
     return {
-        "mean": gates.mean(0),
+        "mean": means,
         "class_means": class_means,
-        "spread": np.sqrt(gates.var(0).mean()),
+        "spread": np.sqrt(total.sum() / known.sum()),
         "class_share": between.sum() / total.sum() if total.sum() > 0 else 0.0,
-        "chance": (len(present) - 1) / (len(gates) - 1),
+        "chance": (present - 1) / (len(gates) - 1),
     }
 
 
@@ -31,18 +45,22 @@ def _reference(gates: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     channels=st.integers(1, 9),
     num_classes=st.integers(1, 6),
     batch_size=st.integers(1, 17),
+    unknown=st.sampled_from([0.0, 0.2]),
     seed=st.integers(0, 2**16),
 )
-def test_batched_statistics_match_the_whole_matrix(images, channels, num_classes, batch_size, seed):
+def test_batched_statistics_match_the_whole_matrix(images, channels, num_classes, batch_size, unknown, seed):
     generator = np.random.default_rng(seed)
     labels = generator.integers(0, num_classes, images)
-    # Gates that depend partly on the class, so the class share is neither 0 nor 1.
+    # Gates that depend partly on the class, so the class share is neither 0 nor 1; some unknown.
     gates = 1 / (1 + np.exp(-(generator.normal(size=(images, channels)) + labels[:, None] * 0.7)))
+    gates = gates.astype(np.float32).astype(np.float64)
+    gates[generator.random((images, channels)) < unknown] = np.nan
+    gates[:, 0] = np.nan if unknown and channels > 1 else gates[:, 0]  # a channel never known
     stats = GateStatistics(channels, num_classes)
     for start in range(0, images, batch_size):
         stop = start + batch_size
         stats.update(torch.from_numpy(gates[start:stop]).float(), torch.from_numpy(labels[start:stop]))
-    expected = _reference(gates.astype(np.float32).astype(np.float64), labels, num_classes)
+    expected = _reference(gates, labels, num_classes)
     assert stats.count == images
     np.testing.assert_allclose(stats.mean.numpy(), expected["mean"], rtol=1e-10)
     np.testing.assert_allclose(stats.class_means.numpy(), expected["class_means"], rtol=1e-10)

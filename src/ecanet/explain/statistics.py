@@ -15,7 +15,9 @@ class GateStatistics:
 
     From them: the mean gate of every channel, overall and per class; how much the gates vary
     from image to image (:attr:`spread`); and how much of that variation the class explains
-    (:attr:`class_share`, the correlation ratio eta squared, pooled over channels).
+    (:attr:`class_share`, the correlation ratio eta squared, pooled over channels). A NaN gate
+    (one that cannot be known, such as that of a channel which is zero all over an image) is left
+    out of its channel's statistics.
 
     Args:
         channels: the gate's channel count C.
@@ -37,6 +39,7 @@ class GateStatistics:
         self.channels = channels
         self.num_classes = num_classes
         self.class_counts = torch.zeros(num_classes, dtype=torch.float64)
+        self._counts = torch.zeros(num_classes, channels, dtype=torch.float64)  # known gates
         self._sums = torch.zeros(num_classes, channels, dtype=torch.float64)
         self._squares = torch.zeros(num_classes, channels, dtype=torch.float64)
 
@@ -44,7 +47,7 @@ class GateStatistics:
         """Adds a batch.
 
         Args:
-            gates: the layer's gates, ``(N, C)``.
+            gates: the layer's gates, ``(N, C)``; NaN where a gate is not known.
             labels: the images' classes, ``(N,)`` integers in ``0 .. K-1``.
         """
         if gates.dim() != 2 or gates.shape[1] != self.channels:
@@ -55,7 +58,10 @@ class GateStatistics:
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in 0 .. {self.num_classes - 1}, got {labels.min()} .. {labels.max()}")
         values = gates.detach().to("cpu", torch.float64)
+        known = ~values.isnan()
+        values = values.where(known, 0.0)
         self.class_counts.index_add_(0, labels, torch.ones(labels.shape[0], dtype=torch.float64))
+        self._counts.index_add_(0, labels, known.double())
         self._sums.index_add_(0, labels, values)
         self._squares.index_add_(0, labels, values.square())
 
@@ -66,35 +72,38 @@ class GateStatistics:
 
     @property
     def mean(self) -> Tensor:
-        """Mean gate of every channel over all images, ``(C,)``."""
-        return self._sums.sum(0) / max(self.count, 1)
+        """Mean gate of every channel over all images, ``(C,)``; NaN for a channel never known."""
+        return self._sums.sum(0) / self._counts.sum(0)
 
     @property
     def class_means(self) -> Tensor:
         """Mean gate of every channel per class, ``(K, C)``; NaN for a class without images."""
-        return self._sums / self.class_counts[:, None]
+        return self._sums / self._counts
 
-    def _channel_sums_of_squares(self) -> tuple[Tensor, Tensor]:
-        """Per channel: the squared deviations from the channel's mean, in total and between classes."""
-        mean = self.mean
-        total = (self._squares.sum(0) - self.count * mean.square()).clamp_min(0)
-        seen = self.class_counts > 0
-        between = (self.class_counts[seen, None] * (self.class_means[seen] - mean).square()).sum(0)
-        return total, between
+    def _channel_sums_of_squares(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Per channel: the known gates, and their squared deviations from the channel's mean in total
+        and between classes."""
+        counts = self._counts.sum(0)
+        seen = counts > 0
+        mean = self.mean.where(seen, 0.0)
+        total = (self._squares.sum(0) - counts * mean.square()).clamp_min(0)
+        deviations = (self.class_means - mean).square().nan_to_num(0.0)  # classes without known gates
+        between = (self._counts * deviations).sum(0)
+        return counts, total, between
 
     @property
     def spread(self) -> float:
         """How much the gates change from image to image: each channel's standard deviation over the
-        images, root-mean-squared over the channels."""
-        total, _ = self._channel_sums_of_squares()
-        return math.sqrt(float(total.sum()) / max(self.count * self.channels, 1))
+        images, root-mean-squared over the channels (each weighted by its known gates)."""
+        counts, total, _ = self._channel_sums_of_squares()
+        return math.sqrt(float(total.sum()) / max(float(counts.sum()), 1.0))
 
     @property
     def class_share(self) -> float:
         """The share of the gates' variance over images that the class explains (between-class sum of
         squares over total, summed over channels): 0 when every class gets the same gates on
         average, 1 when the gates depend on the class only. 0 when the gates do not vary."""
-        total, between = self._channel_sums_of_squares()
+        _, total, between = self._channel_sums_of_squares()
         denominator = float(total.sum())
         return min(float(between.sum()) / denominator, 1.0) if denominator > 0 else 0.0
 
