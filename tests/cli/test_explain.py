@@ -55,10 +55,20 @@ def test_a_random_subset_with_frozen_gates_written_beside_the_checkpoint(checkpo
 
 
 @pytest.mark.slow
+def test_named_layers_only(checkpoint, tmp_path, capsys):
+    arguments = ["--layers", "layer1.0.eca,layer4.1.eca", "--no-freeze", "--limit", "30", "--out", str(tmp_path)]
+    assert main(["explain", str(checkpoint), *arguments, "--no-progress"]) == 0
+    values = json.loads((tmp_path / "attention.json").read_text())
+    assert [layer["name"] for layer in values["layers"]] == ["layer1.0.eca", "layer4.1.eca"]
+    assert main(["explain", str(checkpoint), "--layers", "layer9.eca", "--no-progress"]) == 2
+    assert "has no module named 'layer9.eca'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_a_network_without_attention_is_refused(tmp_path, capsys):
     plain = _short_run(tmp_path / "plain-run", "resnet18")
     assert main(["explain", str(plain), "--no-progress"]) == 2
-    assert "has no ECA, SE or CBAM layer to explain" in capsys.readouterr().err
+    assert "has no channel attention layer to explain" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import timm
 import torch
 import torchvision
 from torch import nn
@@ -108,6 +109,16 @@ def test_every_number_matches_a_float64_recomputation():
     assert abs(report.all_frozen_loss_change.mean) > 1e-3 * report.loss  # freezing did something
 
 
+def _torchvision_mobilenet_v3_small():
+    model = torchvision.models.mobilenet_v3_small(num_classes=3)
+    model.features[0][0] = nn.Conv2d(1, 16, 3, 2, 1, bias=False)
+    return model
+
+
+def _timm_resnet10t(attention):
+    return lambda: timm.create_model("resnet10t", num_classes=3, in_chans=1, block_args={"attn_layer": attention})
+
+
 def _retrofitted_torchvision_resnet18():
     model = torchvision.models.resnet18(num_classes=3)
     model.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
@@ -128,6 +139,9 @@ def _registered(name):
         (_registered("eca_mobilenet_v2"), 17, True),
         (_registered("cbam_resnet18"), 8, False),  # CBAM's gate is followed by a spatial one
         (_retrofitted_torchvision_resnet18, 8, True),
+        (_torchvision_mobilenet_v3_small, 9, True),  # torchvision's SqueezeExcitation
+        (_timm_resnet10t("eca"), 4, True),
+        (_timm_resnet10t("se"), 4, True),
     ],
 )
 def test_gates_that_cannot_differ_between_images_cost_nothing_when_frozen(build, layers, replaceable):
@@ -174,7 +188,7 @@ class _Unused(nn.Module):
 @pytest.mark.parametrize(
     ("model", "batches", "kwargs", "error", "message"),
     [
-        (nn.Sequential(nn.Conv2d(1, 3, 1), nn.Flatten()), [], {}, ValueError, "Sequential has no ECA, SE or CBAM"),
+        (nn.Sequential(nn.Conv2d(1, 3, 1), nn.Flatten()), [], {}, ValueError, "Sequential has no channel attention"),
         (_TwoGates(), iter([]), {}, ValueError, "re-iterable"),
         (_TwoGates(), [], {}, ValueError, "no images"),
         (
@@ -185,9 +199,84 @@ class _Unused(nn.Module):
             r"labels must lie in 0 \.\. 2",
         ),
         (_Unused(), [(torch.randn(2, 1, 6, 6), torch.tensor([0, 1]))], {}, ValueError, "spare ran for 0 of 2 images"),
-        (nn.Sequential(nn.Conv2d(1, 3, 1), ECA()), [], {}, ValueError, "channel count"),
+        (_TwoGates(), [], {"layers": ["eca", "nope"]}, ValueError, "_TwoGates has no module named 'nope'"),
+        (
+            _TwoGates(),
+            [(torch.randn(2, 1, 6, 6), torch.tensor([0, 1]))],
+            {"layers": ["mix"]},
+            ValueError,
+            r"mix cannot be explained as a channel gate: input and output must be \(N, C, \*\) of one shape",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_the_reason(model, batches, kwargs, error, message):
     with pytest.raises(error, match=message):
         explain_attention(model, batches, CLASSES, **kwargs)
+
+
+class _OtherLibraries(nn.Module):
+    """torchvision's squeeze-and-excitation, then timm's ECA, then a pooled linear classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 3, padding=1)
+        self.se = torchvision.ops.SqueezeExcitation(8, 4)
+        self.eca = timm.layers.EcaModule(channels=8, kernel_size=3)
+        self.head = nn.Linear(8, len(CLASSES))
+
+    def forward(self, x):
+        return self.head(self.eca(self.se(self.stem(x))).mean((2, 3)))
+
+
+def test_other_libraries_layers_are_read_from_their_outputs():
+    torch.manual_seed(0)
+    model = _OtherLibraries()
+    with torch.no_grad():
+        model.eca.conv.weight.mul_(6)
+        model.head.weight.mul_(20)
+    images, labels = torch.randn(40, 1, 6, 6), torch.randint(0, 3, (40,))
+    report = explain_attention(model, [(images[:25], labels[:25]), (images[25:], labels[25:])], CLASSES)
+    with torch.no_grad():  # both gates in float64, from the layers' parameters
+        m = {name: p.double() for name, p in model.named_parameters()}
+        stem = nn.functional.conv2d(images.double(), m["stem.weight"], m["stem.bias"], padding=1)
+        hidden = torch.relu(stem.mean((2, 3)) @ m["se.fc1.weight"][..., 0, 0].T + m["se.fc1.bias"])
+        se = torch.sigmoid(hidden @ m["se.fc2.weight"][..., 0, 0].T + m["se.fc2.bias"])
+        ones = torch.ones(40, 8, 1, dtype=torch.float64)
+        eca = eca_reference(ones, m["eca.conv.weight"], descriptor=(stem * se[..., None, None]).mean((2, 3)))[..., 0]
+    assert [(layer.name, layer.kind) for layer in report.layers] == [("se", "SqueezeExcitation"), ("eca", "EcaModule")]
+    for layer, gates in zip(report.layers, (se, eca), strict=True):
+        class_means = torch.stack([gates[labels == k].mean(0) for k in range(3)])
+        torch.testing.assert_close(
+            torch.tensor(layer.class_means, dtype=torch.float64), class_means, rtol=1e-4, atol=1e-6
+        )
+        assert layer.frozen_loss_change is not None
+    assert report.layers[1].kernel == (tuple(model.eca.conv.weight.detach().double().flatten().tolist()),)
+    assert report.layers[0].kernel == ()
+
+
+def test_an_eca_layer_built_without_its_channel_count_is_explained():
+    model = nn.Sequential(nn.Conv2d(1, 6, 3), ECA(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3))
+    report = explain_attention(model, [(torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 0]))], CLASSES)
+    assert report.layers[0].channels == 6 and report.layers[0].kernel_size == 3
+
+
+class _FixedScale(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.logits = nn.Parameter(torch.linspace(-2, 2, channels))
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.logits)[:, None, None]
+
+
+def test_named_layers_of_ones_own_are_explained_as_channel_gates():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 5, 3), _FixedScale(5), ECA(5), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(5, 3))  # fmt: skip
+    report = explain_attention(model, [(torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2]))], CLASSES,
+                               layers=["1"])  # fmt: skip
+    (layer,) = report.layers
+    assert (layer.name, layer.kind, layer.spread) == ("1", "_FixedScale", pytest.approx(0.0, abs=1e-6))
+    expected = torch.sigmoid(torch.linspace(-2, 2, 5, dtype=torch.float64))
+    torch.testing.assert_close(torch.tensor(layer.class_means[0], dtype=torch.float64), expected, rtol=1e-5, atol=1e-6)
+    assert layer.frozen_top1_change.mean == 0

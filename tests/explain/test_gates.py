@@ -1,9 +1,11 @@
 import pytest
+import timm
 import torch
+import torchvision
 from torch import nn
 
 from ecanet import CBAM, ECA, SE, create_model
-from ecanet.explain import attention_layers, channel_gate
+from ecanet.explain import attention_layers, channel_gate, gate_from_output
 from reference import eca_reference
 
 
@@ -92,3 +94,35 @@ def test_attention_layers_lists_every_layer_in_module_order(name, kind, count):
     names = [name for name, _ in model.named_modules()]
     assert [names.index(layer_name) for layer_name, _ in found] == sorted(names.index(n) for n, _ in found)
     assert all(model.get_submodule(layer_name) is module for layer_name, module in found)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_gate_from_output_recovers_any_channel_rescaling(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64)
+    x[1, 2] = 0  # a channel that is zero all over one image: its gate cannot be known
+    gate = torch.rand(3, 5, dtype=torch.float64)
+    y = x * gate[..., None, None]
+    found = gate_from_output(x.to(dtype), y.to(dtype))
+    assert torch.isnan(found[1, 2]) and int(torch.isnan(found).sum()) == 1
+    expected = gate.clone()
+    expected[1, 2] = float("nan")
+    tolerance = 1e-6 if dtype != torch.bfloat16 else 2e-2
+    torch.testing.assert_close(found.double(), expected, rtol=tolerance, atol=tolerance, equal_nan=True)
+
+
+def test_gate_from_output_refuses_what_is_not_a_channel_rescaling():
+    x = torch.randn(2, 4, 5, 5)
+    with pytest.raises(ValueError, match="not the input times one gate per channel"):
+        gate_from_output(x, x + 0.1)
+    with pytest.raises(ValueError, match="works in place"):
+        gate_from_output(x, x.mul_(0.5))
+    with pytest.raises(ValueError, match="one shape"):
+        gate_from_output(x, x[:, :2])
+
+
+def test_other_libraries_attention_is_found():
+    model = timm.create_model("resnet10t", block_args={"attn_layer": "eca"})
+    assert [type(module).__name__ for _, module in attention_layers(model)] == ["EcaModule"] * 4
+    model = torchvision.models.efficientnet_b0()
+    assert {type(module).__name__ for _, module in attention_layers(model)} == {"SqueezeExcitation"}

@@ -19,10 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "explain",
         help="per-layer gates, class specificity and the cost of freezing each attention layer of a trained network",
         description=(
-            "Rebuilds the network of a checkpoint written by `ecanet train` and runs it over its dataset: for every "
-            "ECA, SE and CBAM layer, the mean gate, how much the gates change from image to image, the share of that "
-            "change the class explains, the learned ECA kernel, and the top-1 with the layer's gate frozen at its "
-            "mean (one pass per layer). Prints a table and writes attention.csv, attention.json, attention.png and "
+            "Rebuilds the network of a checkpoint written by `ecanet train` and runs it over its dataset: for "
+            "every channel attention layer (ECA, SE, CBAM, torchvision's and timm's), the mean gate, how much the "
+            "gates change from image to image, the share of that change the class explains, the learned ECA "
+            "kernel, and the top-1 with the layer's gate frozen at its mean (one pass per layer). Prints a table "
+            "and writes attention.csv, attention.json, attention.png and "
             "gates-by-class.png."
         ),
     )
@@ -32,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, metavar="N", help="a random N images of the split (default: all)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     parser.add_argument("--no-freeze", action="store_true", help="skip the passes with frozen gates")
+    parser.add_argument(
+        "--layers",
+        metavar="NAME,NAME",
+        help="modules to explain, by qualified name (default: every ECA, SE and CBAM layer, and those of "
+        "torchvision and timm)",
+    )
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--out", help="output directory (default: explain/ beside the checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             DataLoader(data, batch_size=args.batch_size),
             info.classes,
             freeze=not args.no_freeze,
+            layers=args.layers.split(",") if args.layers else None,
             name=f"{config.model} after {trained.epoch} epochs",
             progress=not args.no_progress,
         )

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ecanet.experiments.statistics import PairedDifference, paired_difference
 from ecanet.explain.fixed_gates import fixed_gates
-from ecanet.explain.gates import attention_layers, channel_gate, gate_replaceable
+from ecanet.explain.gates import ATTENTION_LAYERS, attention_layers, channel_gate, gate_from_output, gate_replaceable
 from ecanet.explain.report import AttentionReport, LayerExplanation
 from ecanet.explain.statistics import GateStatistics
 from ecanet.layers import ECA
@@ -27,12 +27,16 @@ def explain_attention(
     classes: Sequence[str],
     *,
     freeze: bool = True,
+    layers: Sequence[str] | None = None,
     name: str | None = None,
     progress: bool = False,
 ) -> AttentionReport:
-    """Explains every ECA, SE and CBAM layer of ``model`` on labelled images.
+    """Explains every channel attention layer of ``model`` on labelled images: ecanet's ECA, SE and
+    CBAM, torchvision's and timm's squeeze-and-excitation and ECA modules, or the layers named.
 
-    One pass over ``batches`` records each layer's channel gates (:func:`channel_gate`) per class:
+    One pass over ``batches`` records each layer's channel gates per class (ecanet's layers compute
+    them from their input with :func:`channel_gate`, the others are read from their input and
+    output with :func:`gate_from_output`):
     their mean, how much they change from image to image, and how much of that change the class
     explains (in the spirit of the SE paper's per-class excitation plots). With ``freeze``, one
     more pass per layer runs it with its gate frozen at its per-channel mean (:func:`fixed_gates`),
@@ -48,7 +52,9 @@ def explain_attention(
         model: a classifier with attention layers.
         batches: ``(images, labels)`` batches, re-iterable (a DataLoader or a list) when ``freeze``.
         classes: class names, index = label.
-        freeze: measure the accuracy with frozen gates (one pass per ECA or SE layer, and one more).
+        freeze: measure the accuracy with frozen gates (one pass per layer but CBAM, and one more).
+        layers: qualified names of the modules to explain, instead of those found: any module whose
+            output is its input times a gate per channel (checked on every batch).
         name: the network's name in the report (default: its class name).
         progress: show a tqdm progress bar.
 
@@ -65,13 +71,12 @@ def explain_attention(
         >>> [layer.name for layer in report.layers][:2], report.images
         (['layer1.0.eca', 'layer1.1.eca'], 6)
     """
-    layers = attention_layers(model)
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no ECA, SE or CBAM layer to explain")
+    found = attention_layers(model) if layers is None else _named_modules(model, layers)
+    if not found:
+        raise ValueError(f"{type(model).__name__} has no channel attention layer to explain (ECA, SE, CBAM, ...)")
     if freeze and isinstance(batches, Iterator):
         raise ValueError("batches must be re-iterable (a DataLoader or a list) when freeze=True, got an iterator")
-    statistics = {module: GateStatistics(_channels(module), len(classes)) for _, module in layers}
-    replaceable = [(layer_name, module) for layer_name, module in layers if gate_replaceable(module)]
+    replaceable = [(layer_name, module) for layer_name, module in found if gate_replaceable(module)]
     freeze = freeze and bool(replaceable)
     passes = _Passes(model, batches, 1 + (len(replaceable) + 1 if freeze else 0), progress)
     frozen: dict[nn.Module, _Outcomes] = {}
@@ -79,15 +84,17 @@ def explain_attention(
     model.eval()
     try:
         with torch.no_grad():
-            with _recorded_gates(statistics) as labels_of_batch:
+            with _recorded_gates(found, len(classes)) as (statistics, labels_of_batch):
                 outcomes = passes.run("gates", labels_of_batch)
-            for layer_name, module in layers:
-                if statistics[module].count != outcomes.count:
+            for layer_name, module in found:
+                seen = statistics[module].count if module in statistics else 0
+                if seen != outcomes.count:
                     raise ValueError(
                         f"explain needs every attention layer to run once per image: {layer_name} ran for "
-                        f"{statistics[module].count} of {outcomes.count} images"
+                        f"{seen} of {outcomes.count} images"
                     )
-            means = {module: statistics[module].mean for _, module in replaceable}
+            # A channel whose gate was never known is zero throughout: any gate leaves it so.
+            means = {module: statistics[module].mean.nan_to_num(0.0) for _, module in replaceable}
             if freeze:
                 for layer_name, module in replaceable:
                     with fixed_gates({module: means[module]}):
@@ -99,7 +106,7 @@ def explain_attention(
         passes.close()
     explanations = tuple(
         _explanation(layer_name, module, statistics[module], outcomes, frozen.get(module))
-        for layer_name, module in layers
+        for layer_name, module in found
     )
     all_top1_change, all_loss_change = outcomes.changes(all_frozen) if freeze else (None, None)
     return AttentionReport(
@@ -109,31 +116,53 @@ def explain_attention(
         accuracy=outcomes.accuracy,
         loss=outcomes.loss,
         layers=explanations,
-        chance_class_share=statistics[layers[0][1]].chance_class_share,
+        chance_class_share=statistics[found[0][1]].chance_class_share,
         all_frozen_top1_change=all_top1_change,
         all_frozen_loss_change=all_loss_change,
     )
 
 
-def _channels(module: nn.Module) -> int:
-    channels = getattr(module, "channels", None)
-    if channels is None:
-        raise ValueError(f"explain needs attention layers built with their channel count, got {module!r}")
-    return channels
+def _named_modules(model: nn.Module, names: Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for each name, or a ValueError naming the first that ``model`` lacks."""
+    modules = dict(model.named_modules())
+    missing = [name for name in names if name not in modules]
+    if missing:
+        raise ValueError(f"{type(model).__name__} has no module named {missing[0]!r}")
+    return [(name, modules[name]) for name in names]
 
 
 @contextlib.contextmanager
-def _recorded_gates(statistics: dict[nn.Module, GateStatistics]) -> Iterator[list[Tensor]]:
-    """Records every layer's gate, from its input, into its statistics while the block runs; the
-    caller puts the labels of the batch about to run into the yielded list."""
+def _recorded_gates(
+    layers: list[tuple[str, nn.Module]], num_classes: int
+) -> Iterator[tuple[dict[nn.Module, GateStatistics], list[Tensor]]]:
+    """Records every layer's gates into its statistics (made at its first call) while the block
+    runs; the caller puts the labels of the batch about to run into the yielded list."""
+    statistics: dict[nn.Module, GateStatistics] = {}
     labels: list[Tensor] = []
 
-    def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-        statistics[module].update(channel_gate(module, args[0]), labels[0])
+    def add(module: nn.Module, gates: Tensor) -> None:
+        if module not in statistics:
+            statistics[module] = GateStatistics(gates.shape[1], num_classes)
+        statistics[module].update(gates, labels[0])
 
-    handles = [module.register_forward_pre_hook(record) for module in statistics]
+    def from_input(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        add(module, channel_gate(module, args[0]))
+
+    def from_output(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
+        try:
+            add(module, gate_from_output(args[0], output))
+        except ValueError as error:
+            raise ValueError(f"{names[module]} cannot be explained as a channel gate: {error}") from None
+
+    names = {module: layer_name for layer_name, module in layers}
+    handles = [
+        module.register_forward_pre_hook(from_input)
+        if isinstance(module, ATTENTION_LAYERS)
+        else module.register_forward_hook(from_output)
+        for _, module in layers
+    ]
     try:
-        yield labels
+        yield statistics, labels
     finally:
         for handle in handles:
             handle.remove()
@@ -206,8 +235,9 @@ def _explanation(
     name: str, module: nn.Module, statistics: GateStatistics, outcomes: _Outcomes, frozen: _Outcomes | None
 ) -> LayerExplanation:
     kernel = ()
-    if isinstance(module, ECA):
-        weight = module.conv.weight.detach()  # [rows, 1, k]
+    conv = getattr(module, "conv", None)  # ECA's kernel, or a Conv1d(1, 1, k) as in timm's ECA
+    if isinstance(module, ECA) or (isinstance(conv, nn.Conv1d) and conv.weight.shape[:2] == (1, 1)):
+        weight = conv.weight.detach()  # [rows, 1, k]
         kernel = tuple(tuple(row) for row in weight[:, 0].double().tolist())
     top1_change, loss_change = outcomes.changes(frozen) if frozen is not None else (None, None)
     return LayerExplanation(
@@ -215,7 +245,7 @@ def _explanation(
         kind=type(module).__name__,
         channels=statistics.channels,
         kernel=kernel,
-        mean_gate=float(statistics.mean.mean()),
+        mean_gate=float(statistics.mean.nanmean()),
         spread=statistics.spread,
         class_share=statistics.class_share,
         class_means=tuple(tuple(row) for row in statistics.class_means.tolist()),

@@ -24,7 +24,8 @@ def fixed_gates(gates: Mapping[nn.Module, Tensor]) -> Iterator[None]:
     has hooks) and with in-place layers (the input is copied before they overwrite it).
 
     Args:
-        gates: layer to ``(C,)`` gate; ECA and SE layers.
+        gates: layer to ``(C,)`` gate; any layer whose output is its input times a gate per channel
+            (channels first unless the layer's ``channel_dim`` is -1), not CBAM.
 
     Example:
         >>> import torch
@@ -38,7 +39,9 @@ def fixed_gates(gates: Mapping[nn.Module, Tensor]) -> Iterator[None]:
     try:
         for layer, gate in gates.items():
             if not gate_replaceable(layer):
-                raise ValueError(f"only ECA and SE layers can run with a fixed gate, got {type(layer).__name__}")
+                raise ValueError(
+                    f"{type(layer).__name__} cannot run with a fixed gate: a spatial gate follows its channel gate"
+                )
             channels = getattr(layer, "channels", None)
             if gate.dim() != 1 or (channels is not None and gate.shape[0] != channels):
                 raise ValueError(f"a fixed gate must have shape ({channels or 'C'},), got {list(gate.shape)}")
@@ -66,6 +69,6 @@ def _output_replacer(inputs: list[Tensor], gate: Tensor) -> Callable[[nn.Module,
     def replace(layer: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> Tensor:
         x = inputs.pop()
         weights = gate.to(x.device).expand(x.shape[0], -1)
-        return rescale_channels(x, weights, layer.channel_dim)
+        return rescale_channels(x, weights, getattr(layer, "channel_dim", 1))
 
     return replace
