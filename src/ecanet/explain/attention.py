@@ -150,9 +150,10 @@ def _recorded_gates(
 
     def from_output(module: nn.Module, args: tuple[Tensor, ...], output: Tensor) -> None:
         try:
-            add(module, gate_from_output(args[0], output))
+            gates = gate_from_output(args[0], output)
         except ValueError as error:
             raise ValueError(f"{names[module]} cannot be explained as a channel gate: {error}") from None
+        add(module, gates)
 
     names = {module: layer_name for layer_name, module in layers}
     handles = [
