@@ -58,8 +58,8 @@ def test_a_zero_gate_leaves_a_residual_block_its_shortcut():
 
 def test_bad_fixed_gates_are_refused():
     with pytest.raises(ValueError, match=r"CBAM cannot run with a fixed gate"), fixed_gates({CBAM(8): torch.ones(8)}):
-        pass
+        pytest.fail("a CBAM layer was given a fixed gate")
     layer = ECA(8)
     with pytest.raises(ValueError, match=r"shape \(8,\), got \[4\]"), fixed_gates({layer: torch.ones(4)}):
-        pass
+        pytest.fail("a gate of the wrong width was accepted")
     assert not layer._forward_hooks and not layer._forward_pre_hooks
