@@ -93,9 +93,9 @@ def explain_attention(
                         f"explain needs every attention layer to run once per image: {layer_name} ran for "
                         f"{seen} of {outcomes.count} images"
                     )
-            # A channel whose gate was never known is zero throughout: any gate leaves it so.
-            means = {module: statistics[module].mean.nan_to_num(0.0) for _, module in replaceable}
             if freeze:
+                # A channel whose gate was never known is zero throughout: any gate leaves it so.
+                means = {module: statistics[module].mean.nan_to_num(0.0) for _, module in replaceable}
                 for layer_name, module in replaceable:
                     with fixed_gates({module: means[module]}):
                         frozen[module] = passes.run(f"frozen {layer_name}")
