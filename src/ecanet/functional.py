@@ -294,10 +294,11 @@ def eca_residual(
         activation: ``"relu"`` (ResNet blocks) or ``"none"`` (linear bottlenecks, MobileNetV2).
         padding, pooling, gate, channel_dim: as for :func:`eca`.
         inplace: write the result into ``x`` when no autograd graph needs ``x`` (inference),
-            and on the fast path also while recording one when ``x`` is an intermediate result
-            (not a leaf that requires grad, not a view) and ``identity`` has memory of its own:
-            the backward then recovers ``x * gate`` as output minus ``identity``. Otherwise the
-            result goes to a new tensor.
+            and on the fast path also while recording one when ``x`` is an intermediate float32
+            or float64 result (not a leaf that requires grad, not a view) and ``identity`` has
+            memory of its own: the backward then recovers ``x * gate`` as output minus
+            ``identity`` (in half types that difference would lose ``x * gate`` to the output's
+            rounding, so they keep ``x``). Otherwise the result goes to a new tensor.
         descriptor: ``x``'s pooled mean ``(N, C)`` (``eca_descriptor(x)``) if the caller can
             compute it more cheaply than by reading ``x`` (ecanet's bottlenecks take it through
             their last 1x1 convolution, see :func:`ecanet.models.pooling.pooled_through_projection`).

@@ -288,9 +288,10 @@ class ECA(nn.Module):
 
         ``x`` is the branch's temporary output, so by default the result is written into ``x``'s
         memory, as a plain block's ``out += identity`` does: at inference always, while training
-        on the fast path when ``x`` is an intermediate result (the fused backward then recovers
-        ``x * gate`` from the output and the shortcut, which a block keeps alive anyway); else the
-        result is a new tensor. Pass ``inplace=False`` to keep ``x`` intact.
+        on the fast path when ``x`` is an intermediate float32 or float64 result (the fused
+        backward then recovers ``x * gate`` from the output and the shortcut, which a block keeps
+        alive anyway; half types keep ``x``, whose product the rounded output would lose); else
+        the result is a new tensor. Pass ``inplace=False`` to keep ``x`` intact.
 
         While the layer has forward hooks (its own or global ones), it runs as a module and the
         shortcut and activation follow as separate operations, so the hooks see its input and

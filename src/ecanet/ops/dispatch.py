@@ -132,9 +132,9 @@ def fast_eca(
         identity: shortcut to add, or ``None``.
         relu: apply ReLU at the end.
         inplace: write the result into ``x``. With an autograd graph to build and an ``identity``,
-            only when ``x`` is an intermediate result that is not a view and the shortcut has
-            memory of its own (the backward recovers ``x * gate`` as output minus shortcut);
-            otherwise the result goes to a new tensor.
+            only when ``x`` is an intermediate float32 or float64 result that is not a view and
+            the shortcut has memory of its own (the backward recovers ``x * gate`` as output minus
+            shortcut); otherwise the result goes to a new tensor.
         padding: ``"zeros"`` or ``"circular"`` channel padding of the gate's convolution.
         gate: ``"sigmoid"`` or ``"hard_sigmoid"``.
         channel_dim: ``1`` or ``-1``.

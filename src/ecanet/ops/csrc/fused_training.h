@@ -90,8 +90,8 @@ struct FusedTraining : public torch::autograd::Function<FusedTraining> {
 // FusedTraining node. Returns the result, or nothing wherever the checked Python path must run
 // instead: as for eca_inference, and where a write into x needs autograd's own checks (x a leaf,
 // a view or an inference tensor). As that path does, a block tail writes into x only when x's
-// memory is its own (not the shortcut's), else into a new tensor, and a descriptor of the right
-// shape is not used (the backward needs the pooling of x itself).
+// memory is its own (not the shortcut's) and x is float32 or float64, else into a new tensor,
+// and a descriptor of the right shape is not used (the backward needs the pooling of x itself).
 std::optional<at::Tensor> eca_training(const at::Tensor& x, const at::Tensor& weight,
                                        const std::optional<at::Tensor>& identity,
                                        const std::optional<at::Tensor>& descriptor, bool relu, bool inplace,
@@ -103,7 +103,10 @@ std::optional<at::Tensor> eca_training(const at::Tensor& x, const at::Tensor& we
   }
   if (x.is_inference() || (identity && identity->is_inference())) return std::nullopt;  // autograd words these
   const bool leaf_with_grad = x.is_leaf() && x.requires_grad();
-  if (inplace && identity && (leaf_with_grad || x.is_view() || identity->storage().data() == x.storage().data())) {
+  // Half types keep x: output - identity, rounded at the shortcut's scale, would lose x * gate.
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  if (inplace && identity &&
+      (half || leaf_with_grad || x.is_view() || identity->storage().data() == x.storage().data())) {
     inplace = false;
   } else if (inplace && (leaf_with_grad || x.is_view())) {
     return std::nullopt;
