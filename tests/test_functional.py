@@ -56,6 +56,30 @@ def test_residual_tail_matches_reference(activation, channel_dim):
     )
 
 
+@pytest.mark.parametrize("identity_dtype", [torch.float64, torch.bfloat16])
+def test_residual_tail_dtype_is_the_sums_in_every_grad_mode(identity_dtype):
+    # activation(eca(x) + identity) promotes; written in place, the sum would keep x's dtype, so
+    # training and inference (and the layer with and without hooks) gave different dtypes.
+    layer = ECA(8)
+    x, identity = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3).to(identity_dtype)
+    wanted = torch.promote_types(x.dtype, identity_dtype)
+    with torch.no_grad():
+        inference = layer.residual(x.clone(), identity)
+    training = layer.residual(x.clone(), identity)
+    assert inference.dtype == training.dtype == wanted
+    torch.testing.assert_close(inference, training.detach(), rtol=1e-6, atol=1e-6)
+
+
+def test_residual_tail_under_autocast_has_one_dtype_for_training_and_inference():
+    layer, conv = ECA(8), nn.Conv2d(8, 8, 1)
+    x = torch.randn(2, 8, 5, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        training = layer.residual(conv(x), x)
+        with torch.no_grad():
+            inference = layer.residual(conv(x), x)
+    assert inference.dtype == training.dtype == torch.float32
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

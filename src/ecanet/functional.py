@@ -338,7 +338,14 @@ def eca_residual(
         if fast is not None:
             return fast
     needs_graph = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or identity.requires_grad)
-    in_place = inplace and not needs_graph
+    # In place only where it gives what out of place gives: x's dtype is the sum's, and no graph
+    # needs x. A trace is out of place in every grad mode (its check retraces under no_grad).
+    in_place = (
+        inplace
+        and not needs_graph
+        and torch.promote_types(x.dtype, identity.dtype) == x.dtype
+        and not torch.jit.is_tracing()
+    )
     if descriptor is not None and pooling == "avg" and not needs_graph:
         weights = _broadcastable(channel_gate(descriptor, weight, padding, gate).to(x.dtype), x.dim(), channel_dim)
         out = x.mul_(weights) if in_place else x * weights
