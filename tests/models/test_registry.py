@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -75,6 +77,21 @@ def test_hooks_on_every_eca_layer_fire_once_per_forward(name, training):
     assert [module for module, _, _ in seen] == layers
     assert all(input_shape == output_shape for _, input_shape, output_shape in seen)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2", "se_resnet18", "cbam_resnet18"])
+def test_every_attention_network_traces_with_the_trace_check_on(name):
+    # torch.jit.trace checks its trace by tracing again under no_grad: the blocks must record the
+    # same operators in both grad modes.
+    torch.manual_seed(0)
+    model = create_model(name, **_tiny_kwargs(name)).eval()
+    x = torch.randn(2, 2, 32, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated, still supported
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks become constants
+        traced = torch.jit.trace(model, x)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_training_helper_call():

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import prune
 
 from ecanet import CBAM, ECA, SE, add_eca, create_model, eca_kernel_size
 from ecanet.models import list_models, resnet
@@ -354,6 +355,30 @@ def _eval_block(block_type, memory_format):
     nn.init.normal_(block.eca.conv.weight)
     _randomize_batchnorm(block)
     return block.to(memory_format=memory_format)
+
+
+@pytest.mark.parametrize("block_type", [BasicBlock, Bottleneck])
+@pytest.mark.parametrize("hooked", ["conv", "norm", "pruned-conv"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_hooks_that_change_the_last_conv_or_norm_reach_ecas_pooling(block_type, hooked, compiled):
+    # At inference the descriptor may be pooled before the last norm and 1x1 projection; a hook
+    # that changes their output (or weight: torch.nn.utils.prune's pre-hook) must reach ECA's
+    # pooling as it reaches the rescale, so inference gives what a graph-recording call gives.
+    block = _eval_block(block_type, torch.contiguous_format)
+    conv, norm = (block.conv3, block.bn3) if block_type is Bottleneck else (block.conv2, block.bn2)
+    x = torch.randn(2, 12, 9, 9)
+    if hooked == "pruned-conv":
+        prune.l1_unstructured(conv, "weight", amount=0.5)
+        block(x)
+        with torch.no_grad():  # as an optimizer step would: conv.weight is stale until the pre-hook runs
+            conv.weight_orig.mul_(3)
+    else:
+        (conv if hooked == "conv" else norm).register_forward_hook(lambda module, args, out: out * 2 + 1)
+    run = torch.compile(block, fullgraph=True, backend="eager") if compiled else block
+    with torch.no_grad():
+        out = run(x)
+    torch._dynamo.reset()
+    torch.testing.assert_close(out, block(x).detach(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("block_type", [BasicBlock, Bottleneck])

@@ -562,6 +562,13 @@ def _prepared_everywhere(monkeypatch):
         monkeypatch.setattr(dispatch, "takes_prepared_calls", lambda x: True)
 
 
+def _last_convolution(block: torch.nn.Module) -> torch.nn.Module:
+    """The convolution whose output a block's last BatchNorm normalizes."""
+    if isinstance(getattr(block, "conv", None), torch.nn.Sequential):  # MobileNetV2: projection, BatchNorm, ECA
+        return block.conv[-3]
+    return block.conv3 if hasattr(block, "conv3") else block.conv2
+
+
 @pytest.mark.parametrize(
     ("name", "kwargs"), [("eca_resnet18", {"width": 8}), ("eca_mobilenet_v2", {"width_mult": 0.25})]
 )
@@ -606,7 +613,24 @@ def test_network_inference_folds_each_blocks_last_batchnorm(monkeypatch, name, k
             for hook in hooks:
                 hook.remove()
         assert not any(folded) and seen == layers
-    for got in (checked, prepared, hooked, eca_hooked):
+        # Hooks that keep each block's last convolution output: the norm still folds (from the
+        # second forward, whose calls are prepared), into a new tensor, so what they keep stays.
+        kept = []
+        hooks = [
+            _last_convolution(block).register_forward_hook(lambda module, args, out: kept.append((out, out.clone())))
+            for block in model.modules()
+            if isinstance(getattr(block, "eca", None), ECA)
+        ]
+        try:
+            model(x)
+            folded.clear()
+            conv_hooked = model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert folded.count(True) == blocks, folded
+        assert all(torch.equal(out, copy) for out, copy in kept)
+    for got in (checked, prepared, hooked, eca_hooked, conv_hooked):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 

@@ -121,9 +121,11 @@ class InvertedResidual(nn.Module):
         branch = x
         for layer in self.conv[:-2]:  # the modules themselves, so torch.fx sees them
             branch = layer(branch)
-        # ECA takes the projection's BatchNorm (on a GPU at inference it runs inside the rescale).
+        # ECA takes the projection's BatchNorm (on a GPU at inference it runs inside the rescale,
+        # writing into the projection's output unless a hook on the projection may have kept it).
         if self.use_res_connect:
-            return eca.residual_after_norm(branch, self.conv[-2], x, activation="none")
+            inplace = not has_forward_hooks(self.conv[-3])
+            return eca.residual_after_norm(branch, self.conv[-2], x, activation="none", inplace=inplace)
         return eca.after_norm(branch, self.conv[-2])
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ecanet.layers.eca import ECA
+from ecanet.layers.eca import ECA, has_forward_hooks
 from ecanet.layers.factory import AttentionSpec, create_attention
 from ecanet.models.pooling import pooled_through_norm, pooled_through_projection
 
@@ -73,25 +73,38 @@ class _AttentionBlock(nn.Module):
         self.eca = module if isinstance(module, ECA) else None
         self.attention = None if isinstance(module, ECA) else module
 
-    def _pools_before_norm(self) -> bool:
-        """Whether ECA's descriptor may be pooled before the last BatchNorm (see pooling.py): at
-        inference, where that BatchNorm (in eval mode) is affine per channel."""
-        return self.eca is not None and self.eca.pooling == "avg" and not torch.is_grad_enabled()
+    def _pools_before(self, *modules: nn.Module) -> bool:
+        """Whether ECA's descriptor may be pooled before ``modules``, the last BatchNorm and any
+        1x1 projection before it (see pooling.py): at inference, where that BatchNorm (in eval
+        mode) is affine per channel; not while they have forward hooks (which may change the
+        outputs the descriptor stands for) and not in a ``torch.jit.trace`` (which checks itself
+        by tracing again under ``no_grad``: both traces must take the same operators)."""
+        return (
+            self.eca is not None
+            and self.eca.pooling == "avg"
+            and not torch.is_grad_enabled()
+            and not torch.jit.is_tracing()
+            and not any(has_forward_hooks(module) for module in modules)
+        )
 
     def _compiled_descriptor(self, y: Tensor, norm: nn.Module) -> Tensor | None:
         """Under ``torch.compile``, ECA's descriptor pooled from the last BatchNorm's input ``y``, so
         that the BatchNorm fuses into the block tail (see pooling.py). Eagerly ECA's kernels pool
         the tail's input from cache instead, which costs less than another pass over ``y``."""
-        if not torch.compiler.is_compiling() or not self._pools_before_norm():
+        if not torch.compiler.is_compiling() or not self._pools_before(norm):
             return None
         return pooled_through_norm(y, norm)
 
-    def _tail(self, y: Tensor, norm: nn.Module, identity: Tensor, descriptor: Tensor | None = None) -> Tensor:
-        """``relu(attention(norm(y)) + identity)``; ECA takes the norm into its fused tail (see
-        :meth:`ecanet.layers.ECA.residual_after_norm`: on a GPU at inference the norm costs no pass of its
-        own)."""
+    def _tail(
+        self, y: Tensor, norm: nn.Module, identity: Tensor, producer: nn.Module, descriptor: Tensor | None = None
+    ) -> Tensor:
+        """``relu(attention(norm(y)) + identity)``, ``y`` being ``producer``'s output; ECA takes the
+        norm into its fused tail (see :meth:`ecanet.layers.ECA.residual_after_norm`: on a GPU at
+        inference the norm costs no pass of its own, and the result goes into ``y``, unless a
+        forward hook on ``producer`` may have kept ``y``)."""
         if self.eca is not None:
-            return self.eca.residual_after_norm(y, norm, identity, descriptor=descriptor)
+            inplace = not has_forward_hooks(producer)
+            return self.eca.residual_after_norm(y, norm, identity, inplace=inplace, descriptor=descriptor)
         out = norm(y)
         if self.attention is not None:
             out = self.attention(out)
@@ -147,7 +160,7 @@ class BasicBlock(_AttentionBlock):
         descriptor = self._compiled_descriptor(out, self.bn2)
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self._tail(out, self.bn2, identity, descriptor)
+        return self._tail(out, self.bn2, identity, self.conv2, descriptor)
 
 
 class Bottleneck(_AttentionBlock):
@@ -200,7 +213,7 @@ class Bottleneck(_AttentionBlock):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         descriptor = None
-        if self._pools_before_norm():
+        if self._pools_before(self.conv3, self.bn3):
             # ECA's pooled mean through conv3 and bn3: a quarter of the bytes to read (see pooling.py).
             descriptor = pooled_through_projection(out, self.conv3, self.bn3)
         out = self.conv3(out)
@@ -208,7 +221,7 @@ class Bottleneck(_AttentionBlock):
             descriptor = self._compiled_descriptor(out, self.bn3)
         if self.downsample is not None:
             identity = self.downsample(x)
-        return self._tail(out, self.bn3, identity, descriptor)
+        return self._tail(out, self.bn3, identity, self.conv3, descriptor)
 
 
 class ResNet(nn.Module):
