@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +159,9 @@ def _check_number(name: str, value: object, *, integer: bool, minimum: float, st
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise TypeError(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    # NaN compares False with everything, so it would slip past the bound below.
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < minimum or (strict and value == minimum):
         relation = ">" if strict else ">="
         raise ValueError(f"{name} must be {relation} {minimum}, got {value!r}")
