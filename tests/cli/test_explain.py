@@ -6,6 +6,7 @@ import torch
 from ecanet.cli.main import main
 from ecanet.data import load_dataset
 from ecanet.training import TrainConfig, load_trained_model, train
+from ecanet.training.checkpoint import save_checkpoint
 from intra_op_threads import intra_op_threads
 
 
@@ -82,3 +83,11 @@ def test_a_network_without_attention_is_refused(tmp_path, capsys):
 def test_bad_arguments_exit_with_2_and_say_why(arguments, message, capsys):
     assert main(["explain", *arguments]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_checkpoint_naming_code_to_run_is_refused(tmp_path, capsys):
+    config = TrainConfig(model="subprocess:getoutput", model_kwargs={"cmd": f"touch {tmp_path / 'ran'}"})
+    save_checkpoint({"config": config.to_dict(), "dataset": {}, "model": {}, "epoch": 1}, tmp_path / "last.pt")
+    assert main(["explain", str(tmp_path / "last.pt"), "--no-progress"]) == 2
+    assert "--trust-model-code" in capsys.readouterr().err
+    assert not (tmp_path / "ran").exists()

@@ -62,16 +62,20 @@ def test_a_static_batch_program(checkpoint, tmp_path, capsys):
         (["missing.pt", "--output", "model.onnx"], "checkpoint not found"),
         (["{weights}", "--output", "model.onnx"], "is not a checkpoint written by ecanet train"),
         (["{weights}", "--output", "model.onnx", "--static-batch", "0"], "--static-batch must be positive, got 0"),
+        (["{code}", "--output", "model.onnx"], "'subprocess:getoutput', which would run code"),
     ],
 )
 def test_errors_exit_with_2_and_write_nothing(tmp_path, capsys, arguments, message):
     weights = tmp_path / "weights.pt"
     save_checkpoint({"model": {}}, weights)
-    arguments = [argument.format(weights=weights) for argument in arguments]
+    code = tmp_path / "code.pt"
+    config = TrainConfig(model="subprocess:getoutput", model_kwargs={"cmd": f"touch {tmp_path / 'ran'}"})
+    save_checkpoint({"config": config.to_dict(), "dataset": {}, "model": {}, "epoch": 1}, code)
+    arguments = [argument.format(weights=weights, code=code) for argument in arguments]
     arguments[arguments.index("--output") + 1] = str(tmp_path / "model.onnx")
     assert main(["export", *arguments]) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "model.onnx").exists()
+    assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "ran").exists()
 
 
 @pytest.mark.slow

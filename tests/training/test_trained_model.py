@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 import torch
 
+from ecanet.data import DatasetInfo
 from ecanet.training import TrainConfig, load_trained_model, train
 from ecanet.training.checkpoint import load_checkpoint, save_checkpoint
 from intra_op_threads import intra_op_threads
@@ -58,3 +59,30 @@ def test_weights_that_do_not_fit_the_configured_network_are_refused(finished_run
     ) as error:
         load_trained_model(tmp_path / "edited.pt")
     assert "\n" not in str(error.value) and str(error.value).endswith("more)")
+
+
+MODEL_CODE = """
+import pathlib
+from torch import nn
+
+def build(num_classes, in_chans, marker):
+    pathlib.Path(marker).touch()
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 8 * 8, num_classes))
+"""
+
+
+def test_a_network_named_by_a_function_to_import_is_built_only_when_trusted(tmp_path, monkeypatch):
+    (tmp_path / "model_code_probe.py").write_text(MODEL_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marker = tmp_path / "the-checkpoint-ran-code"
+    config = TrainConfig(model="model_code_probe:build", model_kwargs={"marker": str(marker)})
+    network = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    info = DatasetInfo("toy", 2, 1, 8, (0.5,), (0.25,), ("no", "yes"))
+    checkpoint = {"config": config.to_dict(), "dataset": dataclasses.asdict(info), "model": network.state_dict()}
+    save_checkpoint({**checkpoint, "epoch": 1}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=r"importing and calling 'model_code_probe:build'.*trust_model_code=True"):
+        load_trained_model(tmp_path / "last.pt")
+    assert not marker.exists()
+    trained = load_trained_model(tmp_path / "last.pt", trust_model_code=True)
+    assert marker.exists()
+    torch.testing.assert_close(trained.model.state_dict(), network.state_dict(), rtol=0, atol=0)

@@ -42,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--out", help="output directory (default: explain/ beside the checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="build a network the checkpoint names as package.module:function by importing and calling it "
+        "(runs that code: only for checkpoints you trust)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ecanet explain: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
             return 2
     try:
-        trained = load_trained_model(args.checkpoint)
+        trained = load_trained_model(args.checkpoint, trust_model_code=args.trust_model_code)
         config = trained.config
         data, info = load_dataset(
             config.data,

@@ -31,6 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="export for batches of exactly N images (default: any batch size)",
     )
+    parser.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="build a network the checkpoint names as package.module:function by importing and calling it "
+        "(runs that code: only for checkpoints you trust)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -39,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ecanet export: --static-batch must be positive, got {args.static_batch}", file=sys.stderr)
         return 2
     try:
-        trained = load_trained_model(args.checkpoint)
+        trained = load_trained_model(args.checkpoint, trust_model_code=args.trust_model_code)
         info = trained.info
         size = info.image_size
         example = torch.randn(

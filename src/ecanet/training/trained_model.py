@@ -34,19 +34,25 @@ class TrainedModel:
     epoch: int
 
 
-def load_trained_model(path: str | Path) -> TrainedModel:
+def load_trained_model(path: str | Path, *, trust_model_code: bool = False) -> TrainedModel:
     """Rebuilds the network of a checkpoint written by :func:`ecanet.train` (``last.pt`` or ``best.pt``).
 
     The file is read with ``weights_only=True``; the network is built from the saved configuration
-    (:func:`ecanet.training.build_model`) and loads the saved weights strictly.
+    (:func:`ecanet.training.build_model`) and loads the saved weights strictly. A configuration
+    naming its network ``"package.module:function"`` would import that module and call that function
+    with the checkpoint's keyword arguments, which is running code the file chooses: such a checkpoint
+    is refused unless ``trust_model_code`` is set. Registered names (:func:`ecanet.list_models`) load.
 
     Args:
         path: the checkpoint file.
+        trust_model_code: build a ``"package.module:function"`` network by importing and calling it;
+            only for checkpoints from a source you trust as much as the code itself.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a checkpoint of ``ecanet train``, or its weights do not fit the
-            network its configuration names.
+        ValueError: the file is not a checkpoint of ``ecanet train``, it names its network by a
+            function to import without ``trust_model_code``, or its weights do not fit the network
+            its configuration names.
 
     Example:
         >>> import tempfile, pathlib
@@ -64,6 +70,11 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         lacking = ", ".join(map(repr, sorted(missing)))
         raise ValueError(f"{str(path)!r} is not a checkpoint written by ecanet train: it lacks {lacking}")
     config = TrainConfig.from_dict(checkpoint["config"])
+    if ":" in config.model and not trust_model_code:
+        raise ValueError(
+            f"{str(path)!r} builds its network by importing and calling {config.model!r}, which would run code "
+            "the file chooses; load it with trust_model_code=True (--trust-model-code) only if you trust its source"
+        )
     info = DatasetInfo(**checkpoint["dataset"])
     model = build_model(config, info)
     try:
