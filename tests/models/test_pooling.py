@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from ecanet import create_model
 from ecanet.models.pooling import pooled_through_norm, pooled_through_projection
 
 IN_CHANNELS, OUT_CHANNELS = 6, 16
@@ -137,3 +138,15 @@ def test_pooled_through_norm_equals_pooling_after_batchnorm(dtype, memory_format
 )
 def test_pooled_through_norm_declines_where_pooling_does_not_commute(norm):
     assert pooled_through_norm(torch.randn(2, OUT_CHANNELS, 4, 4), norm) is None
+
+
+def test_a_dynamic_batch_export_of_a_bottleneck_network_takes_the_plain_pooling():
+    # The detour's choice depends on the batch size; with a symbolic batch it would put a
+    # constraint on it, which torch.export refuses (ECA-ResNet-50 could not be exported).
+    model = create_model("eca_resnet50", width=8, small_input=True, num_classes=4).eval()
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: batch},))
+        for size in (1, 5):
+            x = torch.randn(size, 3, 32, 32)
+            torch.testing.assert_close(program.module()(x), model(x), rtol=1e-5, atol=1e-5)

@@ -47,7 +47,11 @@ def _is_pointwise(conv: nn.Module) -> bool:
 
 
 def _cheaper_than_pooling_output(z: Tensor, conv: nn.Conv2d) -> bool:
-    """Whether pooling ``z`` and reading the weights moves fewer values than pooling the output would."""
+    """Whether pooling ``z`` and reading the weights moves fewer values than pooling the output
+    would; ``False`` where ``z``'s sizes are symbolic (``torch.export`` with a dynamic batch,
+    ``torch.compile(dynamic=True)``): the choice would constrain them, which an export refuses."""
+    if any(isinstance(size, torch.SymInt) for size in z.shape):
+        return False
     samples, positions = z.shape[0], z.shape[2] * z.shape[3]
     return samples * conv.in_channels * positions + conv.in_channels * conv.out_channels < (
         samples * conv.out_channels * positions
