@@ -119,16 +119,20 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path: Path) -> None
 
 
 class SignalAtStep(nn.Module):
-    """The tiny model, sending this process ``signal_number`` during training forward call ``at_call``."""
+    """The tiny model, sending this process ``signal_number`` during forward call ``at_call``.
 
-    def __init__(self, signal_number: int | None = None, at_call: int = 0) -> None:
+    Training calls are counted, or evaluation calls with ``evaluating=True``.
+    """
+
+    def __init__(self, signal_number: int | None = None, at_call: int = 0, evaluating: bool = False) -> None:
         super().__init__()
         torch.manual_seed(0)  # a model passed to train() is initialised by the caller
         self.net = build(num_classes=10, in_chans=1)
         self.signal_number, self.at_call, self.calls = signal_number, at_call, 0
+        self.evaluating = evaluating
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        if self.training != self.evaluating:
             self.calls += 1
             if self.calls == self.at_call and self.signal_number is not None:
                 os.kill(os.getpid(), self.signal_number)
@@ -152,6 +156,14 @@ def test_sigint_mid_epoch_saves_and_resume_continues_exactly(tmp_path: Path) -> 
     assert_same_curve(resumed.history, reference.history)
     for name, value in reference.model.state_dict().items():
         assert torch.allclose(resumed.model.state_dict()[name], value, rtol=1e-5, atol=1e-7)
+
+
+def test_sigterm_in_the_last_evaluation_finishes_the_run(tmp_path: Path) -> None:
+    config = TrainConfig(**{**RESUMABLE, "epochs": 1, "max_steps_per_epoch": 2}, run_dir=str(tmp_path))
+    result = train(config, model=SignalAtStep(signal.SIGTERM, at_call=1, evaluating=True))
+    assert [row["epoch"] for row in result.history] == [1]
+    assert (tmp_path / "curves.png").is_file()
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
 
 
 @pytest.mark.slow

@@ -335,7 +335,8 @@ class _Run:
                     self.writer.write(self.history)
                 epochs_bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_top1=f"{val_top1:.2f}")
                 epochs_bar.update()
-                if self.context.any(stop.signal_number is not None):
+                # After the last epoch's checkpoint the run is finished: it writes its outputs rather than stopping.
+                if epoch + 1 < self.config.epochs and self.context.any(stop.signal_number is not None):
                     raise TrainingInterrupted(stop.signal_number or signal.SIGTERM, self.run_dir / LAST_CHECKPOINT)
 
     def _train_epoch(
