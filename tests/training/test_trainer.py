@@ -166,6 +166,18 @@ def test_sigterm_in_the_last_evaluation_finishes_the_run(tmp_path: Path) -> None
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1
 
 
+def test_fewer_epochs_than_the_checkpoint_holds_are_refused(tmp_path: Path) -> None:
+    config = TrainConfig(**{**RESUMABLE, "epochs": 2, "max_steps_per_epoch": 2}, run_dir=str(tmp_path))
+    # Call 3 is step 1 of epoch 2: the checkpoint holds one epoch and a part of the second.
+    with pytest.raises(TrainingInterrupted):
+        train(config, model=SignalAtStep(signal.SIGINT, at_call=3))
+    with pytest.raises(ValueError, match="holds 1 finished epochs and 1 steps of epoch 2, more than epochs=1"):
+        train(dataclasses.replace(config, epochs=1), model=SignalAtStep())
+    train(config, model=SignalAtStep())
+    with pytest.raises(ValueError, match="holds 2 finished epochs, more than epochs=1; use epochs >= 2"):
+        train(dataclasses.replace(config, epochs=1), model=SignalAtStep())
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_the_curve(
     tmp_path: Path, subprocess_env: dict[str, str], uninterrupted: list[dict]

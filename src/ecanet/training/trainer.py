@@ -250,6 +250,14 @@ class _Run:
                     f"run_dir={str(self.run_dir)!r} holds a run with a different configuration ({details}); "
                     "use another run_dir for a new run"
                 )
+            # Fewer epochs cannot be served: the saved weights (and history) are those of the longer run.
+            trained = checkpoint["epoch"] + (checkpoint["step"] > 0)
+            if self.config.epochs < trained:
+                part = f" and {checkpoint['step']} steps of epoch {trained}" if checkpoint["step"] else ""
+                raise ValueError(
+                    f"run_dir={str(self.run_dir)!r} holds {checkpoint['epoch']} finished epochs{part}, more than "
+                    f"epochs={self.config.epochs}; use epochs >= {trained}, or another run_dir for a shorter run"
+                )
         return checkpoint
 
     def _seed(self, seed: int) -> None:
