@@ -72,7 +72,25 @@ def test_sigkill_during_writes_leaves_a_complete_checkpoint(tmp_path) -> None:
 def test_loading_refuses_pickled_code(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"payload": Exploit()}, path)
-    with pytest.raises(Exception, match="Weights only load failed"):
+    with pytest.raises(ValueError, match=r"evil.pt': it refers to print, which weights_only=True refuses"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda data: b"", "the file is empty"),
+        (lambda data: data[: len(data) // 2], "it is truncated, corrupted or not written by torch.save"),
+        (lambda data: data[:100], "it is truncated, corrupted or not written by torch.save"),
+        (lambda data: b"epoch: 3\n", "it is truncated, corrupted or not written by torch.save"),
+    ],
+    ids=["empty", "half", "header-only", "text"],
+)
+def test_an_unreadable_file_is_refused_by_name(tmp_path, damage, reason) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint({"epoch": 1, "weight": torch.ones(1000)}, path)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ValueError, match=f"cannot read the checkpoint '{path}': {reason}$"):
         load_checkpoint(path)
 
 

@@ -6,7 +6,9 @@ the configuration as a plain dict, so loading never unpickles arbitrary objects.
 
 from __future__ import annotations
 
+import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,9 @@ from torch import Tensor
 from ecanet.training.files import write_atomically
 
 __all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+
+_UNREADABLE = (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, IndexError, ValueError, TypeError)
+"""What ``torch.load`` raises on a truncated, corrupted or foreign file, depending on where it breaks."""
 
 
 def save_checkpoint(state: dict, path: str | Path) -> None:
@@ -45,6 +50,8 @@ def load_checkpoint(path: str | Path) -> dict:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is empty, truncated, corrupted, not written by ``torch.save``, or holds
+            objects ``weights_only=True`` refuses.
 
     Example:
         >>> load_checkpoint("no/such/last.pt")
@@ -54,7 +61,19 @@ def load_checkpoint(path: str | Path) -> dict:
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint not found: path={str(path)!r}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except _UNREADABLE as error:
+        raise ValueError(f"cannot read the checkpoint {str(path)!r}: {_unreadable_because(path, error)}") from error
+
+
+def _unreadable_because(path: str | Path, error: Exception) -> str:
+    """Why ``torch.load`` failed, in words: torch's own message is about its internals."""
+    if Path(path).stat().st_size == 0:
+        return "the file is empty"
+    if refused := re.search(r"Unsupported global: GLOBAL (\S+)", str(error)):
+        return f"it refers to {refused.group(1)}, which weights_only=True refuses to load (not a file ecanet wrote)"
+    return "it is truncated, corrupted or not written by torch.save"
 
 
 def capture_rng_state() -> dict[str, Tensor | list[Tensor]]:
