@@ -216,6 +216,32 @@ def test_finished_run_returns_without_training_and_can_be_extended(tmp_path: Pat
     assert numbers(extended.history)[0] == numbers(first.history)[0]
 
 
+def test_a_crash_after_last_pt_is_completed_by_the_next_run(tmp_path: Path) -> None:
+    config = TrainConfig(**{**RESUMABLE, "epochs": 1, "max_steps_per_epoch": 10}, run_dir=str(tmp_path))
+    train(config)
+    after_one = {name: (tmp_path / name).read_bytes() for name in ("best.pt", "metrics.jsonl", "metrics.csv")}
+    finished = train(dataclasses.replace(config, epochs=2))
+    assert finished.history[1]["val_top1"] > finished.history[0]["val_top1"], "epoch 2 should be the best"
+    # The files as a crash right after epoch 2's last.pt leaves them: the rest still holds epoch 1.
+    for name, content in after_one.items():
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "curves.png").unlink()
+    stamp = (tmp_path / "last.pt").stat().st_mtime_ns
+    again = train(dataclasses.replace(config, epochs=2))
+    assert numbers(again.history) == numbers(finished.history)
+    assert (tmp_path / "last.pt").stat().st_mtime_ns == stamp
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["epoch"] == 2 and best["best_top1"] == finished.best_top1
+    for name, value in finished.model.state_dict().items():
+        assert torch.equal(best["model"][name], value)
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert len((tmp_path / "metrics.csv").read_text().splitlines()) == 3
+    assert (tmp_path / "curves.png").is_file()
+    completed = {path: path.stat().st_mtime_ns for path in tmp_path.iterdir() if path.is_file()}
+    train(dataclasses.replace(config, epochs=2))
+    assert {path: path.stat().st_mtime_ns for path in completed} == completed
+
+
 def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
     config = TrainConfig(
         model=SPEC, epochs=1, batch_size=32, max_steps_per_epoch=1, run_dir=str(tmp_path), progress=False

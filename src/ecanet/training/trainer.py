@@ -170,6 +170,8 @@ class _Run:
 
     def execute(self, model: nn.Module | None) -> TrainResult:
         checkpoint = self._find_checkpoint()
+        if checkpoint is not None and self.context.is_main:
+            self._complete_epoch_outputs(checkpoint)
         if checkpoint is not None and checkpoint["epoch"] >= self.config.epochs:
             if model is None:
                 model = build_model(self.config, DatasetInfo(**checkpoint["dataset"]))
@@ -259,6 +261,32 @@ class _Run:
                     f"epochs={self.config.epochs}; use epochs >= {trained}, or another run_dir for a shorter run"
                 )
         return checkpoint
+
+    def _complete_epoch_outputs(self, checkpoint: dict) -> None:
+        """Writes what a crash after ``last.pt`` (the commit point of an epoch) kept from being written.
+
+        The files after it: ``best.pt`` when the checkpoint's epoch is the best, the metric files and,
+        for a finished run, ``curves.png``. Files already complete are left untouched.
+        """
+        history = checkpoint["history"]
+        if checkpoint["step"] or not history:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The first epoch with the highest top-1, as the loop's strict comparison picks it.
+        best_epoch = max(history, key=lambda row: row["val_top1"])["epoch"]
+        best = self.run_dir / BEST_CHECKPOINT
+        if best_epoch == checkpoint["epoch"] and (not best.is_file() or load_checkpoint(best)["epoch"] != best_epoch):
+            save_checkpoint(checkpoint, best)
+        metrics = self.run_dir / "metrics.jsonl"
+        if not metrics.is_file() or len(metrics.read_text().splitlines()) != len(history):
+            writer = MetricsWriter(self.run_dir)
+            writer.write(history)
+            writer.close()
+        curves, last = self.run_dir / "curves.png", self.run_dir / LAST_CHECKPOINT
+        # curves.png is drawn after the last epoch's last.pt: an older one predates the final epochs.
+        stale = not curves.is_file() or (last.is_file() and curves.stat().st_mtime_ns < last.stat().st_mtime_ns)
+        if checkpoint["epoch"] >= self.config.epochs and stale:
+            plot_history(history, curves, title=f"{self.config.model} on {self.config.data}")
 
     def _seed(self, seed: int) -> None:
         random.seed(seed)
