@@ -47,6 +47,28 @@ def test_a_file_that_is_not_a_training_checkpoint_is_refused(tmp_path):
         load_trained_model(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"config": "eca_resnet18"}, r"its 'config' is a str, not the dict ecanet train writes"),
+        ({"config": {"bogus": 1}}, r"its 'config' is not a valid TrainConfig: unknown TrainConfig fields \['bogus'\]"),
+        ({"config": {"epochs": 0}}, r"its 'config' is not a valid TrainConfig: epochs must be"),
+        (
+            {"dataset": {"name": "toy"}},
+            r"its 'dataset' should have the fields \['name', 'num_classes', .*got \['name'\]",
+        ),
+        ({"dataset": [1, 2]}, r"its 'dataset' should have the fields .*got a list"),
+    ],
+    ids=["config-string", "config-unknown-field", "config-invalid", "dataset-incomplete", "dataset-list"],
+)
+def test_a_damaged_configuration_is_refused_by_name(tmp_path, edit, message):
+    info = DatasetInfo("toy", 2, 1, 8, (0.5,), (0.25,), ("no", "yes"))
+    checkpoint = {"config": TrainConfig().to_dict(), "dataset": dataclasses.asdict(info), "model": {}, "epoch": 1}
+    save_checkpoint({**checkpoint, **edit}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=f"^'{tmp_path / 'last.pt'}': {message}"):
+        load_trained_model(tmp_path / "last.pt")
+
+
 @pytest.mark.slow
 def test_weights_that_do_not_fit_the_configured_network_are_refused(finished_run, tmp_path):
     _, run_dir = finished_run

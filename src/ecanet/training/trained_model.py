@@ -69,13 +69,13 @@ def load_trained_model(path: str | Path, *, trust_model_code: bool = False) -> T
     if missing:
         lacking = ", ".join(map(repr, sorted(missing)))
         raise ValueError(f"{str(path)!r} is not a checkpoint written by ecanet train: it lacks {lacking}")
-    config = TrainConfig.from_dict(checkpoint["config"])
+    config = _config_of(path, checkpoint["config"])
     if ":" in config.model and not trust_model_code:
         raise ValueError(
             f"{str(path)!r} builds its network by importing and calling {config.model!r}, which would run code "
             "the file chooses; load it with trust_model_code=True (--trust-model-code) only if you trust its source"
         )
-    info = DatasetInfo(**checkpoint["dataset"])
+    info = _dataset_of(path, checkpoint["dataset"])
     model = build_model(config, info)
     try:
         model.load_state_dict(checkpoint["model"])
@@ -84,3 +84,22 @@ def load_trained_model(path: str | Path, *, trust_model_code: bool = False) -> T
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise ValueError(f"{str(path)!r}: the weights do not fit {config.model!r}: {problems[0]}{more}") from error
     return TrainedModel(model.eval(), info, config, int(checkpoint["epoch"]))
+
+
+def _config_of(path: str | Path, values: object) -> TrainConfig:
+    if not isinstance(values, dict):
+        raise ValueError(f"{str(path)!r}: its 'config' is a {type(values).__name__}, not the dict ecanet train writes")
+    try:
+        config = TrainConfig.from_dict(values)
+        config.validate()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{str(path)!r}: its 'config' is not a valid TrainConfig: {error}") from error
+    return config
+
+
+def _dataset_of(path: str | Path, values: object) -> DatasetInfo:
+    fields = [field.name for field in dataclasses.fields(DatasetInfo)]
+    if not isinstance(values, dict) or sorted(values) != sorted(fields):
+        described = sorted(values) if isinstance(values, dict) else f"a {type(values).__name__}"
+        raise ValueError(f"{str(path)!r}: its 'dataset' should have the fields {fields}, got {described}")
+    return DatasetInfo(**values)
