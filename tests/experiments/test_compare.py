@@ -116,9 +116,10 @@ def test_other_settings_in_the_same_run_dir_are_refused(tiny_compare, tmp_path):
     run_dir = tmp_path / "compare"
     shutil.copytree(tiny_compare[0], run_dir)
     config = _tiny_config(run_dir, ("none", "eca"))
-    config = dataclasses.replace(config, training=dataclasses.replace(config.training, lr=0.5))
-    with pytest.raises(ValueError, match="'lr'"):
-        run_compare(config)
+    for change, name in (({"lr": 0.5}, "'lr'"), ({"epochs": 2}, r"'epochs': \(1, 2\)")):
+        changed = dataclasses.replace(config, training=dataclasses.replace(config.training, **change))
+        with pytest.raises(ValueError, match=name):
+            run_compare(changed)
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ __all__ = ["CompareConfig", "run_compare", "write_outputs"]
 
 SETTINGS_FILE = "compare.json"
 # Fields set per run, and those the trainer lets a resumed run change: they may differ between invocations.
-_NOT_SETTINGS = RESUMABLE_CHANGES | {"model", "seed"}
+# Except epochs: the learning-rate schedule spans them, so runs of other epochs are not comparable.
+_NOT_SETTINGS = (RESUMABLE_CHANGES - {"epochs"}) | {"model", "seed"}
 
 
 @dataclass
