@@ -6,11 +6,14 @@ import pytest
 import timm
 import timm.models._efficientnet_blocks as timm_blocks
 import timm.models.resnet as timm_resnet
+import torch
 import torchvision.models.convnext as tv_convnext
 import torchvision.models.resnet as tv_resnet
+from timm.layers import freeze_batch_norm_2d
 from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
-from ecanet import ECA
+from ecanet import ECA, add_eca, remove_eca
 from ecanet.layers.se import SE
 from ecanet.retrofit.families import SE_REASON, block_policies, find_family_places
 
@@ -66,3 +69,30 @@ def test_policies_cover_the_issue_families() -> None:
 def test_unknown_blocks_are_searched_inside() -> None:
     wrapper = nn.ModuleDict({"backbone": nn.Sequential(tv_resnet.BasicBlock(16, 16))})
     assert [p.name for p in find_family_places(wrapper)[0]] == ["backbone.0.bn2"]
+
+
+@pytest.mark.parametrize(
+    ("build", "count"),
+    [
+        (lambda: tv_resnet.resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 16),  # detection backbones
+        (lambda: freeze_batch_norm_2d(timm.create_model("mobilenetv2_050", pretrained=False)), 16),
+    ],
+    ids=["torchvision-resnet50", "timm-mobilenetv2"],
+)
+def test_frozen_batchnorms_end_branches_like_batchnorms(build, count) -> None:
+    model = build().eval()
+    x = torch.randn(1, 3, 64, 64)
+    expected = model(x)
+    report = add_eca(model)
+    assert len(report.places) == count and all(place.module_type.startswith("Frozen") for place in report.places)
+    assert all(place.strategy.startswith("family") for place in report.places)
+    assert model(x).shape == expected.shape
+    remove_eca(model)
+    assert torch.equal(model(x), expected)
+
+
+def test_a_block_without_normalization_is_skipped_with_its_reason() -> None:
+    places, skipped = find_family_places(nn.Sequential(tv_resnet.BasicBlock(16, 16, norm_layer=nn.Identity)))
+    assert places == [] and [(s.name, s.reason) for s in skipped] == [
+        ("0", "BasicBlock.bn2 is Identity, not a normalization")
+    ]

@@ -170,7 +170,11 @@ def find_family_places(model: nn.Module) -> tuple[list[Candidate], list[SkippedP
         policy = next((p for p in policies if isinstance(module, p.block_type)), None)
         if policy is None:
             return True
-        relative, channels, channel_dim = policy.branch_end(module)
+        try:
+            relative, channels, channel_dim = policy.branch_end(module)
+        except ValueError as error:  # a block built without normalization (norm_layer=nn.Identity)
+            skipped.append(SkippedPlace(name, str(error)))
+            return False
         full = join(name, relative)
         attention = _attention_in(module)
         if attention is not None:

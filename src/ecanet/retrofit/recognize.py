@@ -40,6 +40,12 @@ def _optional_classes(*paths: str) -> tuple[type, ...]:
 
 
 @functools.cache
+def _frozen_batchnorm_classes() -> tuple[type, ...]:
+    """BatchNorms with fixed statistics and affine (detection backbones), which keep no ``num_features``."""
+    return _optional_classes("torchvision.ops.misc:FrozenBatchNorm2d", "timm.layers.norm_act:FrozenBatchNormAct2d")
+
+
+@functools.cache
 def _se_classes() -> tuple[type, ...]:
     return (
         SE,
@@ -111,7 +117,7 @@ def norm_output(module: nn.Module) -> tuple[int, int] | None:
 
     ``nn.LayerNorm`` normalizes the last dim, so its output is channels last (``channel_dim=-1``);
     its ``...2d`` subclasses (torchvision's and timm's ``LayerNorm2d``) normalize channels-first
-    feature maps.
+    feature maps, as torchvision's and timm's frozen BatchNorms do.
 
     Args:
         module: any module.
@@ -124,6 +130,8 @@ def norm_output(module: nn.Module) -> tuple[int, int] | None:
         return module.num_features, 1
     if isinstance(module, nn.GroupNorm):
         return module.num_channels, 1
+    if isinstance(module, _frozen_batchnorm_classes()):
+        return module.running_mean.numel(), 1
     if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
         if type(module) is nn.LayerNorm:
             return module.normalized_shape[0], -1
@@ -136,8 +144,8 @@ def feature_map_norm(module: nn.Module) -> bool:
     """Whether ``module`` is a normalization layer that only normalizes feature maps.
 
     These are the layers the fallback strategy may follow with ECA without knowing the input
-    shape: 2-D/3-D batch and instance norms, SyncBatchNorm, GroupNorm and ``LayerNorm2d``-style
-    layers; not BatchNorm1d or LayerNorm, which also serve plain ``(N, C)`` vectors.
+    shape: 2-D/3-D batch and instance norms, SyncBatchNorm, frozen BatchNorms, GroupNorm and
+    ``LayerNorm2d``-style layers; not BatchNorm1d or LayerNorm, which also serve plain ``(N, C)`` vectors.
 
     Args:
         module: any module.
@@ -146,7 +154,7 @@ def feature_map_norm(module: nn.Module) -> bool:
         >>> feature_map_norm(nn.BatchNorm2d(8)), feature_map_norm(nn.BatchNorm1d(8))
         (True, False)
     """
-    if isinstance(module, (*_FEATURE_MAP_NORMS, nn.GroupNorm)):
+    if isinstance(module, (*_FEATURE_MAP_NORMS, nn.GroupNorm, *_frozen_batchnorm_classes())):
         return True
     output = norm_output(module)
     return isinstance(module, nn.LayerNorm) and output is not None and output[1] == 1
