@@ -35,3 +35,11 @@ def test_builds_by_name(spec: str, class_name: str) -> None:
 def test_errors(spec: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         build_named_model(spec)
+
+
+def test_detection_models_get_no_backbone_weights_either(tmp_path, monkeypatch) -> None:
+    # torchvision's detection builders default their backbone to ImageNet weights, even with weights=None.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    model = build_named_model("torchvision:fasterrcnn_mobilenet_v3_large_320_fpn")
+    assert type(model).__name__ == "FasterRCNN"
+    assert not any(tmp_path.rglob("*"))

@@ -6,6 +6,7 @@ Always randomly initialised (``weights=None`` / ``pretrained=False``): nothing i
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from torch import nn
@@ -50,7 +51,10 @@ def build_named_model(spec: str, **kwargs: Any) -> nn.Module:
         if name not in _names(candidate):
             continue
         if candidate == "torchvision":
-            return _import(candidate).get_model(name, weights=None, **kwargs)
+            builder = _import(candidate).get_model_builder(name)
+            if "weights_backbone" in inspect.signature(builder).parameters:  # detection, segmentation
+                kwargs = {"weights_backbone": None, **kwargs}
+            return builder(weights=None, **kwargs)
         if candidate == "timm":
             return _import(candidate).create_model(name, pretrained=False, **kwargs)
         return _import("ecanet.models").create_model(name, **kwargs)
