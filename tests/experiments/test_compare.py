@@ -133,6 +133,8 @@ def test_other_settings_in_the_same_run_dir_are_refused(tiny_compare, tmp_path):
         ({"model": "torchvision:resnet18", "attentions": ("none", "cbam")}, "only add ECA"),
         ({"model": "keras:resnet"}, "torchvision:NAME"),
         ({"confidence": 1.0}, "confidence"),
+        ({"latency_rounds": 0}, "latency_rounds must be a positive int, got 0"),
+        ({"latency_batch_size": 0}, "latency_batch_size must be a positive int, got 0"),
     ],
 )
 def test_bad_configs_fail_before_training(changes, message, tmp_path):
@@ -140,6 +142,35 @@ def test_bad_configs_fail_before_training(changes, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         run_compare(config)
     assert not (tmp_path / "compare").exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"lr": -1.0}, ValueError, "lr must be > 0, got -1.0"),
+        ({"warmup_epochs": float("nan")}, ValueError, "warmup_epochs must be a finite number, got nan"),
+        ({"data": "cifar10", "data_dir": "no/such/dir"}, FileNotFoundError, "cifar10 not found"),
+    ],
+)
+def test_bad_training_settings_fail_before_anything_is_written(changes, error, message, tmp_path):
+    config = _tiny_config(tmp_path / "compare", ("none", "eca"))
+    config = dataclasses.replace(config, training=dataclasses.replace(config.training, **changes))
+    with pytest.raises(error, match=message):
+        run_compare(config)
+    assert not (tmp_path / "compare").exists()
+
+
+@pytest.mark.slow
+def test_a_compare_the_trainer_refused_leaves_its_run_dir_usable(tmp_path):
+    config = _tiny_config(tmp_path / "compare", ("none", "eca"))
+    too_large = dataclasses.replace(config, training=dataclasses.replace(config.training, batch_size=20000))
+    with pytest.raises(ValueError, match="exceeds the 12000 training images"):
+        run_compare(too_large)
+    assert (tmp_path / "compare" / "compare.json").is_file()
+    result = run_compare(config)
+    assert [len(history) for variant in result.variants for history in variant.histories] == [1, 1]
+    with pytest.raises(ValueError, match="'batch_size': \\(32, 20000\\)"):
+        run_compare(too_large)
 
 
 def test_attention_in_model_kwargs_is_refused(tmp_path):

@@ -28,6 +28,7 @@ from ecanet.experiments.variants import build_foreign_model, eca_layers, foreign
 from ecanet.training import TrainConfig, TrainResult, train
 from ecanet.training.config import RESUMABLE_CHANGES
 from ecanet.training.files import write_atomically
+from ecanet.training.trainer import LAST_CHECKPOINT
 
 __all__ = ["CompareConfig", "run_compare", "write_outputs"]
 
@@ -72,8 +73,10 @@ class CompareConfig:
 
 
 def _check_config(config: CompareConfig) -> None:
-    if isinstance(config.seeds, bool) or not isinstance(config.seeds, int) or config.seeds < 1:
-        raise ValueError(f"seeds must be a positive int (the number of seeds), got {config.seeds!r}")
+    for name in ("seeds", "latency_batch_size", "latency_rounds"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
     if "attention" in config.training.model_kwargs:
         raise ValueError(
             "training.model_kwargs must not hold 'attention': the compare sets it per variant from attentions, "
@@ -82,6 +85,7 @@ def _check_config(config: CompareConfig) -> None:
     if not (isinstance(config.confidence, float) and 0.0 < config.confidence < 1.0):
         raise ValueError(f"confidence must be a float strictly between 0 and 1, got {config.confidence!r}")
     validate_variants(config.model, tuple(config.attentions))
+    config.training.validate()
 
 
 def _settings(config: CompareConfig) -> dict[str, Any]:
@@ -90,11 +94,17 @@ def _settings(config: CompareConfig) -> dict[str, Any]:
 
 
 def _check_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
-    """Refuses to mix runs trained under different settings in one compare directory."""
+    """Refuses to mix runs trained under different settings in one compare directory.
+
+    The settings bind once a run holds a checkpoint: a compare that failed before that (a
+    configuration the trainer refused, say) leaves nothing to mix, so the next one replaces them.
+    """
     path = run_dir / SETTINGS_FILE
     if path.exists():
         previous = json.loads(path.read_text())
-        if previous != settings:
+        if previous == settings:
+            return
+        if any(run_dir.glob(f"*/{LAST_CHECKPOINT}")):
             changed = {
                 key: (previous["training"].get(key), value)
                 for key, value in settings["training"].items()
@@ -106,7 +116,6 @@ def _check_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
                 f"run_dir {str(run_dir)!r} holds a compare with other settings (old, new): {changed}; its runs "
                 "cannot be reused. Choose another run_dir or delete that one."
             )
-        return
     write_atomically(path, (json.dumps(settings, indent=2) + "\n").encode())
 
 
@@ -152,11 +161,12 @@ def run_compare(config: CompareConfig) -> CompareResult:
         print(format_table(summary_rows(result)))
     """
     _check_config(config)
+    training = config.training
+    # A missing dataset fails here, before anything is written.
+    _, info = load_dataset(training.data, training.data_dir, train=False, augment=False, image_size=training.image_size)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_run_dir(run_dir, _settings(config))
-    training = config.training
-    _, info = load_dataset(training.data, training.data_dir, train=False, augment=False, image_size=training.image_size)
     seeds = [training.seed + k for k in range(config.seeds)]
     attentions = list(config.attentions)
 
