@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ecanet import create_model, export_model
+from ecanet import ECA, create_model, export_model
 
 pytestmark = pytest.mark.slow  # each export takes seconds (ONNX about 20 s)
 
@@ -90,6 +90,20 @@ def test_a_file_that_differs_from_the_network_is_not_written_and_the_old_file_st
         export_model(_DiffersWhenExported(), torch.randn(2, 3), path)
     assert path.read_bytes() == b"the previous export"
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_a_network_that_changes_its_input_in_place_is_checked_on_a_copy_of_it(tmp_path, fmt):
+    torch.manual_seed(0)
+    model = ECA(64, inplace=True).eval()
+    example = torch.randn(2, 64, 5, 5)
+    given = example.clone()
+    report = export_model(model, example, tmp_path / f"model.{fmt}")
+    torch.testing.assert_close(example, given, rtol=0, atol=0)
+    assert report.max_abs_error < 1e-5
+    x = torch.randn(3, 64, 5, 5)
+    expected = _float64_reference(model, x.clone())
+    torch.testing.assert_close(_run_file(tmp_path / f"model.{fmt}", fmt, x).double(), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

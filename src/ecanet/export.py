@@ -190,8 +190,8 @@ def _compare(
         for batch in batch_sizes:
             x = example if batch == example.shape[0] else torch.randn((batch, *example.shape[1:]), generator=generator)
             x = x.to(example.dtype)
-            expected = model(x)
-            got = run(x).to(expected.dtype)
+            expected = model(x.clone())  # each run gets its own copy: a network may change its input in place
+            got = run(x.clone()).to(expected.dtype)
             if got.shape != expected.shape:
                 raise RuntimeError(
                     f"the exported network returned shape {tuple(got.shape)}, not {tuple(expected.shape)}"
