@@ -126,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ncompare interrupted: {interrupted}", file=sys.stderr)
         print("finished runs are kept; run the same command again to continue", file=sys.stderr)
         return 128 + interrupted.signal_number
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        print(f"ecanet compare: error: {error}", file=sys.stderr)
+        return 2
     print()
     print(format_table(summary_rows(result)))
     print(f"\nreport, results.csv and plots in {result.run_dir}")
