@@ -81,6 +81,26 @@ def test_module_called_twice_is_skipped() -> None:
     assert "called 2 times" in search.skipped[0].reason
 
 
+@pytest.mark.parametrize("where", ["end", "on the way"])
+def test_a_branch_whose_value_is_used_elsewhere_too_is_skipped(where: str) -> None:
+    # ECA would change every use of the end module's output, not only the addition's.
+    class AuxiliaryHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn, self.head = nn.Conv2d(16, 16, 1), nn.BatchNorm2d(16), nn.Conv2d(16, 2, 1)
+            self.drop = nn.Dropout(0.1)
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            y = self.bn(self.conv(x))
+            dropped = self.drop(y)
+            return x + dropped, self.head(y if where == "end" else dropped)
+
+    search = find_residual_places(AuxiliaryHead())
+    assert search.places == [] and len(search.skipped) == 1
+    assert "used off the branch too (head" in search.skipped[0].reason
+    assert search.skipped[0].reason.startswith("BatchNorm2d" if where == "end" else "Dropout")
+
+
 def test_symmetric_branches_are_ambiguous() -> None:
     class TwoPaths(nn.Module):
         def __init__(self) -> None:

@@ -139,13 +139,21 @@ def _describe(node: fx.Node, modules: dict[str, nn.Module]) -> str:
     return getattr(node.target, "__name__", str(node.target))
 
 
-def _branch_end(branch: fx.Node, modules: dict[str, nn.Module], computed: set[fx.Node]) -> tuple[fx.Node | None, str]:
-    """The module call ECA should follow on this branch and ``""``, or the reason it gets none.
+def _branch_end(
+    addition: fx.Node, branch: fx.Node, modules: dict[str, nn.Module], computed: set[fx.Node]
+) -> tuple[fx.Node | None, str]:
+    """The module call ECA should follow on the ``branch`` operand of ``addition`` and ``""``, or
+    the reason it gets none.
 
-    A branch that already ends in a retrofit container returns that node with a reason.
+    A branch that already ends in a retrofit container returns that node with a reason. ECA
+    changes the end module's output for every use of it, so a branch whose value (at the end or
+    on the way to the addition) is used elsewhere too gets none.
     """
-    node = branch
+    node, on_branch = branch, addition
     while True:
+        others = sorted(user.name for user in node.users if user is not on_branch)
+        if others:
+            return None, f"{_describe(node, modules)}'s output is used off the branch too ({', '.join(others)})"
         if node.op == "call_module":
             module = modules[node.target]
             if isinstance(module, ECAAfter):
@@ -159,7 +167,7 @@ def _branch_end(branch: fx.Node, modules: dict[str, nn.Module], computed: set[fx
         previous = _single_computed_input(node, computed)
         if previous is None:
             return None, f"the branch ends in {_describe(node, modules)} of several tensors"
-        node = previous
+        node, on_branch = previous, node
 
 
 def _location(node: fx.Node) -> str:
@@ -208,7 +216,7 @@ def find_residual_places(model: nn.Module) -> ResidualSearch:
         if branch is None:
             search.skipped.append(SkippedPlace(_location(node), "cannot tell the residual branch from the shortcut"))
             continue
-        end, reason = _branch_end(branch, modules, computed)
+        end, reason = _branch_end(node, branch, modules, computed)
         if reason:
             search.skipped.append(SkippedPlace(_location(node) if end is None else str(end.target), reason))
             continue
