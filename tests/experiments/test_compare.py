@@ -120,6 +120,9 @@ def test_other_settings_in_the_same_run_dir_are_refused(tiny_compare, tmp_path):
         changed = dataclasses.replace(config, training=dataclasses.replace(config.training, **change))
         with pytest.raises(ValueError, match=name):
             run_compare(changed)
+    # The optimiser's default learning rate left implicit is the preset's explicit 0.1: the same setting.
+    implicit = dataclasses.replace(config, training=dataclasses.replace(config.training, lr=None))
+    assert [variant.attention for variant in run_compare(implicit).variants] == ["none", "eca"]
 
 
 @pytest.mark.parametrize(

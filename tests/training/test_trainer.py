@@ -247,8 +247,10 @@ def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
         model=SPEC, epochs=1, batch_size=32, max_steps_per_epoch=1, run_dir=str(tmp_path), progress=False
     )
     train(config)
-    with pytest.raises(ValueError, match=r"different configuration \(lr: None -> 0.5\)"):
+    with pytest.raises(ValueError, match=r"different configuration \(lr: 0.1 -> 0.5\)"):
         train(dataclasses.replace(config, lr=0.5))
+    # The default learning rate, spelled out, is the same configuration.
+    assert len(train(dataclasses.replace(config, lr=0.1)).history) == 1
     with pytest.raises(FileNotFoundError, match=r"resume='.*nowhere' does not exist"):
         train(dataclasses.replace(config, run_dir=None, resume=str(tmp_path / "nowhere")))
     resumed = train(dataclasses.replace(config, run_dir=str(tmp_path / "copy"), resume=str(tmp_path / "last.pt")))

@@ -90,6 +90,7 @@ def _check_config(config: CompareConfig) -> None:
 
 def _settings(config: CompareConfig) -> dict[str, Any]:
     training = {k: v for k, v in dataclasses.asdict(config.training).items() if k not in _NOT_SETTINGS}
+    training["lr"] = config.training.learning_rate  # None stands for the optimiser's default
     return {"model": config.model, "training": json.loads(json.dumps(training, default=str))}
 
 

@@ -243,8 +243,9 @@ class _Run:
             torch.distributed.broadcast_object_list(shared, src=0)
             checkpoint = shared[0]
         if checkpoint is not None:
-            stored = checkpoint["config"]
-            current = self.config.to_dict()
+            # lr None stands for the optimiser's default: compare the learning rates themselves.
+            stored = {**checkpoint["config"], "lr": TrainConfig.from_dict(checkpoint["config"]).learning_rate}
+            current = {**self.config.to_dict(), "lr": self.config.learning_rate}
             changed = sorted(key for key in current if key not in RESUMABLE_CHANGES and stored.get(key) != current[key])
             if changed:
                 details = ", ".join(f"{key}: {stored.get(key)!r} -> {current[key]!r}" for key in changed)
