@@ -242,6 +242,24 @@ def test_a_crash_after_last_pt_is_completed_by_the_next_run(tmp_path: Path) -> N
     assert {path: path.stat().st_mtime_ns for path in completed} == completed
 
 
+def test_a_moved_dataset_resumes(tmp_path: Path) -> None:
+    dataset = tmp_path / "photos"
+    for label, colour in enumerate(((200, 30, 30), (20, 180, 40), (40, 90, 250))):
+        (dataset / f"class{label}").mkdir(parents=True)
+        for index in range(10):
+            Image.new("RGB", (20, 14), (colour[0], colour[1], colour[2] - index)).save(
+                dataset / f"class{label}/{index}.png"
+            )
+    config = TrainConfig(
+        model=SPEC, data="imagefolder", data_dir=str(dataset), image_size=16, epochs=1, batch_size=8,
+        run_dir=str(tmp_path / "run"), progress=False,
+    )  # fmt: skip
+    train(config)
+    moved = dataset.rename(tmp_path / "moved")
+    resumed = train(dataclasses.replace(config, data_dir=str(moved), epochs=2))
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+
+
 def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
     config = TrainConfig(
         model=SPEC, epochs=1, batch_size=32, max_steps_per_epoch=1, run_dir=str(tmp_path), progress=False

@@ -106,10 +106,12 @@ def _check_run_dir(run_dir: Path, settings: dict[str, Any]) -> None:
         if previous == settings:
             return
         if any(run_dir.glob(f"*/{LAST_CHECKPOINT}")):
+            # Both sides' keys: a compare.json from an older ecanet may hold fields that are no longer settings.
+            keys = previous["training"].keys() | settings["training"].keys()
             changed = {
-                key: (previous["training"].get(key), value)
-                for key, value in settings["training"].items()
-                if previous["training"].get(key) != value
+                key: (previous["training"].get(key), settings["training"].get(key))
+                for key in sorted(keys)
+                if previous["training"].get(key) != settings["training"].get(key)
             }
             if previous["model"] != settings["model"]:
                 changed["model"] = (previous["model"], settings["model"])

@@ -18,7 +18,8 @@ AMP_DTYPES = (None, "bf16", "fp16")
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
 # Fields that may differ between a run and its resumption; any other difference is refused.
-RESUMABLE_CHANGES = frozenset({"epochs", "progress", "workers", "run_dir", "resume", "device", "compile"})
+# data_dir is where the dataset lies, not what it is (data names that), so a moved dataset resumes.
+RESUMABLE_CHANGES = frozenset({"epochs", "progress", "workers", "data_dir", "run_dir", "resume", "device", "compile"})
 
 
 @dataclass
