@@ -106,6 +106,27 @@ def test_a_network_that_changes_its_input_in_place_is_checked_on_a_copy_of_it(tm
     torch.testing.assert_close(_run_file(tmp_path / f"model.{fmt}", fmt, x).double(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("fmt", "dtype"), [("pt2", torch.float16), ("pt2", torch.bfloat16), ("onnx", torch.float16)])
+def test_a_half_precision_network_is_checked_against_its_own_rounding(tmp_path, fmt, dtype):
+    model = _small_eca_resnet().to(dtype)
+    report = export_model(model, torch.randn(2, 1, 28, 28, dtype=dtype), tmp_path / f"model.{fmt}")
+    assert 0 < report.max_abs_error <= 5e-2 * max(1, report.output_scale)
+    x = torch.randn(3, 1, 28, 28, dtype=dtype)
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(_run_file(tmp_path / f"model.{fmt}", fmt, x), expected, rtol=0, atol=5e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float64])
+def test_onnx_in_a_dtype_onnxruntime_cannot_run_is_refused_before_the_export(tmp_path, dtype):
+    model = nn.Linear(3, 2).to(dtype)
+    with pytest.raises(ValueError, match=f"onnxruntime, which takes float32 or float16, but .* holds {dtype}"):
+        export_model(model, torch.randn(2, 3, dtype=dtype), tmp_path / "model.onnx")
+    with pytest.raises(ValueError, match=f"holds {dtype}: convert it"):
+        export_model(model, torch.randn(2, 3), tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
 @pytest.mark.parametrize(
     ("path", "kwargs", "example", "message"),
     [

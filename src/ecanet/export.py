@@ -27,6 +27,10 @@ FORMATS = ("onnx", "pt2")
 _SUFFIXES = {".onnx": "onnx", ".pt2": "pt2"}
 _METADATA_FILE = "ecanet.json"
 """Name of the metadata inside a ``.pt2`` file (``torch.export.load(..., extra_files=...)``)."""
+_TOLERANCES = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+"""Default tolerance by the eager output's dtype: some ten roundings of the half types, as many more of float32."""
+_ONNX_DTYPES = (torch.float32, torch.float16)
+"""What onnxruntime's CPU provider runs, so what an ONNX file can be checked in."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +62,7 @@ def export_model(
     format: str | None = None,
     dynamic_batch: bool = True,
     metadata: Mapping[str, object] | None = None,
-    tolerance: float = 1e-4,
+    tolerance: float | None = None,
 ) -> ExportReport:
     """Exports ``model`` (in eval mode) for inputs like ``example``, checks the file, then writes it.
 
@@ -75,13 +79,15 @@ def export_model(
         metadata: strings and JSON-serialisable values stored in the file: ONNX metadata
             properties (non-strings as JSON), or ``ecanet.json`` inside a ``.pt2`` file.
         tolerance: largest allowed ``|file - eager|``, relative to the largest ``|eager|`` output
-            (absolute below 1).
+            (absolute below 1); by default from the output's dtype: 1e-8 for float64, 1e-4 for
+            float32, 1e-2 for float16 and 5e-2 for bfloat16.
 
     Returns:
         An :class:`ExportReport`.
 
     Raises:
-        ValueError: an unknown format or suffix, an example without a batch dimension or off the CPU.
+        ValueError: an unknown format or suffix, an example without a batch dimension or off the CPU,
+            ONNX for a network or example in a dtype other than float32 or float16.
         ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra).
         RuntimeError: the exported network's outputs differ from the eager network's.
 
@@ -101,6 +107,8 @@ def export_model(
         raise ValueError(f"example must be a tensor with a batch dimension, got {_describe(example)}")
     if example.device.type != "cpu":
         raise ValueError(f"export_model works on the CPU: move the model and example there, got {example.device}")
+    if format == "onnx":
+        _require_onnx_dtypes(model, example)
     model = model.eval()
     if dynamic_batch and example.shape[0] == 1:
         example = example.expand(2, *example.shape[1:]).clone()  # batch 1 would be specialised
@@ -111,7 +119,8 @@ def export_model(
         program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
         data = _serialized_onnx(program, metadata) if format == "onnx" else _serialized_pt2(program, metadata)
     run = _onnx_runner(data) if format == "onnx" else _pt2_runner(data)
-    error, scale = _compare(model, run, example, batch_sizes)
+    error, scale, dtype = _compare(model, run, example, batch_sizes)
+    tolerance = _TOLERANCES.get(dtype, _TOLERANCES[torch.float32]) if tolerance is None else tolerance
     if not error <= tolerance * max(1.0, scale):
         raise RuntimeError(
             f"the exported {format} network differs from the eager one by up to {error:.3g} (outputs up to "
@@ -144,6 +153,16 @@ def _require_onnx_tools() -> None:
     if missing:
         raise ImportError(
             f"ONNX export needs {', '.join(missing)}: pip install 'ecanet[export]' (or write a .pt2 file instead)"
+        )
+
+
+def _require_onnx_dtypes(model: nn.Module, example: Tensor) -> None:
+    """Raises a ValueError before the export if onnxruntime could not run the file to check it."""
+    tensors = [example, *model.parameters(), *model.buffers()]
+    if unsupported := sorted({str(t.dtype) for t in tensors if t.is_floating_point() and t.dtype not in _ONNX_DTYPES}):
+        raise ValueError(
+            f"ONNX export runs the file with onnxruntime, which takes float32 or float16, but the network or "
+            f"example holds {', '.join(unsupported)}: convert it (model.float(), example.float()) or write a .pt2 file"
         )
 
 
@@ -182,8 +201,9 @@ def _pt2_runner(data: bytes) -> Callable[[Tensor], Tensor]:
 
 def _compare(
     model: nn.Module, run: Callable[[Tensor], Tensor], example: Tensor, batch_sizes: tuple[int, ...]
-) -> tuple[float, float]:
-    """Largest ``|run(x) - model(x)|`` and largest ``|model(x)|`` over inputs of the given batch sizes."""
+) -> tuple[float, float, torch.dtype]:
+    """Largest ``|run(x) - model(x)|``, largest ``|model(x)|`` and the dtype of ``model(x)``, over inputs of
+    the given batch sizes."""
     error = scale = 0.0
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -198,4 +218,4 @@ def _compare(
                 )
             error = max(error, (got - expected).abs().max().item())
             scale = max(scale, expected.abs().max().item())
-    return error, scale
+    return error, scale, expected.dtype
