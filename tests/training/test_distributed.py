@@ -48,6 +48,7 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subp
     _, stderr = launcher.communicate(timeout=300)
     interrupted = load_checkpoint(run_dir / "last.pt")
     assert 1 <= interrupted["epoch"] < RUN["epochs"], stderr.decode()[-3000:]
+    assert stderr.decode().count("ecanet train: stopped by SIGTERM") == 1  # rank 0 alone reports
     # Second launch: the same command resumes and finishes.
     finished = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -74,6 +75,17 @@ def test_torchrun_two_gloo_processes_match_a_single_process(tmp_path: Path, subp
             assert ddp_row[key] == pytest.approx(single_row[key], abs=ACCURACY_TOLERANCE), key
     for name, value in single.model.state_dict().items():
         assert torch.allclose(distributed["model"][name], value, rtol=TOLERANCE, atol=1e-7), name
+
+
+def test_torchrun_errors_name_the_rank_of_other_processes(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "ecanet", "train", f"--model={SPEC}", "--lr=-1", f"--run-dir={tmp_path}", "--no-progress",
+    ]  # fmt: skip
+    launched = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode != 0
+    assert launched.stderr.count("ecanet train: error: lr must be > 0, got -1.0") == 1
+    assert launched.stderr.count("ecanet train: error (rank 1): lr must be > 0, got -1.0") == 1
 
 
 def test_single_process_context_is_the_identity() -> None:

@@ -106,16 +106,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    rank = int(os.environ.get("RANK", 0))
     try:
         result = train(config)
     except TrainingInterrupted as interruption:
-        print(f"ecanet train: {interruption}", file=sys.stderr)
+        if rank == 0:  # every process stops at the same step, behind the same checkpoint
+            print(f"ecanet train: {interruption}", file=sys.stderr)
         return 128 + interruption.signal_number
     except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"ecanet train: error: {error}", file=sys.stderr)
+        # Every process that meets an error says so: it may be its own (a dataset missing on its machine).
+        where = f" (rank {rank})" if rank else ""
+        print(f"ecanet train: error{where}: {error}", file=sys.stderr)
         return 2
     best_epoch = max(result.history, key=lambda row: row["val_top1"])["epoch"]
-    if int(os.environ.get("RANK", 0)) == 0:
+    if rank == 0:
         print(
             f"{len(result.history)} epochs; final top-1 {result.final_top1:.2f}%, best {result.best_top1:.2f}% "
             f"(epoch {best_epoch}); run directory: {result.run_dir}"
