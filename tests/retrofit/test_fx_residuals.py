@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 from torch import nn
 
 from ecanet.layers.se import SE
+from ecanet.retrofit.families import SE_REASON
 from ecanet.retrofit.fx_residuals import find_residual_places
 
 
@@ -99,6 +101,38 @@ def test_a_branch_whose_value_is_used_elsewhere_too_is_skipped(where: str) -> No
     assert search.places == [] and len(search.skipped) == 1
     assert "used off the branch too (head" in search.skipped[0].reason
     assert search.skipped[0].reason.startswith("BatchNorm2d" if where == "end" else "Dropout")
+
+
+def test_a_branch_with_attention_before_its_end_gets_no_second_one() -> None:
+    # As a RegNetY block: SE in the middle of the branch, a convolution and norm after it.
+    class MidSE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.se, self.conv2, self.bn = (
+                nn.Conv2d(16, 16, 1),
+                SE(16, 4),
+                nn.Conv2d(16, 16, 1),
+                nn.BatchNorm2d(16),
+            )
+            self.project = nn.Conv2d(16, 16, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.project(x) + self.bn(self.conv2(self.se(self.conv1(x))))
+
+    search = find_residual_places(MidSE())
+    assert search.places == [] and [(s.name, s.reason) for s in search.skipped] == [("bn", SE_REASON)]
+
+
+@pytest.mark.parametrize(("name", "se"), [("regnetx_002", False), ("regnety_002", True)])
+def test_timm_regnet_branches_end_in_their_batchnorm_act(name: str, se: bool) -> None:
+    # timm's BatchNormAct2d is kept whole: read inside, the branch ended in a functional batch_norm.
+    search = find_residual_places(timm.create_model(name, pretrained=False))
+    assert search.additions == 13
+    if se:
+        assert search.places == [] and {s.reason for s in search.skipped} == {SE_REASON}
+    else:
+        assert not search.skipped and {p.module_type for p in search.places} == {"BatchNormAct2d"}
+        assert all(p.name.endswith("conv3.bn") for p in search.places)
 
 
 def test_symmetric_branches_are_ambiguous() -> None:

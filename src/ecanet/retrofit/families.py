@@ -20,7 +20,7 @@ from ecanet.retrofit.places import Candidate, SkippedPlace, join, walk
 from ecanet.retrofit.recognize import attention_kind, norm_output
 from ecanet.retrofit.wrappers import ECAAfter, ECAInsteadOf
 
-__all__ = ["SE_REASON", "BlockPolicy", "block_policies", "find_family_places"]
+__all__ = ["ATTENTION_REASONS", "SE_REASON", "BlockPolicy", "block_policies", "find_family_places"]
 
 # (relative name of the module ECA follows, channels, channel_dim) in one block.
 BranchEnd = tuple[str, int, int]
@@ -138,7 +138,7 @@ def _attention_in(block: nn.Module) -> str | None:
 
 
 SE_REASON = "already has SE attention"
-_ATTENTION_REASONS = {
+ATTENTION_REASONS = {  # why a block with channel attention of this kind gets no ECA on top
     "eca": "already has ECA",
     "se": SE_REASON,
     "other": "already has channel attention",
@@ -178,7 +178,7 @@ def find_family_places(model: nn.Module) -> tuple[list[Candidate], list[SkippedP
         full = join(name, relative)
         attention = _attention_in(module)
         if attention is not None:
-            skipped.append(SkippedPlace(full, _ATTENTION_REASONS[attention]))
+            skipped.append(SkippedPlace(full, ATTENTION_REASONS[attention]))
         else:
             target_type = type(module.get_submodule(relative)).__name__
             places.append(Candidate(full, "insert", f"family: {policy.family}", target_type, channels, channel_dim))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ecanet.retrofit.families import ATTENTION_REASONS
 from ecanet.retrofit.places import Candidate, SkippedPlace
 from ecanet.retrofit.recognize import attention_kind, conv_output, norm_output
 from ecanet.retrofit.wrappers import ECAAfter, ECAInsteadOf
@@ -53,10 +54,16 @@ class ResidualSearch:
 
 
 class _Tracer(fx.Tracer):
-    """Keeps attention modules and retrofit containers opaque: they are places, not code to read."""
+    """Keeps attention modules, retrofit containers, normalizations and convolutions opaque: they
+    are places, not code to read (timm's ``BatchNormAct2d``, read, ends in a functional batch_norm)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, (ECAAfter, ECAInsteadOf)) or attention_kind(m) is not None:
+        if (
+            isinstance(m, (ECAAfter, ECAInsteadOf))
+            or attention_kind(m) is not None
+            or norm_output(m) is not None
+            or conv_output(m) is not None
+        ):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 
@@ -112,6 +119,19 @@ def _branch_of(addition: fx.Node) -> fx.Node | None:
     if work_a == work_b:
         return None
     return a if work_a > work_b else b
+
+
+def _attention_on_branch(addition: fx.Node, branch: fx.Node, modules: dict[str, nn.Module]) -> str | None:
+    """The :func:`attention_kind` of a channel attention module anywhere on the branch (computed
+    for the branch and not for the shortcut), as in a RegNetY block's SE before its last
+    convolution, or ``None``."""
+    shortcut = addition.args[1] if branch is addition.args[0] else addition.args[0]
+    for node in _ancestors(branch) - _ancestors(shortcut):
+        if node.op == "call_module":
+            kind = attention_kind(modules[node.target])
+            if kind is not None:
+                return kind
+    return None
 
 
 def _single_computed_input(node: fx.Node, computed: set[fx.Node]) -> fx.Node | None:
@@ -221,7 +241,10 @@ def find_residual_places(model: nn.Module) -> ResidualSearch:
             search.skipped.append(SkippedPlace(_location(node) if end is None else str(end.target), reason))
             continue
         name = str(end.target)
-        if calls[name] > 1:
+        attention = _attention_on_branch(node, branch, modules)
+        if attention is not None:
+            search.skipped.append(SkippedPlace(name, ATTENTION_REASONS[attention]))
+        elif calls[name] > 1:
             search.skipped.append(SkippedPlace(name, f"module is called {calls[name]} times; ECA would follow each"))
         elif name not in seen:
             seen.add(name)
