@@ -127,6 +127,36 @@ def test_onnx_in_a_dtype_onnxruntime_cannot_run_is_refused_before_the_export(tmp
     assert not (tmp_path / "model.onnx").exists()
 
 
+class _FailsIfRun(nn.Module):
+    def forward(self, x):
+        pytest.fail("the network was exported before the output path was checked")
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_export(tmp_path):
+    (tmp_path / "model.onnx").mkdir()
+    with pytest.raises(ValueError, match=f"^'{tmp_path / 'model.onnx'}' is a directory: name the file to write"):
+        export_model(_FailsIfRun(), torch.randn(2, 3), tmp_path / "model.onnx")
+    missing = tmp_path / "missing" / "model.pt2"
+    with pytest.raises(ValueError, match=f"^cannot write '{missing}': the directory '{missing.parent}' does not exist"):
+        export_model(_FailsIfRun(), torch.randn(2, 3), missing)
+
+
+class _RefusesExport(nn.Module):
+    def forward(self, x):
+        assert not torch.compiler.is_exporting(), "this network cannot be traced"
+        return x
+
+
+def test_a_network_torch_export_fails_on_is_a_runtime_error_in_one_line(tmp_path):
+    with pytest.raises(RuntimeError) as error:
+        export_model(_RefusesExport(), torch.randn(2, 3), tmp_path / "model.pt2")
+    assert str(error.value) == (
+        "torch.export cannot export the network (a fixed batch size, dynamic_batch=False, may export): "
+        f"AssertionError: this network cannot be traced; '{tmp_path / 'model.pt2'}' was not written"
+    )
+    assert not (tmp_path / "model.pt2").exists()
+
+
 @pytest.mark.parametrize(
     ("path", "kwargs", "example", "message"),
     [

@@ -86,10 +86,12 @@ def export_model(
         An :class:`ExportReport`.
 
     Raises:
-        ValueError: an unknown format or suffix, an example without a batch dimension or off the CPU,
+        ValueError: an unknown format or suffix, a ``path`` that is a directory or whose directory is
+            missing, an example without a batch dimension or off the CPU,
             ONNX for a network or example in a dtype other than float32 or float16.
         ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra).
-        RuntimeError: the exported network's outputs differ from the eager network's.
+        RuntimeError: the network cannot be exported, or the exported network's outputs differ from
+            the eager network's.
 
     Example:
         >>> import tempfile, pathlib, ecanet
@@ -101,6 +103,7 @@ def export_model(
     """
     path = Path(path)
     format = _format_of(path, format)
+    _require_writable(path)
     if format == "onnx":
         _require_onnx_tools()
     if not isinstance(example, Tensor) or example.dim() < 1 or example.shape[0] < 1:
@@ -116,8 +119,15 @@ def export_model(
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporters' notices about their own internals
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
-        data = _serialized_onnx(program, metadata) if format == "onnx" else _serialized_pt2(program, metadata)
+        try:
+            program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+            data = _serialized_onnx(program, metadata) if format == "onnx" else _serialized_pt2(program, metadata)
+        except Exception as error:  # the exporters raise whatever their internals do, assertions included
+            fixed = " (a fixed batch size, dynamic_batch=False, may export)" if dynamic_batch else ""
+            raise RuntimeError(
+                f"torch.export cannot export the network{fixed}: {type(error).__name__}: {_first_line(error)}; "
+                f"{str(path)!r} was not written"
+            ) from error
     run = _onnx_runner(data) if format == "onnx" else _pt2_runner(data)
     error, scale, dtype = _compare(model, run, example, batch_sizes)
     tolerance = _TOLERANCES.get(dtype, _TOLERANCES[torch.float32]) if tolerance is None else tolerance
@@ -140,6 +150,18 @@ def _format_of(path: Path, format: str | None) -> str:
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     return format
+
+
+def _require_writable(path: Path) -> None:
+    """Raises a ValueError naming ``path`` before the export if the file could not be written there."""
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory: name the file to write, e.g. {str(path / 'model.onnx')!r}")
+    if not path.parent.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: the directory {str(path.parent)!r} does not exist")
+
+
+def _first_line(error: Exception) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "no message")
 
 
 def _require_onnx_tools() -> None:

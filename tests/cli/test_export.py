@@ -82,3 +82,10 @@ def test_errors_exit_with_2_and_write_nothing(tmp_path, capsys, arguments, messa
 def test_an_output_name_without_a_format_exits_with_2(checkpoint, tmp_path, capsys):
     assert main(["export", str(checkpoint), "--output", str(tmp_path / "model.onnnx")]) == 2
     assert "cannot tell the format from 'model.onnnx'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_output_path_that_is_a_directory_exits_with_2_and_names_it(checkpoint, tmp_path, capsys):
+    (tmp_path / "model.onnx").mkdir()
+    assert main(["export", str(checkpoint), "--output", str(tmp_path / "model.onnx")]) == 2
+    assert f"'{tmp_path / 'model.onnx'}' is a directory" in capsys.readouterr().err
