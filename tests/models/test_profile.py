@@ -69,8 +69,10 @@ def test_unit_properties():
 
 def test_training_mode_is_restored_and_meta_models_allocate_nothing():
     model = eca_resnet18(width=8)
+    frozen = [module.eval() for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)][:3]
     profile_model(model, (1, 3, 32, 32))
-    assert model.training
+    assert model.training and model.layer1.training
+    assert not any(module.training for module in frozen)  # each module's own flag, not the root's
     with torch.device("meta"):
         big = eca_resnet18()
     assert profile_model(big.eval(), (1, 3, 224, 224)).params == 11_689_512 + 44

@@ -15,6 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ecanet.layers.factory import ATTENTION_LAYERS
 from ecanet.models.registry import create_model
+from ecanet.modes import evaluation_mode
 
 __all__ = ["PAPER_TABLE3", "ModelProfile", "profile_model", "profile_registered_model"]
 
@@ -112,14 +113,9 @@ def profile_model(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)
     attention_params = sum(
         p.numel() for module in model.modules() if isinstance(module, attention_types) for p in module.parameters()
     )
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(torch.zeros(size, device=device, dtype=dtype))
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with evaluation_mode(model), torch.no_grad(), counter:
+        model(torch.zeros(size, device=device, dtype=dtype))
     flops = counter.get_total_flops()
     return ModelProfile(
         params=sum(p.numel() for p in model.parameters()),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ecanet.modes import evaluation_mode
 from ecanet.retrofit.families import ATTENTION_REASONS
 from ecanet.retrofit.places import Candidate, SkippedPlace
 from ecanet.retrofit.recognize import attention_kind, conv_output, norm_output
@@ -69,13 +70,8 @@ class _Tracer(fx.Tracer):
 
 
 def _trace(model: nn.Module) -> fx.Graph:
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
+    with evaluation_mode(model):
         return _Tracer().trace(model)
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 def _computed_from_inputs(graph: fx.Graph) -> set[fx.Node]:
