@@ -56,6 +56,7 @@ def _assert_paired_change(change, after, before):
     half_width = T_975_39_DEGREES * float(differences.std()) / math.sqrt(len(differences))
     mean = float(differences.mean())
     assert change.count == 40 and change.mean == pytest.approx(mean, rel=1e-5, abs=1e-9)
+    assert change.test == "two-sided paired t interval over images"
     assert change.low == pytest.approx(mean - half_width, rel=1e-4, abs=1e-9)
     assert change.high == pytest.approx(mean + half_width, rel=1e-4, abs=1e-9)
 

@@ -18,6 +18,9 @@ from ecanet.layers import ECA
 
 __all__ = ["explain_attention"]
 
+_PAIRED_OVER_IMAGES = "two-sided paired t interval over images"
+"""How explain's changes are tested: each image with and without the frozen gate (not seeds, as in compare)."""
+
 Batches = Iterable[tuple[Tensor, Tensor]]
 
 
@@ -190,8 +193,12 @@ class _Outcomes:
 
     def changes(self, other: _Outcomes) -> tuple[PairedDifference, PairedDifference]:
         """``other``'s top-1 (percentage points) and loss minus these, with paired intervals over the images."""
-        top1 = paired_difference((100.0 * other.correct.double()).tolist(), (100.0 * self.correct.double()).tolist())
-        return top1, paired_difference(other.losses.tolist(), self.losses.tolist())
+        top1 = _paired_over_images(100.0 * other.correct.double(), 100.0 * self.correct.double())
+        return top1, _paired_over_images(other.losses, self.losses)
+
+
+def _paired_over_images(candidate: Tensor, baseline: Tensor) -> PairedDifference:
+    return dataclasses.replace(paired_difference(candidate.tolist(), baseline.tolist()), test=_PAIRED_OVER_IMAGES)
 
 
 class _Passes:
