@@ -180,6 +180,10 @@ def test_content_errors(tmp_path, content, message):
 def test_prefix_stripping_and_wrappers(tmp_path):
     torch.save({"model": {"module.fc.bias": torch.ones(2), "fc.weight": torch.ones(2, 3)}}, tmp_path / "m.pth")
     assert list(read_state_dict(tmp_path / "m.pth")) == ["fc.bias", "fc.weight"]
+    torch.save(
+        {"state_dict": {"module.module.fc.bias": torch.ones(2)}}, tmp_path / "nested.pth"
+    )  # DDP over DataParallel
+    assert list(read_state_dict(tmp_path / "nested.pth")) == ["fc.bias"]
 
 
 def test_mismatch_lists_missing_unexpected_and_mismatched_keys(tmp_path):
@@ -233,7 +237,9 @@ def test_describe_truncates_long_lists():
     assert StateDictDiff().describe() == "state dict matches the model"
 
 
-@pytest.mark.parametrize(("channels", "reduction", "min_channels"), [(24, 5, 1), (64, 16, 8), (24, 16, 5), (40, 16, 7)])
+@pytest.mark.parametrize(
+    ("channels", "reduction", "min_channels"), [(24, 5, 1), (64, 16, 8), (24, 16, 5), (40, 16, 7), (8, 16, 16)]
+)
 def test_infer_model_reproduces_se_hidden_widths(channels, reduction, min_channels):
     spec = partial(SE, reduction=reduction, min_channels=min_channels)
     source = resnet.resnet18(width=channels, attention=spec)

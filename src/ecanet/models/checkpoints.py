@@ -142,7 +142,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
 
 
 def _strip_prefix(key: str) -> str:
-    return key[len("module.") :] if key.startswith("module.") else key
+    """``key`` without the ``module.`` prefixes of (nested) DataParallel / DistributedDataParallel wrappers."""
+    while key.startswith("module."):
+        key = key[len("module.") :]
+    return key
 
 
 def _attention_spec(state_dict: Mapping[str, Tensor], prefix: str) -> AttentionSpec:
@@ -161,7 +164,7 @@ def _attention_spec(state_dict: Mapping[str, Tensor], prefix: str) -> AttentionS
 
 def _mlp_options(channels: int, hidden: int) -> dict[str, int]:
     """``reduction`` (and ``min_channels`` where needed) giving exactly ``hidden`` = max(min_channels, C // r)."""
-    reduction = channels // hidden
+    reduction = max(1, channels // hidden)  # a hidden width above C comes from min_channels alone
     if channels // reduction == hidden:
         return {"reduction": reduction}
     # A width no reduction gives (raised by min_channels): a larger reduction with min_channels = hidden.
