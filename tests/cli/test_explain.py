@@ -57,12 +57,14 @@ def test_a_random_subset_with_frozen_gates_written_beside_the_checkpoint(checkpo
 
 @pytest.mark.slow
 def test_named_layers_only(checkpoint, tmp_path, capsys):
-    arguments = ["--layers", "layer1.0.eca,layer4.1.eca", "--no-freeze", "--limit", "30", "--out", str(tmp_path)]
+    arguments = ["--layers", "layer1.0.eca, layer4.1.eca,", "--no-freeze", "--limit", "30", "--out", str(tmp_path)]
     assert main(["explain", str(checkpoint), *arguments, "--no-progress"]) == 0
     values = json.loads((tmp_path / "attention.json").read_text())
     assert [layer["name"] for layer in values["layers"]] == ["layer1.0.eca", "layer4.1.eca"]
     assert main(["explain", str(checkpoint), "--layers", "layer9.eca", "--no-progress"]) == 2
     assert "has no module named 'layer9.eca'" in capsys.readouterr().err
+    assert main(["explain", str(checkpoint), "--layers", "layer1.0.eca,layer1.0.eca", "--no-progress"]) == 2
+    assert "layers names 'layer1.0.eca' more than once" in capsys.readouterr().err
 
 
 @pytest.mark.slow

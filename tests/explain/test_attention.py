@@ -203,6 +203,15 @@ class _Unused(nn.Module):
         (_TwoGates(), [], {"layers": ["eca", "nope"]}, ValueError, "_TwoGates has no module named 'nope'"),
         (
             _TwoGates(),
+            [],
+            {"layers": ["eca", ""]},
+            ValueError,
+            r"layers must name modules of _TwoGates, got \['eca', ''\]",
+        ),
+        (_TwoGates(), [], {"layers": []}, ValueError, r"layers must name modules of _TwoGates, got \[\]"),
+        (_TwoGates(), [], {"layers": ["eca", "se", "eca"]}, ValueError, "layers names 'eca' more than once"),
+        (
+            _TwoGates(),
             [(torch.randn(2, 1, 6, 6), torch.tensor([0, 1]))],
             {"layers": ["mix"]},
             ValueError,

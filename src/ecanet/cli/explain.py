@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             DataLoader(data, batch_size=args.batch_size),
             info.classes,
             freeze=not args.no_freeze,
-            layers=args.layers.split(",") if args.layers else None,
+            layers=[name.strip() for name in args.layers.split(",") if name.strip()] if args.layers else None,
             name=f"{config.model} after {trained.epoch} epochs",
             progress=not args.no_progress,
         )

@@ -57,7 +57,7 @@ def explain_attention(
         classes: class names, index = label.
         freeze: measure the accuracy with frozen gates (one pass per layer but CBAM, and one more).
         layers: qualified names of the modules to explain, instead of those found: any module whose
-            output is its input times a gate per channel (checked on every batch).
+            output is its input times a gate per channel (checked on every batch); each once, none empty.
         name: the network's name in the report (default: its class name).
         progress: show a tqdm progress bar.
 
@@ -126,7 +126,12 @@ def explain_attention(
 
 
 def _named_modules(model: nn.Module, names: Sequence[str]) -> list[tuple[str, nn.Module]]:
-    """``(name, module)`` for each name, or a ValueError naming the first that ``model`` lacks."""
+    """``(name, module)`` for each name, or a ValueError naming the first that ``model`` lacks, an
+    empty name (the whole network) or a name given twice (its gates would be counted twice)."""
+    if not names or "" in names:
+        raise ValueError(f"layers must name modules of {type(model).__name__}, got {list(names)!r}")
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"layers names {repeated[0]!r} more than once")
     modules = dict(model.named_modules())
     missing = [name for name in names if name not in modules]
     if missing:
