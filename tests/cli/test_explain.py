@@ -93,3 +93,10 @@ def test_a_checkpoint_naming_code_to_run_is_refused(tmp_path, capsys):
     assert main(["explain", str(tmp_path / "last.pt"), "--no-progress"]) == 2
     assert "--trust-model-code" in capsys.readouterr().err
     assert not (tmp_path / "ran").exists()
+
+
+def test_an_output_directory_that_is_a_file_exits_with_2_before_the_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("kept")
+    assert main(["explain", "missing.pt", "--out", str(tmp_path / "notes.txt"), "--no-progress"]) == 2
+    assert f"the output directory '{tmp_path / 'notes.txt'}' is a file" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "kept"
