@@ -84,16 +84,16 @@ def check_eca_options(padding: str = "zeros", pooling: str = "avg", gate: str = 
     _check_choice("gate", gate, ["sigmoid", "hard_sigmoid"])
 
 
-def _check_input(x: Tensor, channel_dim: int) -> int:
-    """Validates ``x`` for ECA and returns the non-negative index of its channel dim."""
+def _check_input(x: Tensor, channel_dim: int, layer: str = "ECA") -> int:
+    """Validates ``x`` for ``layer`` (its name, for the error) and returns the non-negative index of its channel dim."""
     if not x.is_floating_point():
-        raise TypeError(f"ECA expects a floating-point input, got dtype {x.dtype}")
+        raise TypeError(f"{layer} expects a floating-point input, got dtype {x.dtype}")
     if channel_dim != 1 and channel_dim != -1:
         raise ValueError(f"channel_dim must be 1 (N, C, *spatial) or -1 (N, *, C), got {channel_dim}")
     if x.dim() < 3:
         layout = "(N, C, *spatial)" if channel_dim == 1 else "(N, *, C)"
         raise ValueError(
-            f"ECA expects a batched input {layout} with at least one spatial/token dim "
+            f"{layer} expects a batched input {layout} with at least one spatial/token dim "
             f"(3 or more dims), got shape {list(x.shape)}; add the missing batch or spatial dim"
         )
     return 1 if channel_dim == 1 else x.dim() - 1

@@ -124,7 +124,7 @@ def test_input_errors():
         layer(torch.randn(2, 16, 5))
     with pytest.raises(ValueError, match="built for 16 channels but the input has 8"):
         layer(torch.randn(2, 8, 5, 5))
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="CBAM expects a floating-point"):
         layer(torch.ones(2, 16, 5, 5, dtype=torch.int32))
 
 

@@ -133,9 +133,9 @@ def test_input_errors():
     layer = SE(8, 2)
     with pytest.raises(ValueError, match="built for 8 channels but the input has 6"):
         layer(torch.randn(2, 6, 4, 4))
-    with pytest.raises(ValueError, match="at least one spatial"):
+    with pytest.raises(ValueError, match=r"SE expects a batched input .* at least one spatial"):
         layer(torch.randn(2, 8))
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match="SE expects a floating-point"):
         layer(torch.ones(2, 8, 4, dtype=torch.long))
 
 

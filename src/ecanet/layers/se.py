@@ -110,6 +110,7 @@ def checked_descriptor(x: Tensor, channels: int, channel_dim: int, layer: str) -
         >>> checked_descriptor(torch.ones(2, 8, 5, 5), 8, 1, "SE").shape
         torch.Size([2, 8])
     """
+    F_eca._check_input(x, channel_dim, layer)
     descriptor = F_eca.eca_descriptor(x, "avg", channel_dim)
     if descriptor.shape[1] != channels:
         raise ValueError(
