@@ -78,8 +78,30 @@ class Exploit:
 def test_pickled_code_is_refused(tmp_path: Path) -> None:
     make_cifar(tmp_path, "cifar100")
     (tmp_path / "cifar-100-python" / "test").write_bytes(pickle.dumps({b"data": Exploit()}))
-    with pytest.raises(pickle.UnpicklingError, match=r"refusing to load builtins\.print"):
+    with pytest.raises(ValueError, match=r"test' is not a CIFAR file: refusing to load builtins\.print"):
         load_cifar("cifar100", tmp_path, train=False, augment=False)
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("test_batch", b"", r"test_batch' is not a readable CIFAR file: truncated, corrupted or not a pickle"),
+        ("test_batch", b"<html>not found</html>", r"test_batch' is not a readable CIFAR file: truncated, corrupted"),
+        ("test_batch", pickle.dumps({b"labels": [1]}), r"test_batch' is not a CIFAR file: it lacks \['data'\]"),
+        ("test_batch", pickle.dumps({b"data": np.zeros((1, 3072), np.uint8)}), r"it lacks \['labels'\]"),
+        (
+            "batches.meta",
+            pickle.dumps({b"names": []}),
+            r"batches.meta' is not a CIFAR file: it lacks \['label_names'\]",
+        ),
+    ],
+    ids=["empty", "html", "no-data", "no-labels", "no-class-names"],
+)
+def test_a_malformed_file_is_named(tmp_path: Path, file: str, content: bytes, message: str) -> None:
+    make_cifar(tmp_path, "cifar10")
+    (tmp_path / "cifar-10-batches-py" / file).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_cifar("cifar10", tmp_path, train=False, augment=False)
 
 
 @pytest.mark.parametrize(

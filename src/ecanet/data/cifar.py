@@ -50,18 +50,32 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A CIFAR file names something other than arrays: it may be code to run."""
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR file")
+            raise _RefusedGlobal(f"refusing to load {module}.{name} from a CIFAR file")
         return super().find_class(module, name)
 
 
-def _read_pickle(path: Path) -> dict:
-    with path.open("rb") as file:
-        content = _ArrayUnpickler(file, encoding="bytes").load()
+def _read_pickle(path: Path, keys: tuple[bytes, ...]) -> dict:
+    """The dict in the CIFAR file ``path``, which must hold ``keys``; a ValueError naming the file otherwise."""
+    try:
+        with path.open("rb") as file:
+            content = _ArrayUnpickler(file, encoding="bytes").load()
+    except _RefusedGlobal as error:
+        raise ValueError(f"{str(path)!r} is not a CIFAR file: {error}") from error
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
+        raise ValueError(
+            f"{str(path)!r} is not a readable CIFAR file: truncated, corrupted or not a pickle ({error})"
+        ) from error
     if not isinstance(content, dict):
         raise ValueError(f"{str(path)!r} does not hold a CIFAR batch (a dict), found {type(content).__name__}")
+    if missing := [key.decode() for key in keys if key not in content]:
+        raise ValueError(f"{str(path)!r} is not a CIFAR file: it lacks {missing}")
     return content
 
 
@@ -113,10 +127,10 @@ def load_cifar(
         path = directory / file
         if not path.is_file():
             raise FileNotFoundError(f"{name} is incomplete: {str(path)!r} is missing")
-        batch = _read_pickle(path)
+        batch = _read_pickle(path, (b"data", label_key))
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.append(np.asarray(batch[label_key], dtype=np.int64))
-    classes = tuple(label.decode() for label in _read_pickle(directory / meta_file)[names_key])
+    classes = tuple(label.decode() for label in _read_pickle(directory / meta_file, (names_key,))[names_key])
     info = DatasetInfo(name, len(classes), 3, image_size or 32, mean, std, classes)
     return make_image_dataset(
         torch.from_numpy(np.concatenate(images)),
