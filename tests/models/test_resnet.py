@@ -109,6 +109,15 @@ def test_eca_stage_attention_official_table():
         assert [spec.keywords["kernel_size"] for spec in eca_stage_attention("official", name)] == list(kernels)
 
 
+@pytest.mark.parametrize("spelling", ["eca", "ECA", "Eca"])
+def test_the_official_kernel_sizes_follow_the_name_eca_in_any_case(spelling):
+    # create_attention reads names in any case; "ECA" fell back to the adaptive k (3, 5, 5, 5 for ResNet-50).
+    net = create_model("eca_resnet50", attention=spelling, width=8)
+    assert [net.get_submodule(f"layer{i}.0.eca").kernel_size for i in range(1, 5)] == list(OFFICIAL["resnet50"])
+    mobile = create_model("eca_mobilenet_v2", attention=spelling, width_mult=0.25)
+    assert mobile.features[1].eca.kernel_size == 1 and mobile.features[17].eca.kernel_size == 3
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [

@@ -9,13 +9,23 @@ from ecanet.layers.cbam import CBAM
 from ecanet.layers.eca import ECA
 from ecanet.layers.se import SE
 
-__all__ = ["ATTENTION_LAYERS", "AttentionSpec", "create_attention"]
+__all__ = ["ATTENTION_LAYERS", "AttentionSpec", "create_attention", "names_eca"]
 
 ATTENTION_LAYERS: dict[str, type[nn.Module]] = {"eca": ECA, "se": SE, "cbam": CBAM}
 
 # None / "none", a name from ATTENTION_LAYERS, or a callable taking the channel count first (timm's
 # convention: a module class, a functools.partial of one, or a factory function).
 AttentionSpec = str | Callable[..., nn.Module] | None
+
+
+def names_eca(attention: AttentionSpec) -> bool:
+    """Whether ``attention`` is the name ``"eca"`` in any case, as :func:`create_attention` reads names.
+
+    Example:
+        >>> names_eca("ECA"), names_eca("se"), names_eca(ECA)
+        (True, False, False)
+    """
+    return isinstance(attention, str) and attention.lower() == "eca"
 
 
 def create_attention(attention: AttentionSpec, channels: int, **kwargs: Any) -> nn.Module | None:

@@ -13,7 +13,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ecanet.layers.eca import ECA, has_forward_hooks
-from ecanet.layers.factory import AttentionSpec, create_attention
+from ecanet.layers.factory import AttentionSpec, create_attention, names_eca
 from ecanet.layers.se import SE
 
 __all__ = [
@@ -248,7 +248,7 @@ def eca_mobilenet_v2(
         >>> net.features[1].eca, net.features[17].eca
         (ECA(8, k=1, padding=zeros, pooling=avg, gate=sigmoid), ECA(80, k=3, padding=zeros, pooling=avg, gate=sigmoid))
     """
-    if attention != "eca":
+    if not names_eca(attention):
         if kernel_sizes != "official":
             raise ValueError(
                 f"kernel_sizes={kernel_sizes!r} applies to attention='eca' only, got attention={attention!r}"

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ecanet.layers.eca import ECA, has_forward_hooks
-from ecanet.layers.factory import AttentionSpec, create_attention
+from ecanet.layers.factory import AttentionSpec, create_attention, names_eca
 from ecanet.models.pooling import pooled_through_norm, pooled_through_projection
 
 __all__ = [
@@ -398,7 +398,7 @@ def build_resnet(
     if architecture not in RESNET_ARCHITECTURES:
         raise ValueError(f"architecture must be one of {list(RESNET_ARCHITECTURES)}, got {architecture!r}")
     if kernel_sizes is not None:
-        if attention != "eca":
+        if not names_eca(attention):
             raise ValueError(
                 f"kernel_sizes={kernel_sizes!r} applies to attention='eca' only, got attention={attention!r}"
             )
@@ -411,7 +411,7 @@ def _eca_resnet(
     architecture: str, attention: AttentionSpec, kernel_sizes: KernelSizes, kwargs: dict[str, Any]
 ) -> ResNet:
     # The "official" default only means something for ECA; an explicit choice with another attention is an error.
-    if attention != "eca" and kernel_sizes == "official":
+    if not names_eca(attention) and kernel_sizes == "official":
         return build_resnet(architecture, attention=attention, **kwargs)
     return build_resnet(architecture, attention=attention, kernel_sizes=kernel_sizes, **kwargs)
 
