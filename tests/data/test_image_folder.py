@@ -98,14 +98,35 @@ def test_validation_class_unknown_to_training_is_refused(tmp_path: Path) -> None
         (None, {"data_dir": None}, ValueError, "data_dir is required for 'imagefolder'"),
         (None, {"data_dir": "no/such/folder"}, FileNotFoundError, "data_dir='no/such/folder' is not a directory"),
         ("empty", {}, FileNotFoundError, "no class subfolders in data_dir="),
-        ("no-images", {}, ValueError, "no readable images in"),
+        ("no-images", {}, ValueError, r"class folders \['cats'\] in '.*' hold no images \(.bmp, .*\): add images"),
+        ("one-class", {}, ValueError, r"has one class folder, 'apple': a classifier needs two classes or more"),
+        ("one-each", {"train": False}, ValueError, r"validation split of '.*' is empty: too few images per class"),
+        ("empty-val", {"train": False}, ValueError, r"validation split of '.*val' is empty: its class folders hold no"),
         ("empty", {"val_fraction": 1.0}, ValueError, r"val_fraction must be between 0 and 1 \(exclusive\), got 1.0"),
     ],
 )
 def test_bad_folders_and_arguments_are_named(tmp_path: Path, setup, kwargs: dict, error: type, message: str) -> None:
     if setup == "no-images":
+        make_folder(tmp_path, per_class=2)
         (tmp_path / "cats").mkdir()
         (tmp_path / "cats" / "notes.txt").write_text("no images here")
-    arguments = {"data_dir": tmp_path, **kwargs}
+    elif setup == "one-class":
+        (tmp_path / "apple").mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / "apple" / "0.png")
+    elif setup == "one-each":
+        make_folder(tmp_path, per_class=1)
+    elif setup == "empty-val":
+        make_folder(tmp_path / "train", per_class=2)
+        (tmp_path / "val" / "apple").mkdir(parents=True)
+    arguments = {"data_dir": tmp_path, "train": True, **kwargs}
     with pytest.raises(error, match=message):
-        load_image_folder(arguments.pop("data_dir"), train=True, augment=False, **arguments)
+        load_image_folder(arguments.pop("data_dir"), augment=False, **arguments)
+
+
+def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path: Path) -> None:
+    make_folder(tmp_path, per_class=4)
+    for hidden in [".ipynb_checkpoints/0-checkpoint.png", "apple/.ipynb_checkpoints/0-checkpoint.png", "sky/.0.png"]:
+        (tmp_path / hidden).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (20, 14)).save(tmp_path / hidden)
+    data, info = load_image_folder(tmp_path, train=True, augment=False, image_size=8, val_fraction=0.25)
+    assert info.classes == ("apple", "grass", "sky") and len(data) == 9

@@ -36,13 +36,18 @@ STD = (0.229, 0.224, 0.225)
 def find_image_files(directory: str | Path, classes: tuple[str, ...] | None = None) -> tuple[list, tuple[str, ...]]:
     """Lists ``(path, label)`` for every image file under ``directory/<class>/``, sorted.
 
+    Hidden folders and files (``.ipynb_checkpoints``, ``.DS_Store``) are not classes or images.
+
     Args:
         directory: a folder with one subfolder per class.
         classes: class names fixing the label order (for a validation folder); None uses the
-            sorted subfolder names.
+            sorted subfolder names, each of which must hold an image.
 
     Returns:
         ``(samples, classes)``.
+
+    Raises:
+        ValueError: a class folder without images (``classes`` None), or one that ``classes`` lacks.
 
     Example:
         >>> import tempfile, pathlib
@@ -55,8 +60,9 @@ def find_image_files(directory: str | Path, classes: tuple[str, ...] | None = No
         ([('a.png', 0), ('b.jpg', 1)], ('cat', 'dog'))
     """
     directory = Path(directory)
-    found = tuple(sorted(entry.name for entry in directory.iterdir() if entry.is_dir()))
-    if classes is None:
+    found = tuple(sorted(entry.name for entry in directory.iterdir() if entry.is_dir() and not _hidden(entry.name)))
+    from_folders = classes is None
+    if from_folders:
         classes = found
     elif unknown := sorted(set(found) - set(classes)):
         raise ValueError(f"{str(directory)!r} has class folders {unknown} that the training folder lacks")
@@ -66,8 +72,18 @@ def find_image_files(directory: str | Path, classes: tuple[str, ...] | None = No
         if (directory / name).is_dir()
         for path in sorted((directory / name).rglob("*"))
         if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-    ]
+        and not any(_hidden(part) for part in path.relative_to(directory / name).parts)
+    ]  # fmt: skip
+    if from_folders and (empty := sorted(set(classes) - {classes[label] for _, label in samples})):
+        raise ValueError(
+            f"class folders {empty} in {str(directory)!r} hold no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
+            "add images or remove the folders"
+        )
     return samples, classes
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
 
 
 def _decode(samples: list, image_size: int, directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,6 +179,15 @@ def load_image_folder(
             f"no class subfolders in data_dir={str(data_dir)!r}: expected <class>/<image> files, or train/ and val/ "
             "folders laid out that way"
         )
+    if len(classes) < 2:
+        raise ValueError(
+            f"data_dir={str(data_dir)!r} has one class folder, {classes[0]!r}: a classifier needs two classes or more"
+        )
+    if not samples:
+        why = "its class folders hold no images" if directory == validation else (
+            f"too few images per class to split them with val_fraction={val_fraction} (a class needs 2 or more)"
+        )  # fmt: skip
+        raise ValueError(f"the {'training' if train else 'validation'} split of {str(directory)!r} is empty: {why}")
     images, labels = _decode(samples, image_size, directory)
     info = DatasetInfo("imagefolder", len(classes), 3, image_size, MEAN, STD, classes)
     return make_image_dataset(images, labels, info, augment=augment, seed=seed)
