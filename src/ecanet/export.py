@@ -86,9 +86,9 @@ def export_model(
         An :class:`ExportReport`.
 
     Raises:
-        ValueError: an unknown format or suffix, a ``path`` that is a directory or whose directory is
-            missing, an example without a batch dimension or off the CPU,
-            ONNX for a network or example in a dtype other than float32 or float16.
+        ValueError: an unknown format or suffix, a format the suffix contradicts, a ``path`` that is
+            a directory or whose directory is missing, an example without a batch dimension or off
+            the CPU, ONNX for a network or example in a dtype other than float32 or float16.
         ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra).
         RuntimeError: the network cannot be exported, or the exported network's outputs differ from
             the eager network's.
@@ -144,11 +144,13 @@ def _format_of(path: Path, format: str | None) -> str:
     if format is None:
         if path.suffix not in _SUFFIXES:
             raise ValueError(
-                f"cannot tell the format from {path.name!r}: name the file *.onnx or *.pt2, or pass format="
+                f"cannot tell the format from {path.name!r}: name the file *.onnx or *.pt2, or choose the format"
             )
         return _SUFFIXES[path.suffix]
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if _SUFFIXES.get(path.suffix, format) != format:
+        raise ValueError(f"{path.name!r} names a {_SUFFIXES[path.suffix]} file, not {format}: rename it *.{format}")
     return format
 
 

@@ -82,6 +82,9 @@ def test_errors_exit_with_2_and_write_nothing(tmp_path, capsys, arguments, messa
 def test_an_output_name_without_a_format_exits_with_2(checkpoint, tmp_path, capsys):
     assert main(["export", str(checkpoint), "--output", str(tmp_path / "model.onnnx")]) == 2
     assert "cannot tell the format from 'model.onnnx'" in capsys.readouterr().err
+    assert main(["export", str(checkpoint), "--output", str(tmp_path / "x.pt2"), "--format", "onnx"]) == 2
+    assert "'x.pt2' names a pt2 file, not onnx: rename it *.onnx" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt2").exists()
 
 
 @pytest.mark.slow
