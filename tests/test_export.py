@@ -163,6 +163,8 @@ def test_a_network_torch_export_fails_on_is_a_runtime_error_in_one_line(tmp_path
         ("model.onnnx", {}, torch.randn(2, 3), "cannot tell the format from 'model.onnnx'"),
         ("model.onnx", {"format": "torchscript"}, torch.randn(2, 3), "format must be one of"),
         ("model.pt2", {"format": "onnx"}, torch.randn(2, 3), "'model.pt2' names a pt2 file, not onnx: rename it"),
+        ("model.pt2", {"tolerance": -1e-4}, torch.randn(2, 3), r"tolerance must be a number >= 0 .*, got -0.0001"),
+        ("model.pt2", {"tolerance": float("nan")}, torch.randn(2, 3), r"tolerance must be a number >= 0 .*, got nan"),
         ("model.onnx", {}, torch.tensor(1.0), r"example must be a tensor with a batch dimension, got shape \(\)"),
         ("model.onnx", {}, [1, 2], "got list"),
         (

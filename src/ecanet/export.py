@@ -88,7 +88,8 @@ def export_model(
     Raises:
         ValueError: an unknown format or suffix, a format the suffix contradicts, a ``path`` that is
             a directory or whose directory is missing, an example without a batch dimension or off
-            the CPU, ONNX for a network or example in a dtype other than float32 or float16.
+            the CPU, ONNX for a network or example in a dtype other than float32 or float16, a
+            negative tolerance.
         ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra).
         RuntimeError: the network cannot be exported, or the exported network's outputs differ from
             the eager network's.
@@ -101,6 +102,8 @@ def export_model(
         >>> report.format, report.batch_sizes, report.max_abs_error < 1e-4
         ('pt2', (2, 3), True)
     """
+    if tolerance is not None and not tolerance >= 0:
+        raise ValueError(f"tolerance must be a number >= 0 (or None for the dtype's default), got {tolerance!r}")
     path = Path(path)
     format = _format_of(path, format)
     _require_writable(path)
