@@ -272,6 +272,32 @@ def test_replace_se_saves_parameters_and_updates_optimizer_and_restores() -> Non
         torch.testing.assert_close(model.float()(x), before)
 
 
+def test_remove_eca_gives_the_optimizer_its_se_weights_back_and_takes_the_eca_ones() -> None:
+    torch.manual_seed(0)
+    model = SENet()
+    se_params = list(model.se.parameters())
+    sgd = torch.optim.SGD(
+        [{"params": [model.conv.weight, model.fc.weight]}, {"params": [*model.bn.parameters(), *se_params], "lr": 0.5}],
+        lr=0.1,
+        momentum=0.9,
+    )
+    add_eca(model, replace_se=True, optimizer=sgd)
+    eca_weight = model.se.eca.conv.weight
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    sgd.step()
+    assert eca_weight in sgd.state
+
+    assert remove_eca(model, optimizer=sgd) == 1
+    listed = [p for group in sgd.param_groups for p in group["params"]]
+    assert not any(p is eca_weight for p in listed) and eca_weight not in sgd.state
+    assert all(any(p is q for q in sgd.param_groups[1]["params"]) for p in se_params)  # the group ECA was in
+    start = [p.detach().clone() for p in se_params]
+    sgd.zero_grad()
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    sgd.step()
+    assert all(not torch.equal(p, s) for p, s in zip(se_params, start, strict=True))  # SE trains again
+
+
 def test_model_with_its_own_eca_is_left_alone() -> None:
     model = ecanet.create_model("eca_resnet18", num_classes=10, width=16)
     with pytest.warns(UserWarning, match="already has ECA"):
@@ -364,6 +390,8 @@ def test_add_eca_argument_errors(residual_cnn: nn.Module) -> None:
         add_eca(residual_cnn, optimizer=[])
     with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
         remove_eca("resnet18")
+    with pytest.raises(TypeError, match=r"optimizer must be a torch\.optim\.Optimizer or None, got dict"):
+        remove_eca(residual_cnn, optimizer={})
     assert remove_eca(residual_cnn) == 0
     with pytest.raises(ValueError, match="padding must be one of"):
         add_eca(residual_cnn, padding="reflect")

@@ -1,4 +1,4 @@
-"""Keeping an existing optimizer in step with a retrofit: new ECA weights in, swapped-out SE weights out."""
+"""Keeping an existing optimizer in step with a retrofit: new ECA weights in, swapped-out SE weights out (and back)."""
 
 from __future__ import annotations
 

@@ -135,7 +135,7 @@ def add_eca(
     return dataclasses.replace(report, applied=True)
 
 
-def remove_eca(model: nn.Module) -> int:
+def remove_eca(model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None) -> int:
     """Undoes :func:`add_eca`: puts back every original module object, in place.
 
     The restored model computes exactly what it computed before ``add_eca`` (same module objects,
@@ -144,6 +144,8 @@ def remove_eca(model: nn.Module) -> int:
 
     Args:
         model: a model edited by :func:`add_eca` (a model without retrofits is left as is).
+        optimizer: if given, the ECA weights leave it, with their state, and the weights of
+            restored SE modules join the param group their ECA was in (with fresh state).
 
     Returns:
         The number of places restored.
@@ -161,7 +163,17 @@ def remove_eca(model: nn.Module) -> int:
     _check_not_distributed(model)
     if isinstance(model, (ECAAfter, ECAInsteadOf)):
         raise ValueError("model is itself a retrofit container; remove_eca needs the model that holds it")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     containers = [(name, m) for name, m in model.named_modules() if isinstance(m, (ECAAfter, ECAInsteadOf))]
+    added: list[tuple[nn.Parameter, nn.Module]] = []
+    removed: list[nn.Parameter] = []
     for name, container in containers:
-        _set_submodule(model, name, container.original())
+        original = container.original()
+        removed.extend(container.eca.parameters())
+        if isinstance(container, ECAInsteadOf):
+            added.extend((param, container.eca) for param in original.parameters())
+        _set_submodule(model, name, original)
+    if optimizer is not None:
+        update_optimizer(optimizer, added, removed)
     return len(containers)
