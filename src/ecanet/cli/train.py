@@ -28,7 +28,7 @@ HELP = {
     "lr": "base learning rate (default: 0.1 for sgd, 1e-3 for adamw)",
     "momentum": "SGD momentum",
     "weight_decay": "weight decay",
-    "schedule": "step (x0.1 at 30/60/90%% of epochs) or cosine",
+    "schedule": "step (x0.1 at 30/60/90%% of the run) or cosine",
     "warmup_epochs": "epochs of linear learning-rate warmup",
     "label_smoothing": "label smoothing of the training loss",
     "amp": "mixed precision: bf16 (CPU or GPU) or fp16 (GPU)",

@@ -39,7 +39,7 @@ class TrainConfig:
         lr: base learning rate; None gives 0.1 for SGD and 1e-3 for AdamW.
         momentum: SGD momentum.
         weight_decay: weight decay on all parameters (decoupled for AdamW).
-        schedule: ``"step"`` (x0.1 at 30/60/90% of the epochs) or ``"cosine"``.
+        schedule: ``"step"`` (x0.1 at 30/60/90% of the run's steps) or ``"cosine"``.
         warmup_epochs: epochs of linear learning-rate warmup (may be fractional).
         label_smoothing: label smoothing of the training loss.
         amp: mixed precision: None, ``"bf16"`` (CPU or GPU) or ``"fp16"`` (GPU, with loss scaling).

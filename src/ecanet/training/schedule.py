@@ -18,8 +18,9 @@ class LearningRateSchedule:
     """Multiplier of the base learning rate at each optimiser step (a ``LambdaLR`` function).
 
     Warmup ramps linearly from ``1/warmup_steps`` to 1. After it, ``"step"`` multiplies by 0.1 at
-    30%, 60% and 90% of the epochs (the paper's 30/60/90 of 100), ``"cosine"`` decays to 0 along
-    half a cosine over the remaining steps.
+    the steps nearest 30%, 60% and 90% of the run (the paper's epochs 30/60/90 of 100; a run of 4
+    epochs decays within epochs 2, 3 and 4), ``"cosine"`` decays to 0 along half a cosine over the
+    remaining steps.
 
     Args:
         schedule: ``"step"`` or ``"cosine"``.
@@ -49,8 +50,9 @@ class LearningRateSchedule:
         warmup_steps = round(self.warmup_epochs * self.steps_per_epoch)
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if self.schedule == "step":
-            passed = sum(step >= round(fraction * self.epochs) * self.steps_per_epoch for fraction in STEP_MILESTONES)
+        if self.schedule == "step":  # at the step nearest each milestone: at whole epochs only, a short run lost decays
+            total = self.epochs * self.steps_per_epoch
+            passed = sum(step >= round(fraction * total) for fraction in STEP_MILESTONES)
             return STEP_FACTOR**passed
         decay_steps = max(1, self.epochs * self.steps_per_epoch - warmup_steps)
         progress = min(1.0, (step - warmup_steps) / decay_steps)
