@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 
 import torch
 
 from ecanet.bench.device import bench_device
 from ecanet.bench.report import format_table
-from ecanet.bench.suite import DEFAULT_GROUPS, GROUPS, bench_cases, run_bench, select_cases
+from ecanet.bench.suite import DEFAULT_GROUPS, GROUPS, Case, bench_cases, run_bench, select_cases
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         metavar="TEXT",
         help="run only the cases whose label contains one of these (labels as in the progress bar, "
-        "e.g. 'training-graphed' or 'model resnet50 training channels_last')",
+        "e.g. 'training-graphed' or 'model resnet18 training channels_last')",
     )
     parser.add_argument(
         "--threads",
@@ -62,15 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rounds is not None and args.rounds < 1:
-        raise SystemExit(f"ecanet bench: --rounds must be >= 1, got {args.rounds}")
     try:
-        device = bench_device(args.device)
-    except ValueError as error:
-        raise SystemExit(f"ecanet bench: {error}") from None
+        device, cases = _selection(args)
+    except ValueError as error:  # a bad option: one line and exit status 2, as the other subcommands
+        print(f"ecanet bench: error: {error}", file=sys.stderr)
+        return 2
     if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"ecanet bench: --threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     command = ["ecanet", "bench", "--out", args.out, "--groups", *args.groups]
     command += [] if args.threads is None else ["--threads", str(args.threads)]
@@ -79,12 +77,20 @@ def run(args: argparse.Namespace) -> int:
     command += [] if device.type == "cpu" else ["--device", args.device]
     command += ["--backward-on-caller"] if args.backward_on_caller else []
     command += ["--only", *args.only] if args.only else []
-    try:
-        cases = select_cases(bench_cases(args.groups, quick=args.quick, rounds=args.rounds, device=device), args.only)
-    except ValueError as error:
-        raise SystemExit(f"ecanet bench: {error}") from None
     with torch.autograd.set_multithreading_enabled(not args.backward_on_caller):
         rows = run_bench(args.out, cases, command=shlex.join(command), progress=not args.no_progress, device=device)
     print(format_table(rows))
     print(f"\nwrote {args.out}/results.csv, results.png, results.txt, environment.json")
     return 0
+
+
+def _selection(args: argparse.Namespace) -> tuple[torch.device, list[Case]]:
+    """The device and the cases the options ask for; ``ValueError`` for a bad option."""
+    if args.rounds is not None and args.rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {args.rounds}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    device = bench_device(args.device)
+    return device, select_cases(
+        bench_cases(args.groups, quick=args.quick, rounds=args.rounds, device=device), args.only
+    )
