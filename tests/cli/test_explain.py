@@ -84,7 +84,8 @@ def test_a_network_without_attention_is_refused(tmp_path, capsys):
 )
 def test_bad_arguments_exit_with_2_and_say_why(arguments, message, capsys):
     assert main(["explain", *arguments]) == 2
-    assert message in capsys.readouterr().err
+    printed = capsys.readouterr().err
+    assert printed.startswith("ecanet explain: error: ") and message in printed
 
 
 def test_a_checkpoint_naming_code_to_run_is_refused(tmp_path, capsys):

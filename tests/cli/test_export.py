@@ -74,7 +74,8 @@ def test_errors_exit_with_2_and_write_nothing(tmp_path, capsys, arguments, messa
     arguments = [argument.format(weights=weights, code=code) for argument in arguments]
     arguments[arguments.index("--output") + 1] = str(tmp_path / "model.onnx")
     assert main(["export", *arguments]) == 2
-    assert message in capsys.readouterr().err
+    printed = capsys.readouterr().err
+    assert printed.startswith("ecanet export: error: ") and message in printed
     assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "ran").exists()
 
 

@@ -55,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            print(f"ecanet explain: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
+            print(f"ecanet explain: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
             return 2
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "explain"
     if out.exists() and not out.is_dir():
-        print(f"ecanet explain: the output directory {str(out)!r} is a file: pass --out DIR", file=sys.stderr)
+        print(f"ecanet explain: error: the output directory {str(out)!r} is a file: pass --out DIR", file=sys.stderr)
         return 2
     try:
         trained = load_trained_model(args.checkpoint, trust_model_code=args.trust_model_code)
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"ecanet explain: {error}", file=sys.stderr)
+        print(f"ecanet explain: error: {error}", file=sys.stderr)
         return 2 if not isinstance(error, RuntimeError) else 1
     out.mkdir(parents=True, exist_ok=True)
     written = [

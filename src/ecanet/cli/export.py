@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.static_batch is not None and args.static_batch < 1:
-        print(f"ecanet export: --static-batch must be positive, got {args.static_batch}", file=sys.stderr)
+        print(f"ecanet export: error: --static-batch must be positive, got {args.static_batch}", file=sys.stderr)
         return 2
     try:
         trained = load_trained_model(args.checkpoint, trust_model_code=args.trust_model_code)
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             metadata=metadata,
         )
     except (FileNotFoundError, ImportError, ValueError, RuntimeError) as error:
-        print(f"ecanet export: {error}", file=sys.stderr)
+        print(f"ecanet export: error: {error}", file=sys.stderr)
         return 2 if not isinstance(error, RuntimeError) else 1
     batches = " and ".join(map(str, report.batch_sizes))
     print(
