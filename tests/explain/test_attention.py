@@ -70,6 +70,7 @@ def _per_image(logits, labels):
 def test_every_number_matches_a_float64_recomputation():
     torch.manual_seed(0)
     model = _TwoGates().train()
+    model.se.eval()  # a module kept in eval mode on purpose must stay so
     with torch.no_grad():
         model.eca.conv.weight.mul_(8)  # gates that vary enough to matter
         model.se.fc2.weight.mul_(8)
@@ -77,7 +78,7 @@ def test_every_number_matches_a_float64_recomputation():
     images, labels = torch.randn(40, 1, 6, 6), torch.randint(0, 3, (40,))
     batches = [(images[i : i + 16], labels[i : i + 16]) for i in range(0, 40, 16)]
     report = explain_attention(model, batches, CLASSES, name="two gates")
-    assert model.training  # mode restored
+    assert model.training and model.eca.training and not model.se.training  # each module's mode restored
 
     with torch.no_grad():
         logits, eca, se = _float64_pass(model, images)

@@ -15,6 +15,7 @@ from ecanet.explain.gates import ATTENTION_LAYERS, attention_layers, channel_gat
 from ecanet.explain.report import AttentionReport, LayerExplanation
 from ecanet.explain.statistics import GateStatistics
 from ecanet.layers import ECA
+from ecanet.modes import evaluation_mode
 
 __all__ = ["explain_attention"]
 
@@ -83,10 +84,8 @@ def explain_attention(
     freeze = freeze and bool(replaceable)
     passes = _Passes(model, batches, 1 + (len(replaceable) + 1 if freeze else 0), progress)
     frozen: dict[nn.Module, _Outcomes] = {}
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluation_mode(model), torch.no_grad():
             with _recorded_gates(found, len(classes)) as (statistics, labels_of_batch):
                 outcomes = passes.run("gates", labels_of_batch)
             for layer_name, module in found:
@@ -105,7 +104,6 @@ def explain_attention(
                 with fixed_gates(means):
                     all_frozen = passes.run("all frozen")
     finally:
-        model.train(was_training)
         passes.close()
     explanations = tuple(
         _explanation(layer_name, module, statistics[module], outcomes, frozen.get(module))
