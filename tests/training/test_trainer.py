@@ -275,6 +275,21 @@ def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
     assert resumed.run_dir == tmp_path / "copy" and len(resumed.history) == 1
 
 
+def test_an_unreadable_last_checkpoint_is_named_kept_and_best_pt_suggested(tmp_path: Path) -> None:
+    config = TrainConfig(
+        model=SPEC, epochs=1, batch_size=32, max_steps_per_epoch=1, run_dir=str(tmp_path), progress=False
+    )
+    train(config)
+    last = tmp_path / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated, as by a full disk before atomic writes
+    truncated = last.read_bytes()
+    with pytest.raises(ValueError, match=r"cannot read the checkpoint .*last\.pt.*; resume from resume='.*best\.pt'"):
+        train(dataclasses.replace(config, epochs=2))
+    assert last.read_bytes() == truncated
+    resumed = train(dataclasses.replace(config, run_dir=str(tmp_path / "again"), resume=str(tmp_path / "best.pt")))
+    assert len(resumed.history) == 1
+
+
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [

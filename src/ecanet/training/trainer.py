@@ -231,13 +231,21 @@ class _Run:
         """Rank 0 reads the checkpoint to resume from and shares it, so other nodes need no shared disk."""
         checkpoint = None
         if self.context.is_main:
+            path = None
             if self.config.resume is not None:
                 resume = Path(self.config.resume)
                 if not resume.exists():
                     raise FileNotFoundError(f"resume={self.config.resume!r} does not exist")
-                checkpoint = load_checkpoint(resume / LAST_CHECKPOINT if resume.is_dir() else resume)
+                path = resume / LAST_CHECKPOINT if resume.is_dir() else resume
             elif (self.run_dir / LAST_CHECKPOINT).is_file():
-                checkpoint = load_checkpoint(self.run_dir / LAST_CHECKPOINT)
+                path = self.run_dir / LAST_CHECKPOINT
+            if path is not None:
+                try:
+                    checkpoint = load_checkpoint(path)
+                except ValueError as error:  # the file is left as it is: nothing is lost
+                    best = path.with_name(BEST_CHECKPOINT)
+                    other = f"resume from resume={str(best)!r} (the best epoch) or " if best != path else ""
+                    raise ValueError(f"{error}; {other}start over in another run_dir") from error
         if self.context.distributed:
             shared = [checkpoint]
             torch.distributed.broadcast_object_list(shared, src=0)
