@@ -139,7 +139,9 @@ def _check_against_reference(kernels, x, weight, mode, padding="zeros", gate="si
     if mode.relu:
         expected = expected.clamp(min=0)
     assert out.dtype == x.dtype and out.shape == x.shape and out.stride() == strides
-    assert (out is source) == mode.inplace
+    # A half-precision tail keeps x for its backward (see test_half_tail_keeps_x_...).
+    half_tail = mode.identity and x.dtype in (torch.float16, torch.bfloat16) and torch.is_grad_enabled()
+    assert (out is source) == (mode.inplace and not half_tail)
     tolerance = TOLERANCES[x.dtype]  # a float32 weight next to a half x does not make the result float32
     _assert_close(out, expected, "output", tolerance)
 
