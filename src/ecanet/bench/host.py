@@ -207,6 +207,11 @@ class _BottleneckWithFunctionTail(Bottleneck):
     """The plain bottleneck, its tail run through :class:`_TailInFunction`."""
 
     def _tail(
-        self, y: torch.Tensor, norm: torch.nn.Module, identity: torch.Tensor, descriptor: torch.Tensor | None = None
+        self,
+        y: torch.Tensor,
+        norm: torch.nn.Module,
+        identity: torch.Tensor,
+        producer: torch.nn.Module,
+        descriptor: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return _TailInFunction.apply(norm(y), identity)
