@@ -149,6 +149,14 @@ def train(config: TrainConfig, model: nn.Module | None = None) -> TrainResult:
         context.close()
 
 
+def _saved_epoch(path: Path) -> int | None:
+    """The epoch of the checkpoint at ``path``, or ``None`` where there is none or it cannot be read."""
+    try:
+        return int(load_checkpoint(path)["epoch"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+
+
 class _Run:
     """One call of :func:`train`: state shared by the steps of the loop."""
 
@@ -284,7 +292,7 @@ class _Run:
         # The first epoch with the highest top-1, as the loop's strict comparison picks it.
         best_epoch = max(history, key=lambda row: row["val_top1"])["epoch"]
         best = self.run_dir / BEST_CHECKPOINT
-        if best_epoch == checkpoint["epoch"] and (not best.is_file() or load_checkpoint(best)["epoch"] != best_epoch):
+        if best_epoch == checkpoint["epoch"] and _saved_epoch(best) != best_epoch:
             save_checkpoint(checkpoint, best)
         metrics = self.run_dir / "metrics.jsonl"
         if not metrics.is_file() or len(metrics.read_text().splitlines()) != len(history):
