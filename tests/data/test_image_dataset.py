@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -33,6 +34,21 @@ def test_set_epoch_changes_the_augmentation() -> None:
     assert not torch.equal(first, second) and torch.equal(first, again)
 
 
+def test_numpy_tensor_and_negative_indices_give_the_same_augmented_item() -> None:
+    dataset = toy()
+    image, label = dataset[len(dataset) - 1]
+    for index in (np.int64(len(dataset) - 1), torch.tensor(len(dataset) - 1), -1):
+        other, other_label = dataset[index]
+        assert torch.equal(other, image) and other_label == label
+    dataset.set_epoch(np.int64(1))
+    assert dataset.epoch == 1 and type(dataset.epoch) is int
+    subset = torch.utils.data.Subset(dataset, np.arange(4))  # numpy indices, as people pass them
+    images, _ = next(iter(DataLoader(subset, batch_size=4)))
+    assert torch.equal(images[3], dataset[3][0])
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+
+
 @pytest.mark.slow
 def test_worker_processes_give_the_same_batches_as_the_main_process() -> None:
     dataset = toy()
@@ -48,6 +64,13 @@ def test_make_image_dataset_adds_the_channel_axis_and_resizes() -> None:
         torch.zeros(3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 2]), INFO, augment=False, seed=0
     )
     assert dataset.images.shape == (3, 1, 12, 12) and info is INFO
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0, 1, 3]), torch.tensor([0, -1, 2])])
+def test_labels_outside_the_classes_are_refused_when_loading(labels: torch.Tensor) -> None:
+    # Not later, as an IndexError in the loss or a device-side assert on a GPU.
+    with pytest.raises(ValueError, match=r"toy: labels must lie in 0..2 \(3 classes\), got -?\d\.\.\d"):
+        make_image_dataset(torch.zeros(3, 8, 8, dtype=torch.uint8), labels, INFO, augment=False, seed=0)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -49,12 +51,15 @@ class ImageDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the augmentation of ``epoch`` (call before iterating, like ``DistributedSampler``)."""
-        self.epoch = epoch
+        self.epoch = operator.index(epoch)
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        # A plain int from numpy and 0-d tensor indices too, and -1 the same image as len - 1: the
+        # augmentation is seeded by the index.
+        index = range(len(self))[operator.index(index)]
         return self.transform(self.images[index], index=index, epoch=self.epoch), int(self.labels[index])
 
 
@@ -65,7 +70,7 @@ def make_image_dataset(
 
     Args:
         images: uint8 images; ``(N, H, W)`` is taken as grayscale.
-        labels: class labels.
+        labels: class labels, in ``0 .. info.num_classes - 1``.
         info: the dataset description; its ``image_size``, ``mean`` and ``std`` are applied.
         augment: random crop with padding (and flips when ``flip``).
         seed: augmentation seed.
@@ -82,6 +87,11 @@ def make_image_dataset(
         >>> data.images.shape
         torch.Size([3, 1, 16, 16])
     """
+    if labels.numel() and not 0 <= int(labels.min()) <= int(labels.max()) < info.num_classes:
+        raise ValueError(
+            f"{info.name}: labels must lie in 0..{info.num_classes - 1} ({info.num_classes} classes), "
+            f"got {int(labels.min())}..{int(labels.max())}"
+        )
     if images.dim() == 3:
         images = images.unsqueeze(1)
     images = resize_images(images, info.image_size)
