@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from ecanet.data import transforms
 from ecanet.data.transforms import ImageTransform, default_padding, resize_images
 
 MEAN, STD = (0.2, 0.5, 0.7), (0.3, 0.25, 0.1)
@@ -75,6 +77,13 @@ def test_resize_keeps_same_size_and_constant_images() -> None:
         resized = resize_images(constant, size)
         assert resized.dtype == torch.uint8 and resized.shape == (2, 3, size, size)
         assert torch.equal(resized, torch.full_like(resized, 77))
+
+
+def test_resize_goes_in_chunks_and_gives_what_one_call_gives() -> None:
+    images = torch.randint(0, 256, (transforms._RESIZE_CHUNK + 3, 1, 9, 9), generator=torch.Generator().manual_seed(0))
+    images = images.to(torch.uint8)
+    whole = F.interpolate(images.float(), size=(12, 12), mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(resize_images(images, 12), whole.round().clamp(0, 255).to(torch.uint8))
 
 
 def test_resize_halving_averages_neighbourhoods() -> None:
