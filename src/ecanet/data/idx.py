@@ -11,6 +11,7 @@ import numpy as np
 __all__ = ["read_idx"]
 
 _UINT8 = 0x08
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -30,9 +31,13 @@ def read_idx(path: str | Path) -> np.ndarray:
         [7, 0, 9]
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as file:
+    with open(path, "rb") as file:
         data = file.read()
+    if data[:2] == _GZIP_MAGIC:  # by content: a .gz name on a plain file, or the reverse, reads as well
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"path={str(path)!r} is a damaged gzip file: {error}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"path={str(path)!r} is not an IDX file (it must start with two zero bytes)")
     if data[2] != _UINT8:
@@ -44,5 +49,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", data[4:header])
     values = np.frombuffer(data, dtype=np.uint8, offset=header)
     if values.size != int(np.prod(shape)):
-        raise ValueError(f"path={str(path)!r} is truncated: header says {shape}, found {values.size} values")
+        problem = "is truncated" if values.size < int(np.prod(shape)) else "has bytes past its data"
+        raise ValueError(f"path={str(path)!r} {problem}: header says {shape}, found {values.size} values")
     return values.reshape(shape)
