@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from ecanet.cli.trust import add_trust_model_code
 from ecanet.data import load_dataset
 from ecanet.explain import explain_attention, plot_attention, plot_gates_by_class
 from ecanet.training.trained_model import load_trained_model
@@ -42,12 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--out", help="output directory (default: explain/ beside the checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.add_argument(
-        "--trust-model-code",
-        action="store_true",
-        help="build a network the checkpoint names as package.module:function by importing and calling it "
-        "(runs that code: only for checkpoints you trust)",
-    )
+    add_trust_model_code(parser)
     parser.set_defaults(handler=run)
 
 

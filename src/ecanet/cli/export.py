@@ -8,6 +8,7 @@ import sys
 import torch
 
 from ecanet import __version__
+from ecanet.cli.trust import add_trust_model_code
 from ecanet.export import FORMATS, export_model
 from ecanet.training.trained_model import load_trained_model
 
@@ -31,12 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="export for batches of exactly N images (default: any batch size)",
     )
-    parser.add_argument(
-        "--trust-model-code",
-        action="store_true",
-        help="build a network the checkpoint names as package.module:function by importing and calling it "
-        "(runs that code: only for checkpoints you trust)",
-    )
+    add_trust_model_code(parser)
     parser.set_defaults(handler=run)
 
 
