@@ -109,6 +109,12 @@ def test_median_interval_by_hand():
     assert median_interval([1.0, 2.0, 3.0, 4.0, 5.0], 0.95).low is None  # [min, max] covers 1 - 2/32 < 95%
 
 
+@pytest.mark.parametrize("values", [[math.nan, 1.0, 3.0, 2.0, 5.0, 6.0, 7.0], [1.0, 3.0, 2.0, 5.0, 6.0, 7.0, math.nan]])
+def test_median_interval_refuses_nan_which_sorting_leaves_in_place(values):
+    with pytest.raises(ValueError, match=r"values must be numbers, got NaN at positions \[\d\]"):
+        median_interval(values)
+
+
 def test_median_interval_covers_a_skewed_distributions_median_as_often_as_it_says():
     generator = random.Random(0)
     trials, covered = 4000, 0

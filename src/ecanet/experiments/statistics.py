@@ -238,6 +238,9 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> Median
         raise ValueError("values must hold at least one number, got an empty sequence")
     if not (isinstance(confidence, float) and 0.0 < confidence < 1.0):
         raise ValueError(f"confidence must be a float strictly between 0 and 1, got {confidence!r}")
+    if unordered := [index for index, value in enumerate(values) if math.isnan(value)]:
+        # NaN has no place in the order: sorted() would leave it where it was, and the interval with it.
+        raise ValueError(f"values must be numbers, got NaN at positions {unordered}")
     ordered = sorted(values)
     count = len(ordered)
     outcomes = 2**count
