@@ -405,6 +405,58 @@ def test_gradcheck_compiled_kernels(shape, memory_format, channel_dim, mode, pad
     assert torch.autograd.gradcheck(function, inputs)
 
 
+@pytest.mark.parametrize("layout", ["2d", "2d-channels-last", "3d-channels-last", "tokens"])
+@pytest.mark.parametrize("mode", ["layer", "residual-relu", "residual-none", "x-only", "residual-relu-identity-only"])
+@pytest.mark.parametrize(("padding", "rows"), [("zeros", 1), ("circular", CHANNELS)])
+def test_second_derivatives_out_of_place_match_the_plain_operators(kernels, layout, mode, padding, rows):
+    # Differentiated with create_graph=True, the fused backward answers in plain recorded operators.
+    options = MODES[mode]
+    x, channel_dim = _input(layout)
+    leaves = {"x": x, "weight": _weight(rows), "identity": _like(x, seed=3)}
+    inputs = tuple(leaf.requires_grad_(name in options.grads) for name, leaf in leaves.items())
+
+    def function(x, weight, identity):
+        shortcut = identity if options.identity else None
+        return fused_eca_function(x, weight, shortcut, options.relu, False, padding, "sigmoid", channel_dim, kernels)
+
+    assert type(function(*inputs).grad_fn).__name__ == "_FusedEcaBackward"
+    assert torch.autograd.gradgradcheck(function, inputs)
+
+
+def test_a_hard_sigmoid_gate_has_no_second_derivative_as_in_the_plain_operators(kernels):
+    # PyTorch's hardsigmoid has no double backward; the fused path says the same, not something else.
+    x = _randn((2, CHANNELS, 3, 3)).requires_grad_()
+    weight = _weight()
+    for out in (
+        fused_eca_function(x, weight, None, False, False, "zeros", "hard_sigmoid", 1, kernels),
+        x * torch.nn.functional.hardsigmoid(x.mean(dim=(2, 3), keepdim=True)),  # PyTorch's own gate
+    ):
+        (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError, match="derivative for aten::hardsigmoid_backward is not implemented"):
+            grad_x.sum().backward()
+
+
+@pytest.mark.parametrize("mode", ["layer-in-place", "residual-relu-in-place", "residual-none-in-place"])
+def test_a_second_derivative_through_an_in_place_call_raises_even_where_unused_inputs_are_allowed(kernels, mode):
+    # x is gone, so there is no second derivative; the refusal is tied to x's graph, so that
+    # torch.autograd.grad(..., allow_unused=True) meets it instead of answering None.
+    options = MODES[mode]
+    source = _randn((2, CHANNELS, 3, 3)).requires_grad_()
+    identity = _like(source, seed=3) if options.identity else None
+    out = fused_eca_function(source * 1, _weight(), identity, options.relu, True, "zeros", "sigmoid", 1, kernels)
+    (grad_x,) = torch.autograd.grad(out.square().sum(), source, create_graph=True)
+    reference_source = source.detach().clone().requires_grad_()
+    expected = eca_reference(reference_source, _weight())
+    if options.identity:
+        expected = expected + identity
+    if options.relu:
+        expected = expected.clamp(min=0)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), reference_source)
+    _assert_close(grad_x.detach(), expected_grad, "first derivative")  # still exact
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(grad_x.sum(), source, allow_unused=True)
+
+
 @pytest.mark.parametrize("batch", [1, 5])  # fewer samples than threads: pass by pass; else sample by sample
 @pytest.mark.parametrize("layout", ["2d", "2d-channels-last", "tokens"])
 @pytest.mark.parametrize("mode", ["layer", "layer-in-place", "residual-relu", "residual-relu-in-place", "x-only"])

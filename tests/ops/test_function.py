@@ -190,23 +190,31 @@ def test_in_place_on_a_tensor_saved_for_backward_raises_instead_of_wrong_gradien
 
 
 @pytest.mark.parametrize("tail", [False, True])
-def test_second_derivatives_raise_and_first_ones_stay_exact(tail):
-    # The fused backward is not differentiable itself: with create_graph=True the first gradients
-    # are still right, and differentiating them raises instead of giving a wrong second derivative.
-    x, _ = _input("2d")
+def test_a_gradient_penalty_gets_the_plain_operators_second_derivatives(tail):
+    # WGAN-GP / R1 style: the gradient with respect to the images is penalised, so the fused
+    # backward is differentiated again (out of place; in place it raises, see test_training_call).
+    generator = torch.Generator().manual_seed(5)
+    conv = torch.nn.Conv2d(3, 6, 3, padding=1).double()
     weight = _weight().requires_grad_()
-    identity = torch.randn_like(x)
-    source = x.clone().requires_grad_()
-    out = eca_residual(source * 1.0, weight, identity) if tail else eca(source, weight)
-    (grad_x,) = torch.autograd.grad(out.square().sum(), source, create_graph=True)
-    x_ref = x.clone().requires_grad_()
-    expected = (
-        eca_residual_reference(x_ref, weight.detach(), identity, relu=True) if tail else eca_reference(x_ref, weight)
-    )
-    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x_ref)
-    torch.testing.assert_close(grad_x, expected_grad, rtol=1e-10, atol=1e-10)
-    with pytest.raises(RuntimeError, match="differentiate twice"):
-        grad_x.sum().backward()
+    images = torch.randn(4, 3, 5, 5, generator=generator, dtype=torch.float64)
+    shortcut = torch.randn(4, 6, 5, 5, generator=generator, dtype=torch.float64)
+
+    def penalty_gradients(fast: bool) -> tuple[torch.Tensor, ...]:
+        source = images.clone().requires_grad_()
+        features = conv(source)
+        if fast:
+            out = eca_residual(features, weight, shortcut) if tail else eca(features, weight)
+            assert _fused_node(out)
+        else:
+            out = eca_reference(features, weight)
+            out = (out + shortcut).clamp(min=0) if tail else out
+        (grad_images,) = torch.autograd.grad(out.mean(dim=(1, 2, 3)).sum(), source, create_graph=True)
+        penalty = (grad_images.flatten(1).norm(dim=1) - 1).square().mean()
+        return torch.autograd.grad(penalty, (weight, conv.weight, conv.bias))
+
+    for got, expected in zip(penalty_gradients(True), penalty_gradients(False), strict=True):
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_layer_inplace_option_and_repr():

@@ -210,16 +210,36 @@ def test_a_retained_graph_gives_the_same_gradients_twice():
     torch.testing.assert_close(weight.grad, 2 * first[1], rtol=1e-12, atol=1e-12)
 
 
-def test_second_derivatives_raise_with_ecanets_message():
-    where = LAYOUTS["2d"]
-    x, weight = _randn(where, 0).requires_grad_(), _weight().requires_grad_()
-    out = eca(x * 1, weight)
+@pytest.mark.parametrize("mode", ["layer", "tail-relu"])
+@pytest.mark.parametrize("layout", ["1d", "2d-channels-last", "tokens"])
+def test_second_derivatives_out_of_place_match_the_plain_operators(layout: str, mode: str):
+    # With create_graph=True the node answers in plain recorded operators (computed in Python).
+    where, how = LAYOUTS[layout], MODES[mode]
+    inputs = (_randn(where, 0).requires_grad_(), _weight(rows=CHANNELS, k=5).requires_grad_())
+    inputs += (_randn(where, 2).requires_grad_(),)
+
+    def function(x: Tensor, weight: Tensor, identity: Tensor) -> Tensor:
+        return _call(how, x, weight, identity, where.channel_dim)
+
+    assert _is_training_node(function(*inputs))
+    assert torch.autograd.gradgradcheck(function, inputs)
+
+
+@pytest.mark.parametrize("mode", ["layer-in-place", "tail-relu-in-place", "tail-in-place"])
+def test_a_second_derivative_through_an_in_place_call_raises_with_ecanets_message(mode: str):
+    where, how = LAYOUTS["2d"], MODES[mode]
+    x, weight, identity = _randn(where, 0).requires_grad_(), _weight().requires_grad_(), _randn(where, 2)
+    out = _call(how, x, weight, identity, where.channel_dim)
     assert _is_training_node(out)
     (grad_x,) = torch.autograd.grad(out.square().sum(), x, create_graph=True)
     x_ref = x.detach().clone().requires_grad_()
-    (expected,) = torch.autograd.grad(eca_reference(x_ref, weight.detach()).square().sum(), x_ref)
-    torch.testing.assert_close(grad_x, expected, rtol=1e-10, atol=1e-10)
-    with pytest.raises(RuntimeError, match="ecanet: trying to differentiate twice"):
+    expected = _reference(how, x_ref, weight.detach(), identity, where.channel_dim)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), x_ref)
+    torch.testing.assert_close(grad_x, expected_grad, rtol=1e-10, atol=1e-10)  # the first one stays exact
+    message = "ecanet: ECA wrote its result over its input"
+    with pytest.raises(RuntimeError, match=message):  # not None: the refusal is tied to x's graph
+        torch.autograd.grad(grad_x.sum(), x, allow_unused=True, retain_graph=True)
+    with pytest.raises(RuntimeError, match=message):
         grad_x.sum().backward()
 
 

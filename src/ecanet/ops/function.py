@@ -16,17 +16,22 @@ Triton backends) comes here.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Protocol
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
+from ecanet.ops.channel_gate import channel_gate
 from ecanet.ops.views import same_layout
 
-__all__ = ["EcaKernels", "count_in_place_write", "fused_eca_function", "records_graph"]
+__all__ = [
+    "SECOND_DERIVATIVE_REFUSED",
+    "EcaKernels",
+    "count_in_place_write",
+    "differentiable_gradients",
+    "fused_eca_function",
+    "records_graph",
+]
 
 
 class EcaKernels(Protocol):
@@ -102,20 +107,97 @@ class EcaKernels(Protocol):
         ...
 
 
-def _once_differentiable(backward: Callable) -> Callable:
-    """``torch.autograd.function.once_differentiable``, without its ``no_grad`` context where grad
-    mode is off already (every backward but those with ``create_graph=True``, which still go
-    through it and get its error on a second derivative): about 8 us of host time per training call
-    on this project's CPU, and on a GPU host time is what a call costs."""
-    checked = once_differentiable(backward)
+SECOND_DERIVATIVE_REFUSED = (
+    "ecanet: ECA wrote its result over its input (in place), so its fused backward has no second "
+    "derivative: compute it out of place (ECA(..., inplace=False), eca_residual(..., inplace=False)) "
+    "or under torch.func (grad, hessian, ...), which runs the plain operators. ecanet's ResNet and "
+    "MobileNetV2 blocks write their tails in place while training float32 and float64"
+)
+"""The error of a second derivative through an in-place fused call (its input is gone)."""
 
-    @functools.wraps(backward)
-    def wrapper(ctx, *grads):
-        if torch.is_grad_enabled():
-            return checked(ctx, *grads)
-        return backward(ctx, *grads)
 
-    return wrapper
+def differentiable_gradients(
+    grad: Tensor,
+    x: Tensor,
+    relu_out: Tensor | None,
+    weight: Tensor,
+    padding: str,
+    gate: str,
+    channel_dim: int,
+    needs: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of ``act(x * gate + identity)`` in plain operators that autograd records, so
+    that they can be differentiated again: the fused backward's answer when it runs with
+    ``create_graph=True`` and ``x`` was kept (not overwritten in place).
+
+    ``x * gate`` is computed again from ``x`` in plain operators and differentiated by autograd;
+    the ReLU's mask is a step function of the saved output, whose derivative is zero.
+
+    Args:
+        grad: gradient of the output.
+        x: the input as saved for the backward (with its own autograd history).
+        relu_out: the output after ReLU, or ``None`` without ReLU.
+        weight: ECA kernel ``[1 or C, 1, k]``.
+        padding, gate: the gate's options.
+        channel_dim: ``1`` or ``-1``.
+        needs: which of ``(x, weight, identity)`` want a gradient.
+
+    Returns:
+        The gradients of ``x``, ``weight`` and ``identity``, ``None`` where not wanted.
+
+    Example:
+        >>> x = torch.ones(1, 2, 3, requires_grad=True)
+        >>> weight = torch.zeros(1, 1, 1, requires_grad=True)
+        >>> d_x, d_weight, d_identity = differentiable_gradients(
+        ...     torch.ones(1, 2, 3), x, None, weight, "zeros", "sigmoid", 1, (True, True, False))
+        >>> d_x[0, 0], d_weight.flatten(), d_identity
+        (tensor([0.5000, 0.5000, 0.5000], grad_fn=<SelectBackward0>), tensor([1.5000], grad_fn=<ViewBackward0>), None)
+    """
+    with torch.enable_grad():
+        if relu_out is not None:
+            grad = grad * (relu_out > 0)
+        wanted = [tensor for tensor, need in zip((x, weight), needs[:2], strict=True) if need]
+        found = iter(
+            torch.autograd.grad(_gated(x, weight, padding, gate, channel_dim), wanted, grad, create_graph=True)
+            if wanted
+            else ()
+        )
+        d_x = next(found) if needs[0] else None
+        d_weight = next(found) if needs[1] else None
+    return d_x, d_weight, grad if needs[2] else None
+
+
+def _gated(x: Tensor, weight: Tensor, padding: str, gate: str, channel_dim: int) -> Tensor:
+    """``x * gate(mean(x))`` in plain operators, the mean accumulated in float32 (float64)."""
+    pooled = [dim for dim in range(1, x.dim()) if dim != channel_dim % x.dim()]
+    mean = x.mean(dim=pooled, dtype=torch.promote_types(x.dtype, torch.float32))
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)
+    shape[channel_dim] = x.shape[channel_dim]
+    return x * channel_gate(mean, weight, padding, gate).to(x.dtype).view(shape)
+
+
+class _SecondDerivativeRefused(torch.autograd.Function):
+    """Passes first gradients through as one recorded node whose own backward raises
+    :data:`SECOND_DERIVATIVE_REFUSED`. Its first input ties it to the graph of the input that was
+    overwritten, so every second derivative that would pass there runs it (with
+    ``torch.autograd.grad(..., allow_unused=True)`` too, where a node tied to nothing is skipped
+    and the derivative silently comes back as ``None``)."""
+
+    @staticmethod
+    def forward(ctx, connection: Tensor, *gradients: Tensor) -> tuple[Tensor, ...]:
+        return gradients
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> None:
+        raise RuntimeError(SECOND_DERIVATIVE_REFUSED)
+
+
+def _refuse_second_derivative(gradients: tuple[Tensor | None, ...], connection: Tensor) -> tuple[Tensor | None, ...]:
+    present = [gradient for gradient in gradients if gradient is not None]
+    if not present:
+        return gradients
+    passed = iter(_SecondDerivativeRefused.apply(connection, *present))
+    return tuple(None if gradient is None else next(passed) for gradient in gradients)
 
 
 class _FusedEca(torch.autograd.Function):
@@ -144,11 +226,19 @@ class _FusedEca(torch.autograd.Function):
         return out
 
     @staticmethod
-    @_once_differentiable
     def backward(ctx, grad: Tensor):
         x, out, mean, gates, weight, saved_identity = ctx.saved_tensors
         relu, inplace, padding, gate, channel_dim, kernels, has_identity = ctx.options
         needs_x, needs_weight, needs_identity = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # create_graph=True: the gradients are differentiated again
+            if x is not None:
+                gradients = differentiable_gradients(
+                    grad, x, out if relu else None, weight, padding, gate, channel_dim, ctx.needs_input_grad[:3]
+                )
+                return *gradients, None, None, None, None, None, None
+            with torch.no_grad():
+                first = _FusedEca.backward(ctx, grad)
+            return *_refuse_second_derivative(first[:3], out), *first[3:]
         like = out if x is None else x
         if not same_layout(grad, like):
             grad = kernels.empty_like(like).copy_(grad)

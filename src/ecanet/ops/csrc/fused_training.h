@@ -5,6 +5,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include "buffers.h"
 #include "one_step_calls.h"
@@ -17,16 +18,47 @@ std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
-// What torch.autograd.function.once_differentiable does to a backward's results when the backward
-// itself is recorded (create_graph=True): they come back as aliases whose derivative raises.
-torch::autograd::variable_list once_differentiable(torch::autograd::variable_list results) {
+// Where the fused backward runs with create_graph=True (the gradients are differentiated again).
+//
+// x was kept: ecanet.ops.function.differentiable_gradients computes the gradients again in plain
+// operators that autograd records, the Python Function's answer too, so that there is one of it.
+torch::autograd::variable_list differentiable_gradients(const at::Tensor& grad, const at::Tensor& x,
+                                                         const at::Tensor& relu_out, const at::Tensor& weight,
+                                                         torch::autograd::AutogradContext* ctx, bool needs_identity) {
+  pybind11::gil_scoped_acquire gil;
+  const pybind11::object relu = relu_out.defined() ? pybind11::cast(relu_out) : pybind11::object(pybind11::none());
+  const pybind11::object gradients = pybind11::module_::import("ecanet.ops.function")
+                                         .attr("differentiable_gradients")(
+                                             grad, x, relu, weight, ctx->saved_data["padding"].toStringRef(),
+                                             ctx->saved_data["gate"].toStringRef(),
+                                             ctx->saved_data["channel_dim"].toInt(),
+                                             pybind11::make_tuple(ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                                                  needs_identity));
+  torch::autograd::variable_list results(10);  // one per argument of forward; the rest stay undefined
+  for (size_t i = 0; i < 3; ++i) {
+    const pybind11::object gradient = gradients[pybind11::int_(i)];
+    if (!gradient.is_none()) results[i] = gradient.cast<at::Tensor>();
+  }
+  return results;
+}
+
+// x was overwritten in place: the first gradients come back as aliases whose derivative raises,
+// tied by `connection` (the saved output, whose history runs through this node to x) to the graph,
+// so that a second derivative through here meets the error instead of skipping a node tied to
+// nothing (torch.autograd.grad(..., allow_unused=True) would return None).
+torch::autograd::variable_list refuse_second_derivative(torch::autograd::variable_list results,
+                                                        const at::Tensor& connection) {
   for (at::Tensor& result : results) {
     if (result.defined()) result = result.detach().requires_grad_(true);
   }
-  torch::autograd::DelayedError error(
-      "ecanet: trying to differentiate twice ECA's fused backward, which has no second derivative",
-      static_cast<int64_t>(results.size()));
-  return error.apply(std::move(results));
+  results.push_back(connection);
+  pybind11::gil_scoped_acquire gil;
+  const std::string message =
+      pybind11::module_::import("ecanet.ops.function").attr("SECOND_DERIVATIVE_REFUSED").cast<std::string>();
+  torch::autograd::DelayedError error(message, static_cast<int64_t>(results.size()));
+  torch::autograd::variable_list aliases = error.apply(std::move(results));
+  aliases.pop_back();
+  return aliases;
 }
 
 // ECA or a block tail recorded for autograd as one C++ node around eca_forward and eca_backward.
@@ -63,7 +95,11 @@ struct FusedTraining : public torch::autograd::Function<FusedTraining> {
     const bool relu = flags & kRelu, inplace = flags & kInplace;
     const bool needs_x = ctx->needs_input_grad(0), needs_weight = ctx->needs_input_grad(1);
     const bool needs_identity = (flags & kIdentity) && ctx->needs_input_grad(2);
-    const bool recorded = at::GradMode::is_enabled() && grads[0].requires_grad();
+    const bool recorded = at::GradMode::is_enabled();  // create_graph=True
+    if (recorded && saved[0].defined()) {
+      return differentiable_gradients(grads[0], saved[0], relu ? saved[1] : at::Tensor(), saved[4], ctx,
+                                      needs_identity);
+    }
     torch::autograd::variable_list results(10);  // one per argument of forward; the rest stay undefined
     {
       const at::NoGradGuard no_grad;
@@ -81,7 +117,7 @@ struct FusedTraining : public torch::autograd::Function<FusedTraining> {
       if (needs_weight) results[1] = d_weight;
       if (needs_identity) results[2] = relu ? masked : grad;
     }
-    return recorded ? once_differentiable(std::move(results)) : results;
+    return recorded ? refuse_second_derivative(std::move(results), saved[1]) : results;
   }
 };
 
