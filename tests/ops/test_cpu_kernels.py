@@ -489,6 +489,26 @@ def test_streamed_reductions_match_reference(spatial, memory_format, mode, dtype
     _check_against_reference(cpu_kernels, x, _weight(21, k=5, seed=3), MODES[mode])
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_sums_over_millions_of_positions_keep_float32_accuracy(memory_format):
+    """A float32 sum over 4M positions (a large 3-D volume's channel) drifts by about 1e-6 of
+    itself; the kernels carry their float32 sums on in float64 every 8192 positions, so the mean
+    and the backward's channel sums stay within a few 1e-8 (torch.mean's accuracy)."""
+    assert cpu_kernels.available()
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(1, 3, 2048, 2049, generator=generator) + 1.0).to(memory_format=memory_format)
+    grad = (torch.rand(x.shape, generator=generator) + 1.0).to(memory_format=memory_format)
+    expected_mean = x.double().mean(dim=(2, 3))
+    torch.testing.assert_close(cpu_kernels.mean(x, 1).double(), expected_mean, rtol=2e-7, atol=0)
+
+    weight = _weight(dtype=torch.float32).requires_grad_()
+    fused_eca_function(x, weight, None, False, False, "zeros", "sigmoid", 1, cpu_kernels).backward(grad)
+    reference_weight = weight.detach().double().requires_grad_()
+    eca_reference(x.double(), reference_weight).backward(grad.double())
+    # The kernel's gradient sums grad * x over every position, then over the channels' taps.
+    torch.testing.assert_close(weight.grad.double(), reference_weight.grad, rtol=5e-7, atol=0)
+
+
 # Channels-first rows of 8 to 127 values, rescaled back to back as one run: rows of one vector and of
 # one value more, 7x7 maps, the longest short rows; and a batch of one whose ~70,000 values two
 # threads split mid-batch (a batch of three runs sample by sample).
