@@ -120,9 +120,20 @@ inline __m512 widen_bfloat16(__mmask16 lanes, const c10::BFloat16* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(lanes, p)), 16));
 }
 
+// 16 float32 values narrowed to bfloat16 as store8 and c10::BFloat16 narrow them: to nearest even
+// on the bits, a NaN becoming 0x7FC0. (AVX-512's vcvtneps2bf16 flushes subnormal results, below
+// 1.2e-38, to zero: bit-exact results need the integer rounding, a few instructions per 16 values
+// in a pass bound by memory.)
+inline __m256i narrow_bfloat16(__m512 v) {
+  const __m512i bits = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0)));
+}
+
 // rescaled() over a contiguous run of bfloat16 values, 16 lanes at a time (the last run masked),
-// narrowed by the hardware's round-to-nearest-even (vcvtneps2bf16; it treats denormal float32
-// values, below 1.2e-38, as zero). The scale and shift are one value for the whole run
+// narrowed by narrow_bfloat16. The scale and shift are one value for the whole run
 // (channels-first rows) or one per element (kPerElement: channels-last rows, one per channel).
 // Used for rows of kLongRow values and more.
 template <bool kIdentity, bool kRelu, bool kShift, bool kMask, bool kPerElement>
@@ -144,7 +155,7 @@ void rescale_run_bfloat16(int64_t length, const c10::BFloat16* x, const float* s
     if constexpr (kShift) v = _mm512_add_ps(v, b);
     if constexpr (kIdentity) v = _mm512_add_ps(v, widen_bfloat16(lanes, identity + i));
     if constexpr (kRelu) v = _mm512_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
-    _mm256_mask_storeu_epi16(out + i, lanes, reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+    _mm256_mask_storeu_epi16(out + i, lanes, narrow_bfloat16(v));
   }
 }
 #endif

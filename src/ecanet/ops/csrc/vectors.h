@@ -14,8 +14,8 @@
 // explicit eight-lane vectors (eight short rows at once in eight_rows_reduce, a long row's lanes
 // in long_row_reduce8, eight channels of channels-last positions in add_positions), short
 // channels-first rows rescale back to back as one run (rescale_joined_rows8) and other bfloat16
-// and float16 rescale passes go eight values at a time (rescale_run8); with AVX-512's bfloat16
-// instructions, rescale passes over long bfloat16 rows narrow sixteen values per instruction.
+// and float16 rescale passes go eight values at a time (rescale_run8); on CPUs with AVX-512's
+// bfloat16 instructions, rescale passes over long bfloat16 rows go sixteen values at a time.
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
