@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from ecanet import functional as F_eca
 from ecanet.layers import CBAM, ECA, SE
-from ecanet.layers.se import checked_descriptor, excitation
+from ecanet.layers.se import checked_descriptor
 
 __all__ = [
     "ATTENTION_LAYERS",
@@ -80,13 +80,9 @@ def channel_gate(layer: nn.Module, x: Tensor) -> Tensor:
         return F_eca.eca_gate(x, weight, layer.padding, layer.pooling, layer.gate, layer.channel_dim)
     if isinstance(layer, SE):
         descriptor = checked_descriptor(x, layer.channels, layer.channel_dim, "SE")
-        return torch.sigmoid(_at_least_float32(excitation(descriptor, layer.fc1, layer.fc2)))
+        return torch.sigmoid(_at_least_float32(layer.excitation(descriptor)))
     if isinstance(layer, CBAM):
-        average = checked_descriptor(x, layer.channels, layer.channel_dim, "CBAM")
-        cdim = 1 if layer.channel_dim == 1 else x.dim() - 1
-        maximum = x.amax(dim=[d for d in range(1, x.dim()) if d != cdim])
-        logits = excitation(average, layer.fc1, layer.fc2) + excitation(maximum, layer.fc1, layer.fc2)
-        return torch.sigmoid(_at_least_float32(logits))
+        return torch.sigmoid(_at_least_float32(layer.channel_logits(x)))
     names = ", ".join(kind.__name__ for kind in ATTENTION_LAYERS)
     raise TypeError(f"layer must be one of {names}, got {type(layer).__name__}")
 

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, fx, nn
 
-from ecanet.layers.se import bottleneck_mlp, checked_descriptor, excitation, rescale_channels
+from ecanet.layers.se import BottleneckExcitation, bottleneck_mlp, checked_descriptor, rescale_channels
 
 __all__ = ["CBAM"]
 
@@ -23,10 +23,14 @@ def _checked_pools(x: Tensor, spatial_dims: int, channels: int, channel_dim: int
         )
     average = checked_descriptor(x, channels, channel_dim, "CBAM")
     cdim = 1 if channel_dim == 1 else x.dim() - 1
-    return average, x.amax(dim=[d for d in range(1, x.dim()) if d != cdim])
+    positions: list[int] = []
+    for d in range(1, x.dim()):  # a loop: TorchScript compiles no comprehension with a condition
+        if d != cdim:
+            positions.append(d)
+    return average, x.amax(dim=positions)
 
 
-class CBAM(nn.Module):
+class CBAM(BottleneckExcitation):
     """Convolutional Block Attention Module: channel attention, then spatial attention.
 
     Channel branch: ``x = x * sigmoid(mlp(avgpool(x)) + mlp(maxpool(x)))`` with SE's bottleneck MLP
@@ -109,11 +113,20 @@ class CBAM(nn.Module):
         self.fc2.reset_parameters()
         self.spatial.reset_parameters()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def channel_logits(self, x: Tensor) -> Tensor:
+        """The channel branch's gate logits ``mlp(avgpool(x)) + mlp(maxpool(x))``, ``(N, C)``, after
+        checking that ``x`` has the rank and channels the layer was built for.
+
+        Example:
+            >>> CBAM(16).channel_logits(torch.randn(2, 16, 5, 5)).shape
+            torch.Size([2, 16])
+        """
         pools = _checked_pools(x, self.spatial_dims, self.channels, self.channel_dim)
-        average, maximum = pools[0], pools[1]  # indexed: a traced graph records the tuple as one value
-        logits = excitation(average, self.fc1, self.fc2) + excitation(maximum, self.fc1, self.fc2)
-        x = rescale_channels(x, torch.sigmoid(logits), self.channel_dim)
+        # Indexed: a traced graph records the tuple as one value.
+        return self.excitation(pools[0]) + self.excitation(pools[1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = rescale_channels(x, torch.sigmoid(self.channel_logits(x)), self.channel_dim)
         # The spatial branch reduces over the channel axis: dim 1 or -1, whatever the rank.
         cdim = self.channel_dim
         maps = torch.cat([x.mean(dim=cdim, keepdim=True), x.amax(dim=cdim, keepdim=True)], dim=cdim)

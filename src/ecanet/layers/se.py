@@ -5,10 +5,42 @@ from torch import Tensor, fx, nn
 
 from ecanet import functional as F_eca
 
-__all__ = ["SE", "bottleneck_mlp", "broadcast_channel_weights", "checked_descriptor", "excitation", "rescale_channels"]
+__all__ = [
+    "SE",
+    "BottleneckExcitation",
+    "bottleneck_mlp",
+    "broadcast_channel_weights",
+    "checked_descriptor",
+    "rescale_channels",
+]
 
 
-class SE(nn.Module):
+class BottleneckExcitation(nn.Module):
+    """Base of the layers with SE's bottleneck MLP, :class:`SE` and :class:`ecanet.layers.cbam.CBAM`:
+    their ``fc1`` and ``fc2`` (:func:`bottleneck_mlp`) and the gate logits they compute.
+
+    A method rather than a function taking the two layers, so that TorchScript compiles it (it
+    cannot pass modules to functions).
+    """
+
+    def excitation(self, descriptor: Tensor) -> Tensor:
+        """Gate logits ``fc2(relu(fc1(descriptor)))`` of a pooled ``(N, C)`` descriptor.
+
+        Args:
+            descriptor: ``(N, C)`` pooled values, cast to the layers' dtype.
+
+        Shape:
+            - Input: ``(N, C)``
+            - Output: ``(N, C)``, in the dtype of the layers.
+
+        Example:
+            >>> SE(32).excitation(torch.randn(4, 32)).shape
+            torch.Size([4, 32])
+        """
+        return self.fc2(torch.relu(self.fc1(descriptor.to(self.fc1.weight.dtype))))
+
+
+class SE(BottleneckExcitation):
     """Squeeze-and-Excitation channel attention, for inputs of any dimensionality.
 
     ``out = x * sigmoid(fc2(relu(fc1(pool(x)))))``: a global average pool gives one value per
@@ -85,7 +117,7 @@ class SE(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         descriptor = checked_descriptor(x, self.channels, self.channel_dim, "SE")
-        return rescale_channels(x, torch.sigmoid(excitation(descriptor, self.fc1, self.fc2)), self.channel_dim)
+        return rescale_channels(x, torch.sigmoid(self.excitation(descriptor)), self.channel_dim)
 
     def extra_repr(self) -> str:
         parts = [str(self.channels), f"reduction={self.reduction}", f"hidden={self.hidden_channels}"]
@@ -193,22 +225,3 @@ def bottleneck_mlp(
     fc1 = nn.Linear(channels, hidden, bias=bias, device=device, dtype=dtype)
     fc2 = nn.Linear(hidden, channels, bias=bias, device=device, dtype=dtype)
     return fc1, fc2
-
-
-def excitation(descriptor: Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Tensor:
-    """Gate logits ``fc2(relu(fc1(descriptor)))`` of a pooled ``(N, C)`` descriptor.
-
-    Args:
-        descriptor: ``(N, C)`` pooled values, cast to the layers' dtype.
-        fc1: the reducing layer.
-        fc2: the expanding layer.
-
-    Shape:
-        - Input: ``(N, C)``
-        - Output: ``(N, C)``, in the dtype of the layers.
-
-    Example:
-        >>> excitation(torch.randn(4, 32), *bottleneck_mlp(32, 16)).shape
-        torch.Size([4, 32])
-    """
-    return fc2(torch.relu(fc1(descriptor.to(fc1.weight.dtype))))
