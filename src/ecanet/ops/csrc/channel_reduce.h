@@ -22,6 +22,19 @@ constexpr int64_t kMediumRow = 32;
 // against 1.44 ms over 32x2048x7x7 (presumably a single stream's bandwidth is bounded by the
 // misses it keeps in flight, and four streams keep more of them in flight).
 constexpr int64_t kStreams = 4;
+// Runs of channels-first rows read side by side (channels-last positions always come in kStreams
+// runs). On the AVX-512 EPYC (Zen 5) four runs of rows slowed the pooling down: one thread, 32
+// samples, medians of two processes each, one run against four: bfloat16 28x28 0.84-1.07 against
+// 2.20-2.31 ms, 14x14 0.41-0.48 against 0.99-1.05 ms, float32 14x14 0.90-1.14 against 1.25-1.28 ms
+// (56x56 and 7x7 within the scatter), the backward's reduction alike (bfloat16 14x14 1.36 against
+// 1.80 ms); channels-last positions there still took a third of the time in four runs (bfloat16
+// 56x56 1.6 against 5.5 ms). AVX-512 CPUs take one run: the Xeon's committed results predate the
+// runs.
+#ifdef __AVX512F__
+constexpr int64_t kRowStreams = 1;
+#else
+constexpr int64_t kRowStreams = kStreams;
+#endif
 // Most channels one task of a channels-last reduction sums (its accumulators: 8-16 KiB, in L1).
 constexpr int64_t kMaxChannelBlock = 2048;
 // Positions a float32 sum covers before it is carried on in float64. A float32 sum over millions
@@ -179,20 +192,20 @@ inline acc_t chunked_row_reduce(int64_t length, const ReductionOperands<scalar_t
   return static_cast<acc_t>(total);
 }
 
-// sums[r] for the channels-first rows r in [begin, end): the rows split into kStreams runs read
+// sums[r] for the channels-first rows r in [begin, end): the rows split into kRowStreams runs read
 // side by side (a row from each in turn; short rows eight at a time, see eight_rows_reduce), and
 // the rows left over one by one.
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
 void channels_first_reduce(const Layout& L, const ReductionOperands<scalar_t>& tensors, int64_t begin, int64_t end,
                            acc_t* sums) {
-  const int64_t run = (end - begin) / kStreams;
+  const int64_t run = (end - begin) / kRowStreams;
   auto row_of = [&](int64_t r) { return tensors.from(L.channels_first_row(r)); };
   int64_t i = 0;  // rows done in each run
 #ifdef __AVX2__
   if constexpr (kEightLanes<scalar_t, acc_t>) {
     if (L.s >= 8 && L.s < kLongRow) {
-      static_assert(8 % kStreams == 0, "eight_rows_reduce takes as many rows from every stream");
-      constexpr int64_t kPerRun = 8 / kStreams;
+      static_assert(8 % kRowStreams == 0, "eight_rows_reduce takes as many rows from every stream");
+      constexpr int64_t kPerRun = 8 / kRowStreams;
       for (; i + kPerRun <= run; i += kPerRun) {
         ReductionOperands<scalar_t> rows[8];
         float totals[8];
@@ -204,12 +217,12 @@ void channels_first_reduce(const Layout& L, const ReductionOperands<scalar_t>& t
   }
 #endif
   for (; i < run; ++i) {
-    for (int q = 0; q < kStreams; ++q) {
+    for (int q = 0; q < kRowStreams; ++q) {
       const int64_t r = begin + q * run + i;
       sums[r] = chunked_row_reduce<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(L.s, row_of(r));
     }
   }
-  for (int64_t r = begin + kStreams * run; r < end; ++r) {
+  for (int64_t r = begin + kRowStreams * run; r < end; ++r) {
     sums[r] = chunked_row_reduce<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(L.s, row_of(r));
   }
 }
