@@ -318,7 +318,7 @@ _EXPONENTS = {torch.bfloat16: (-135, 100), torch.float16: (-26, 13)}
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(("identity", "relu"), [(False, False), (True, True)])
-@pytest.mark.parametrize("length", [5, 128, 149])  # short rows; long rows in whole and part vectors
+@pytest.mark.parametrize("length", [5, 7, 128, 149])  # short rows (8 and 16 lanes); long rows in whole and part vectors
 def test_low_precision_rescale_rounds_the_float32_result_to_nearest_even(dtype, memory_format, identity, relu, length):
     """Bit for bit: the compiled kernels compute act(x * gate + identity) in float32 and round it once
     to bfloat16 or float16 (NaN stays NaN, and the ReLU of NaN is 0 as everywhere in the kernels),
@@ -510,9 +510,9 @@ def test_sums_over_millions_of_positions_keep_float32_accuracy(memory_format):
 
 
 # Channels-first rows of 8 to 127 values, rescaled back to back as one run: rows of one vector and of
-# one value more, 7x7 maps, the longest short rows; and a batch of one whose ~70,000 values two
-# threads split mid-batch (a batch of three runs sample by sample).
-SHORT_ROWS = [(3, 37, 8), (3, 37, 9), (3, 37, 49), (3, 37, 127), (1, 1429, 49)]
+# one value more (eight lanes, and sixteen with AVX-512), 7x7 maps, the longest short rows; and a
+# batch of one whose ~70,000 values two threads split mid-batch (a batch of three runs sample by sample).
+SHORT_ROWS = [(3, 37, 8), (3, 37, 9), (3, 37, 16), (3, 37, 17), (3, 37, 49), (3, 37, 127), (1, 1429, 49)]
 
 
 @pytest.mark.parametrize("shape", SHORT_ROWS, ids=["x".join(map(str, shape)) for shape in SHORT_ROWS])

@@ -160,7 +160,8 @@ inline void rescale16_bfloat16(int64_t i, __mmask16 lanes, const c10::BFloat16* 
 }
 
 // rescaled() over a contiguous run of bfloat16 values, 16 at a time, the last ones masked
-// (masked loads and stores throughout streamed 2-5x slower on the AVX-512 EPYC, Zen 5). The scale
+// (masked throughout, a 32x256x56x56 rescale streamed from memory took 9.6 ms against 2.3 ms on
+// the AVX-512 EPYC, Zen 5). The scale
 // and shift are one value for the whole run (channels-first rows) or one per element
 // (kPerElement: channels-last rows, one per channel). Used for rows of kLongRow values and more.
 template <bool kIdentity, bool kRelu, bool kShift, bool kMask, bool kPerElement>
@@ -181,6 +182,65 @@ void rescale_run_bfloat16(int64_t length, const c10::BFloat16* x, const float* s
 }
 #endif
 
+#ifdef __AVX512F__
+// Whether rescale_joined_rows16 serves scalar_t: float32, and bfloat16 with AVX-512's bfloat16
+// instructions (float16 keeps eight lanes).
+template <typename scalar_t>
+constexpr bool kSixteenLanes = std::is_same_v<scalar_t, float>
+#ifdef ECANET_BFLOAT16_VECTORS
+                               || std::is_same_v<scalar_t, c10::BFloat16>
+#endif
+    ;
+
+// Sixteen values from p on, widened to float32 (exactly), and back, rounded as narrowed() rounds.
+inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+#ifdef ECANET_BFLOAT16_VECTORS
+inline __m512 load16(const c10::BFloat16* p) { return widen_bfloat16<true>(__mmask16(0xFFFF), p); }
+inline void store16(c10::BFloat16* p, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_bfloat16(v));
+}
+#endif
+
+// rescale_joined_rows8 sixteen values at a time, for rows of 16 values and more (a vector then
+// meets at most two rows; the next row's lanes take its scale by a masked blend). On the AVX-512
+// EPYC (Zen 5), one thread, rescaling 32x2048x7x7 in place (rows of 49) took 0.058 ns per value
+// against 0.109 in eight lanes in float32 (ATen's mul_ by a number: 0.045), 0.072 against 0.140 in
+// bfloat16; in place, ECA's layer went from 2.35x timm's speed to 2.80x.
+template <typename scalar_t, bool kIdentity, bool kRelu, bool kShift, bool kMask>
+void rescale_joined_rows16(int64_t rows, int64_t length, const scalar_t* x, const float* scale, const float* shift,
+                           const scalar_t* identity, const scalar_t* relu_of, scalar_t* out) {
+  const __m512 zero = _mm512_setzero_ps();
+  const int64_t total = rows * length;
+  int64_t row = 0, row_end = length;  // the row of element i, and where it ends
+  int64_t i = 0;
+  for (; i + 16 <= total; i += 16) {
+    __m512 g = _mm512_set1_ps(scale[row]);
+    __m512 b = kShift ? _mm512_set1_ps(shift[row]) : zero;
+    if (i + 16 >= row_end) {  // lanes from row_end - i on belong to the next row (none when equal)
+      const int64_t next = std::min(row + 1, rows - 1);
+      const __mmask16 later = static_cast<__mmask16>(0xFFFFu << (row_end - i));
+      g = _mm512_mask_blend_ps(later, g, _mm512_set1_ps(scale[next]));
+      if constexpr (kShift) b = _mm512_mask_blend_ps(later, b, _mm512_set1_ps(shift[next]));
+      ++row;
+      row_end += length;
+    }
+    __m512 v = load16(x + i);
+    if constexpr (kMask) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(load16(relu_of + i), zero, _CMP_GT_OQ), v);
+    v = _mm512_mul_ps(v, g);
+    if constexpr (kShift) v = _mm512_add_ps(v, b);
+    if constexpr (kIdentity) v = _mm512_add_ps(v, load16(identity + i));
+    if constexpr (kRelu) v = _mm512_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
+    store16(out + i, v);
+  }
+  const int64_t last = rows - 1;  // the values left over (fewer than 16) end the last row
+  for (; i < total; ++i) {
+    out[i] = rescaled<scalar_t, float, kIdentity, kRelu, kShift, kMask>(x[i], scale[last], kShift ? shift[last] : 0.0f,
+                                                                         identity, relu_of, i);
+  }
+}
+#endif
+
 // out = rescaled(x) with scale and shift per (n, c), one pass; out may be x itself.
 template <typename scalar_t, typename acc_t, bool kIdentity, bool kRelu, bool kShift, bool kMask>
 void rescale_pass(const Layout& L, const scalar_t* x, const acc_t* scale, const acc_t* shift, const scalar_t* identity,
@@ -192,6 +252,16 @@ void rescale_pass(const Layout& L, const scalar_t* x, const acc_t* scale, const 
       if (L.s >= 8 && L.s < kLongRow && (L.n == 1 || L.batch_stride == L.c * L.s)) {  // rows back to back
         at::parallel_for(0, L.n * L.c, tasks_grain(L.s), [&](int64_t begin, int64_t end) {
           const int64_t base = begin * L.s;
+#ifdef __AVX512F__
+          if constexpr (kSixteenLanes<scalar_t>) {
+            if (L.s >= 16) {
+              rescale_joined_rows16<scalar_t, kIdentity, kRelu, kShift, kMask>(
+                  end - begin, L.s, x + base, scale + begin, kShift ? shift + begin : nullptr,
+                  at_offset(identity, base), at_offset(relu_of, base), out + base);
+              return;
+            }
+          }
+#endif
           rescale_joined_rows8<scalar_t, kIdentity, kRelu, kShift, kMask>(
               end - begin, L.s, x + base, scale + begin, kShift ? shift + begin : nullptr, at_offset(identity, base),
               at_offset(relu_of, base), out + base);
