@@ -16,6 +16,7 @@ from ecanet.export import ExportReport, export_model
 from ecanet.functional import eca_kernel_size
 from ecanet.layers import CBAM, ECA, SE, create_attention
 from ecanet.models import create_model, list_models, load_official_checkpoint, profile_model
+from ecanet.ops.second_derivatives import twice_differentiable
 from ecanet.retrofit import RetrofitReport, add_eca, remove_eca
 from ecanet.training import TrainConfig, TrainResult, train
 
@@ -48,4 +49,5 @@ __all__ = [
     "remove_eca",
     "run_compare",
     "train",
+    "twice_differentiable",
 ]

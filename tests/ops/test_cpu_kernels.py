@@ -26,7 +26,7 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from ecanet import ECA
+from ecanet import ECA, twice_differentiable
 from ecanet.functional import eca, eca_residual
 from ecanet.ops import aten_kernels, cpu_kernels
 from ecanet.ops.composed import ComposedKernels
@@ -421,6 +421,20 @@ def test_second_derivatives_out_of_place_match_the_plain_operators(kernels, layo
 
     assert type(function(*inputs).grad_fn).__name__ == "_FusedEcaBackward"
     assert torch.autograd.gradgradcheck(function, inputs)
+
+
+@pytest.mark.parametrize("mode", ["layer-in-place", "residual-relu-in-place", "residual-none-in-place"])
+def test_in_place_calls_inside_twice_differentiable_keep_their_input(kernels, mode):
+    options = MODES[mode]
+    x = _randn((2, CHANNELS, 3, 3), torch.channels_last)
+    inputs = (x.requires_grad_(), _weight().requires_grad_(), _like(x, seed=3).requires_grad_())
+
+    def function(x, weight, identity):
+        shortcut = identity if options.identity else None
+        return fused_eca_function(x * 1, weight, shortcut, options.relu, True, "zeros", "sigmoid", 1, kernels)
+
+    with twice_differentiable():
+        assert torch.autograd.gradgradcheck(function, inputs)
 
 
 def test_a_hard_sigmoid_gate_has_no_second_derivative_as_in_the_plain_operators(kernels):

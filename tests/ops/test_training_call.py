@@ -19,9 +19,11 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.checkpoint import checkpoint
 
+from ecanet import twice_differentiable
 from ecanet.functional import eca, eca_residual
 from ecanet.models import eca_resnet18
 from ecanet.ops import cpu_kernels
+from ecanet.ops.second_derivatives import inputs_kept
 from operator_log import OperatorLog
 from reference import eca_reference, eca_residual_reference
 
@@ -223,6 +225,39 @@ def test_second_derivatives_out_of_place_match_the_plain_operators(layout: str, 
 
     assert _is_training_node(function(*inputs))
     assert torch.autograd.gradgradcheck(function, inputs)
+
+
+@pytest.mark.parametrize("mode", ["layer-in-place", "tail-relu-in-place", "tail-in-place"])
+def test_in_place_calls_keep_their_input_for_second_derivatives_inside_twice_differentiable(mode: str):
+    where, how = LAYOUTS["2d-channels-last"], MODES[mode]
+    inputs = (_randn(where, 0).requires_grad_(), _weight(rows=CHANNELS, k=5).requires_grad_())
+    inputs += (_randn(where, 2).requires_grad_(),)
+
+    def function(x: Tensor, weight: Tensor, identity: Tensor) -> Tensor:
+        return _call(how, x, weight, identity, where.channel_dim)
+
+    with twice_differentiable():
+        out = function(*inputs)
+        assert _is_training_node(out)
+        assert torch.autograd.gradgradcheck(function, inputs)
+    assert not inputs_kept()
+
+
+def test_a_networks_gradient_penalty_inside_twice_differentiable_matches_finite_differences():
+    # R1 / WGAN-GP on an ECA-ResNet, whose block tails write in place while training: inside the
+    # context they keep their inputs, and the penalty's gradient is checked numerically.
+    torch.manual_seed(0)
+    model = eca_resnet18(num_classes=10, small_input=True, width=4).double().train()
+    images = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+
+    def penalty(images: Tensor) -> Tensor:
+        (grad_images,) = torch.autograd.grad(model(images).square().sum(), images, create_graph=True)
+        return grad_images.square().sum()
+
+    with pytest.raises(RuntimeError, match="twice_differentiable"):
+        penalty(images).backward()
+    with twice_differentiable():
+        assert torch.autograd.gradcheck(penalty, (images,))
 
 
 @pytest.mark.parametrize("mode", ["layer-in-place", "tail-relu-in-place", "tail-in-place"])

@@ -19,6 +19,7 @@ from ecanet.ops.function import (
     fused_eca_function,
     records_graph,
 )
+from ecanet.ops.second_derivatives import inputs_kept
 from ecanet.ops.views import channel_geometry, same_layout
 
 __all__ = [
@@ -270,10 +271,12 @@ def eager_call(
             return None
         relu = activation == "relu"
         return prepared_calls.run(x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, norm)
-    entry = cpu_kernels.entry("eca_training" if records_graph(x, weight, identity) else "eca_inference")
+    training = records_graph(x, weight, identity)
+    entry = cpu_kernels.entry("eca_training" if training else "eca_inference")
     if entry is None:
         return None
     relu = activation == "relu"
+    inplace = inplace and not (training and inputs_kept())  # see ecanet.ops.second_derivatives
     return entry(
         x, weight, identity, descriptor, relu, inplace, padding, gate, channel_dim, -1 if channels is None else channels
     )

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ecanet.ops.channel_gate import channel_gate
+from ecanet.ops.second_derivatives import inputs_kept
 from ecanet.ops.views import same_layout
 
 __all__ = [
@@ -109,9 +110,9 @@ class EcaKernels(Protocol):
 
 SECOND_DERIVATIVE_REFUSED = (
     "ecanet: ECA wrote its result over its input (in place), so its fused backward has no second "
-    "derivative: compute it out of place (ECA(..., inplace=False), eca_residual(..., inplace=False)) "
-    "or under torch.func (grad, hessian, ...), which runs the plain operators. ecanet's ResNet and "
-    "MobileNetV2 blocks write their tails in place while training float32 and float64"
+    "derivative; run the forward inside `with ecanet.twice_differentiable():`, where ECA keeps its "
+    "inputs (ecanet's ResNet and MobileNetV2 blocks write their tails in place while training in "
+    "float32 and float64, as ECA(inplace=True) does)"
 )
 """The error of a second derivative through an in-place fused call (its input is gone)."""
 
@@ -304,6 +305,8 @@ def fused_eca_function(
         >>> type(out.grad_fn).__name__
         '_FusedEcaBackward'
     """
+    if inplace and inputs_kept():
+        inplace = False
     if inplace and identity is not None:
         inplace = _overwritable_with_shortcut(x, identity)
     return _FusedEca.apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, kernels)
