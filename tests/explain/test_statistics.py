@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ecanet.explain import GateStatistics
@@ -33,7 +33,7 @@ def _reference(gates: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     return {
         "mean": means,
         "class_means": class_means,
-        "spread": np.sqrt(total.sum() / known.sum()),
+        "spread": np.sqrt(total.sum() / known.sum()) if known.sum() else 0.0,  # no gate known: no spread
         "class_share": between.sum() / total.sum() if total.sum() > 0 else 0.0,
         "chance": (present - 1) / (len(gates) - 1),
     }
@@ -48,6 +48,7 @@ def _reference(gates: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     unknown=st.sampled_from([0.0, 0.2]),
     seed=st.integers(0, 2**16),
 )
+@example(images=2, channels=2, num_classes=2, batch_size=1, unknown=0.2, seed=1397)  # no gate known at all
 def test_batched_statistics_match_the_whole_matrix(images, channels, num_classes, batch_size, unknown, seed):
     generator = np.random.default_rng(seed)
     labels = generator.integers(0, num_classes, images)

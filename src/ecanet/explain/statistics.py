@@ -94,7 +94,8 @@ class GateStatistics:
     @property
     def spread(self) -> float:
         """How much the gates change from image to image: each channel's standard deviation over the
-        images, root-mean-squared over the channels (each weighted by its known gates)."""
+        images, root-mean-squared over the channels (each weighted by its known gates); 0 when no
+        gate is known."""
         counts, total, _ = self._channel_sums_of_squares()
         return math.sqrt(float(total.sum()) / max(float(counts.sum()), 1.0))
 
