@@ -82,6 +82,17 @@ def _call(mode: Mode, x: Tensor, weight: Tensor, identity: Tensor, channel_dim: 
     return eca_residual(source, weight, identity, activation, inplace=mode.inplace, channel_dim=channel_dim)
 
 
+def _checked_call(where: Layout, how: Mode) -> tuple[Callable[..., Tensor], tuple[Tensor, Tensor, Tensor]]:
+    """The public call of ``how`` as a function of ``(x, weight, identity)``, and float64 leaves for
+    gradcheck (``[C, 1, 5]`` kernels, so that every channel's taps differ)."""
+    inputs = (_randn(where, 0).requires_grad_(), _weight(rows=CHANNELS, k=5).requires_grad_())
+
+    def function(x: Tensor, weight: Tensor, identity: Tensor) -> Tensor:
+        return _call(how, x, weight, identity, where.channel_dim)
+
+    return function, (*inputs, _randn(where, 2).requires_grad_())
+
+
 def _reference(mode: Mode, x: Tensor, weight: Tensor, identity: Tensor, channel_dim: int) -> Tensor:
     shortcut = identity if mode.identity else None
     return eca_residual_reference(x, weight, shortcut, mode.relu, channel_dim=channel_dim)
@@ -126,13 +137,7 @@ def test_outputs_and_gradients_match_the_float64_reference(layout: str, mode: st
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("layout", ["1d", "2d-channels-last", "tokens"])
 def test_gradcheck(layout: str, mode: str):
-    where, how = LAYOUTS[layout], MODES[mode]
-    inputs = (_randn(where, 0).requires_grad_(), _weight(rows=CHANNELS, k=5).requires_grad_())
-    inputs += (_randn(where, 2).requires_grad_(),)
-
-    def function(x: Tensor, weight: Tensor, identity: Tensor) -> Tensor:
-        return _call(how, x, weight, identity, where.channel_dim)
-
+    function, inputs = _checked_call(LAYOUTS[layout], MODES[mode])
     assert _is_training_node(function(*inputs))
     assert torch.autograd.gradcheck(function, inputs)
 
@@ -216,26 +221,14 @@ def test_a_retained_graph_gives_the_same_gradients_twice():
 @pytest.mark.parametrize("layout", ["1d", "2d-channels-last", "tokens"])
 def test_second_derivatives_out_of_place_match_the_plain_operators(layout: str, mode: str):
     # With create_graph=True the node answers in plain recorded operators (computed in Python).
-    where, how = LAYOUTS[layout], MODES[mode]
-    inputs = (_randn(where, 0).requires_grad_(), _weight(rows=CHANNELS, k=5).requires_grad_())
-    inputs += (_randn(where, 2).requires_grad_(),)
-
-    def function(x: Tensor, weight: Tensor, identity: Tensor) -> Tensor:
-        return _call(how, x, weight, identity, where.channel_dim)
-
+    function, inputs = _checked_call(LAYOUTS[layout], MODES[mode])
     assert _is_training_node(function(*inputs))
     assert torch.autograd.gradgradcheck(function, inputs)
 
 
 @pytest.mark.parametrize("mode", ["layer-in-place", "tail-relu-in-place", "tail-in-place"])
 def test_in_place_calls_keep_their_input_for_second_derivatives_inside_twice_differentiable(mode: str):
-    where, how = LAYOUTS["2d-channels-last"], MODES[mode]
-    inputs = (_randn(where, 0).requires_grad_(), _weight(rows=CHANNELS, k=5).requires_grad_())
-    inputs += (_randn(where, 2).requires_grad_(),)
-
-    def function(x: Tensor, weight: Tensor, identity: Tensor) -> Tensor:
-        return _call(how, x, weight, identity, where.channel_dim)
-
+    function, inputs = _checked_call(LAYOUTS["2d-channels-last"], MODES[mode])
     with twice_differentiable():
         out = function(*inputs)
         assert _is_training_node(out)
