@@ -21,7 +21,7 @@ std::optional<at::Tensor> defined_or_none(const at::Tensor& t) {
 // Where the fused backward runs with create_graph=True (the gradients are differentiated again).
 //
 // x was kept: ecanet.ops.function.differentiable_gradients computes the gradients again in plain
-// operators that autograd records, the Python Function's answer too, so that there is one of it.
+// operators that autograd records; the Python Function answers with it too, so both share it.
 torch::autograd::variable_list differentiable_gradients(const at::Tensor& grad, const at::Tensor& x,
                                                          const at::Tensor& relu_out, const at::Tensor& weight,
                                                          torch::autograd::AutogradContext* ctx, bool needs_identity) {
