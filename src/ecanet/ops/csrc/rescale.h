@@ -114,76 +114,50 @@ void rescale_joined_rows8(int64_t rows, int64_t length, const scalar_t* x, const
 }
 #endif
 
-#ifdef ECANET_BFLOAT16_VECTORS
-// 16 bfloat16 values from p on widened to float32 (exact: a bfloat16 is the upper half of a
-// float32), the lanes outside `lanes` zero unless kWhole (all 16 read).
+#ifdef __AVX512F__
+// Sixteen values from p on widened to float32 (exactly), and sixteen float32 values stored to p,
+// rounded as narrowed() rounds; all sixteen (kWhole), or those in `lanes` (the others read as 0).
 template <bool kWhole>
-inline __m512 widen_bfloat16(__mmask16 lanes, const c10::BFloat16* p) {
+inline __m512 load16(__mmask16 lanes, const float* p) {
+  return kWhole ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(lanes, p);
+}
+
+template <bool kWhole>
+inline void store16(__mmask16 lanes, float* p, __m512 v) {
+  if constexpr (kWhole) {
+    _mm512_storeu_ps(p, v);
+  } else {
+    _mm512_mask_storeu_ps(p, lanes, v);
+  }
+}
+
+#ifdef ECANET_BFLOAT16_VECTORS
+// bfloat16 is the upper half of a float32. Narrowing rounds to nearest even on the bits, a NaN
+// becoming 0x7FC0, as store8 and c10::BFloat16 do. (AVX-512's vcvtneps2bf16 flushes subnormal
+// results, below 1.2e-38, to zero: bit-exact results need the integer rounding, a few
+// instructions per 16 values in a pass bound by memory.)
+template <bool kWhole>
+inline __m512 load16(__mmask16 lanes, const c10::BFloat16* p) {
   const __m256i bits = kWhole ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_maskz_loadu_epi16(lanes, p);
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
 
-// 16 float32 values narrowed to bfloat16 as store8 and c10::BFloat16 narrow them: to nearest even
-// on the bits, a NaN becoming 0x7FC0. (AVX-512's vcvtneps2bf16 flushes subnormal results, below
-// 1.2e-38, to zero: bit-exact results need the integer rounding, a few instructions per 16 values
-// in a pass bound by memory.)
-inline __m256i narrow_bfloat16(__m512 v) {
+template <bool kWhole>
+inline void store16(__mmask16 lanes, c10::BFloat16* p, __m512 v) {
   const __m512i bits = _mm512_castps_si512(v);
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
   const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
   const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-  return _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0)));
-}
-
-// rescaled() for the 16 bfloat16 values from i on (those in `lanes` unless kWhole), with their
-// scales g and shifts b (loaded here when kPerElement).
-template <bool kWhole, bool kIdentity, bool kRelu, bool kShift, bool kMask, bool kPerElement>
-inline void rescale16_bfloat16(int64_t i, __mmask16 lanes, const c10::BFloat16* x, __m512 g, __m512 b,
-                               const float* scale, const float* shift, const c10::BFloat16* identity,
-                               const c10::BFloat16* relu_of, c10::BFloat16* out) {
-  const __m512 zero = _mm512_setzero_ps();
-  __m512 v = widen_bfloat16<kWhole>(lanes, x + i);
-  if constexpr (kMask) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(widen_bfloat16<kWhole>(lanes, relu_of + i), zero, _CMP_GT_OQ), v);
-  if constexpr (kPerElement) {
-    g = kWhole ? _mm512_loadu_ps(scale + i) : _mm512_maskz_loadu_ps(lanes, scale + i);
-    if constexpr (kShift) b = kWhole ? _mm512_loadu_ps(shift + i) : _mm512_maskz_loadu_ps(lanes, shift + i);
-  }
-  v = _mm512_mul_ps(v, g);
-  if constexpr (kShift) v = _mm512_add_ps(v, b);
-  if constexpr (kIdentity) v = _mm512_add_ps(v, widen_bfloat16<kWhole>(lanes, identity + i));
-  if constexpr (kRelu) v = _mm512_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
+  const __m256i halves = _mm512_cvtepi32_epi16(_mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0)));
   if constexpr (kWhole) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), narrow_bfloat16(v));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), halves);
   } else {
-    _mm256_mask_storeu_epi16(out + i, lanes, narrow_bfloat16(v));
-  }
-}
-
-// rescaled() over a contiguous run of bfloat16 values, 16 at a time, the last ones masked
-// (masked throughout, a 32x256x56x56 rescale streamed from memory took 9.6 ms against 2.3 ms on
-// the AVX-512 EPYC, Zen 5). The scale
-// and shift are one value for the whole run (channels-first rows) or one per element
-// (kPerElement: channels-last rows, one per channel). Used for rows of kLongRow values and more.
-template <bool kIdentity, bool kRelu, bool kShift, bool kMask, bool kPerElement>
-void rescale_run_bfloat16(int64_t length, const c10::BFloat16* x, const float* scale, const float* shift,
-                          const c10::BFloat16* identity, const c10::BFloat16* relu_of, c10::BFloat16* out) {
-  const __m512 g = kPerElement ? _mm512_setzero_ps() : _mm512_set1_ps(scale[0]);
-  const __m512 b = kShift && !kPerElement ? _mm512_set1_ps(shift[0]) : _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= length; i += 16) {
-    rescale16_bfloat16<true, kIdentity, kRelu, kShift, kMask, kPerElement>(i, __mmask16(0xFFFF), x, g, b, scale,
-                                                                           shift, identity, relu_of, out);
-  }
-  if (i < length) {
-    const __mmask16 lanes = __mmask16((1u << (length - i)) - 1u);
-    rescale16_bfloat16<false, kIdentity, kRelu, kShift, kMask, kPerElement>(i, lanes, x, g, b, scale, shift,
-                                                                            identity, relu_of, out);
+    _mm256_mask_storeu_epi16(p, lanes, halves);
   }
 }
 #endif
 
-#ifdef __AVX512F__
-// Whether rescale_joined_rows16 serves scalar_t: float32, and bfloat16 with AVX-512's bfloat16
+// Whether scalar_t has sixteen-lane vectors: float32, and bfloat16 with AVX-512's bfloat16
 // instructions (float16 keeps eight lanes).
 template <typename scalar_t>
 constexpr bool kSixteenLanes = std::is_same_v<scalar_t, float>
@@ -192,13 +166,40 @@ constexpr bool kSixteenLanes = std::is_same_v<scalar_t, float>
 #endif
     ;
 
-// Sixteen values from p on, widened to float32 (exactly), and back, rounded as narrowed() rounds.
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+// rescaled() for the 16 values from i on (all, or those in `lanes`), with their scales g and
+// shifts b. Only a row's last values go masked: on the AVX-512 EPYC (Zen 5) masked loads and stores
+// streamed from memory 4x slower (a 32x256x56x56 bfloat16 rescale 9.6 ms masked throughout, 2.3 ms
+// with whole vectors).
+template <typename scalar_t, bool kWhole, bool kIdentity, bool kRelu, bool kShift, bool kMask>
+inline void rescale16(int64_t i, __mmask16 lanes, const scalar_t* x, __m512 g, __m512 b, const scalar_t* identity,
+                      const scalar_t* relu_of, scalar_t* out) {
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 v = load16<kWhole>(lanes, x + i);
+  if constexpr (kMask) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(load16<kWhole>(lanes, relu_of + i), zero, _CMP_GT_OQ), v);
+  v = _mm512_mul_ps(v, g);
+  if constexpr (kShift) v = _mm512_add_ps(v, b);
+  if constexpr (kIdentity) v = _mm512_add_ps(v, load16<kWhole>(lanes, identity + i));
+  if constexpr (kRelu) v = _mm512_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
+  store16<kWhole>(lanes, out + i, v);
+}
+
 #ifdef ECANET_BFLOAT16_VECTORS
-inline __m512 load16(const c10::BFloat16* p) { return widen_bfloat16<true>(__mmask16(0xFFFF), p); }
-inline void store16(c10::BFloat16* p, __m512 v) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), narrow_bfloat16(v));
+// rescaled() over a contiguous run of bfloat16 values, 16 at a time (rescale16). The scale and
+// shift are one value for the whole run (channels-first rows) or one per element (kPerElement:
+// channels-last rows, one per channel). Used for rows of kLongRow values and more.
+template <bool kIdentity, bool kRelu, bool kShift, bool kMask, bool kPerElement>
+void rescale_run_bfloat16(int64_t length, const c10::BFloat16* x, const float* scale, const float* shift,
+                          const c10::BFloat16* identity, const c10::BFloat16* relu_of, c10::BFloat16* out) {
+  auto step = [&](auto whole, int64_t i, __mmask16 lanes) {
+    constexpr bool kWhole = decltype(whole)::value;
+    __m512 g = kPerElement ? load16<kWhole>(lanes, scale + i) : _mm512_set1_ps(scale[0]);
+    __m512 b = _mm512_setzero_ps();
+    if constexpr (kShift) b = kPerElement ? load16<kWhole>(lanes, shift + i) : _mm512_set1_ps(shift[0]);
+    rescale16<c10::BFloat16, kWhole, kIdentity, kRelu, kShift, kMask>(i, lanes, x, g, b, identity, relu_of, out);
+  };
+  int64_t i = 0;
+  for (; i + 16 <= length; i += 16) step(std::true_type(), i, __mmask16(0xFFFF));
+  if (i < length) step(std::false_type(), i, __mmask16((1u << (length - i)) - 1u));
 }
 #endif
 
@@ -225,13 +226,7 @@ void rescale_joined_rows16(int64_t rows, int64_t length, const scalar_t* x, cons
       ++row;
       row_end += length;
     }
-    __m512 v = load16(x + i);
-    if constexpr (kMask) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(load16(relu_of + i), zero, _CMP_GT_OQ), v);
-    v = _mm512_mul_ps(v, g);
-    if constexpr (kShift) v = _mm512_add_ps(v, b);
-    if constexpr (kIdentity) v = _mm512_add_ps(v, load16(identity + i));
-    if constexpr (kRelu) v = _mm512_max_ps(v, zero);  // NaN -> 0, as `v > 0 ? v : 0`
-    store16(out + i, v);
+    rescale16<scalar_t, true, kIdentity, kRelu, kShift, kMask>(i, __mmask16(0xFFFF), x, g, b, identity, relu_of, out);
   }
   const int64_t last = rows - 1;  // the values left over (fewer than 16) end the last row
   for (; i < total; ++i) {
