@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ecanet.bench.baselines import BlogECA, attention_candidates, saturating_tap
-from ecanet.bench.layers import TENSOR_PASSES, benchmark_call, benchmark_layer, benchmark_tail
+from ecanet.bench.layers import TENSOR_PASSES, _training_step, benchmark_call, benchmark_layer, benchmark_tail
 from reference import eca_reference
 
 
@@ -67,3 +67,16 @@ def test_call_training_rows_time_steps_against_bare_pool_and_rescale(memory_form
     assert names[:2] == ["pool+rescale", "ecanet"] and "copy" not in names and "ecanet-inplace" not in names
     assert all(r.reference == "pool+rescale" and r.mode == "training" and r.median_ms > 0 for r in rows)
     assert TENSOR_PASSES[("call", "training")] == TENSOR_PASSES[("layer", "training")]
+
+
+def test_training_step_frees_the_gradients_it_made():
+    # Candidates share their input: a step must leave no gradient for the next candidate to free.
+    weight = torch.randn(3, requires_grad=True)
+    x = torch.randn(2, 3, requires_grad=True)
+    made = {}
+    for name, leaf in (("x", x), ("weight", weight)):
+        leaf.register_post_accumulate_grad_hook(lambda leaf, name=name: made.update({name: leaf.grad.clone()}))
+    _training_step(lambda: x * weight, [x, weight], torch.ones(2, 3))()
+    assert x.grad is None and weight.grad is None
+    torch.testing.assert_close(made["x"], weight.detach().expand(2, 3))
+    torch.testing.assert_close(made["weight"], x.detach().sum(0))
