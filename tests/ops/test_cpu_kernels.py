@@ -754,7 +754,7 @@ def _huge_pages_can_be_advised() -> bool:
     return sys.platform.startswith("linux") and setting.exists() and "[never]" not in setting.read_text()
 
 
-OWN_MAPPING_BYTES = 8 << 20
+OWN_MAPPING_BYTES = 1 << 20
 """Buffers from this size up get a recycled memory mapping of their own (``kHugePageAdviceBytes``)."""
 
 
@@ -763,8 +763,8 @@ OWN_MAPPING_BYTES = 8 << 20
 def test_empty_like_keeps_the_geometry_and_advises_huge_pages_for_large_buffers(layout: str, size: str):
     assert cpu_kernels.available()
     shape, memory_format, _ = LAYOUTS[layout]
-    if size == "medium":  # about 16 MiB of float32: above the threshold, below glibc's 32 MiB mmap ceiling
-        shape = (*shape[:-1], shape[-1] * ((4 << 20) // math.prod(shape)))
+    if size == "medium":  # about 2 MiB of float32: above the threshold, where glibc's heap may serve it
+        shape = (*shape[:-1], shape[-1] * ((512 << 10) // math.prod(shape)))
     if size == "large":
         shape = (shape[0] * 256, *shape[1:-1], shape[-1] * 512)
     like = torch.zeros(shape).contiguous(memory_format=memory_format)

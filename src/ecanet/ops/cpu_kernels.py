@@ -148,7 +148,7 @@ def _extension() -> ModuleType | None:
 
 
 def empty_like(like: Tensor) -> Tensor:
-    """See :meth:`ecanet.ops.function.EcaKernels.empty_like`: on Linux, large buffers (8 MiB and
+    """See :meth:`ecanet.ops.function.EcaKernels.empty_like`: on Linux, large buffers (1 MiB and
     more) are memory mappings of their own advised as transparent huge pages, so their first write
     page-faults 512 times less often, and a freed one is reused for the next buffer of its size
     (up to ``ECANET_BUFFER_CACHE_MB``, default 256, of freed mappings are kept), so it does not

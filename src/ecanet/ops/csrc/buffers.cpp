@@ -24,7 +24,11 @@ namespace {
 // step at 32x1024x14x14 float32 NCHW (a 25.7 MB input gradient), alternated with timm's layer,
 // took 6241 page faults and 33-40 ms in every other call and none and 12-16 ms in the rest; from
 // its own recycled mapping none and 11-18 ms in every call (AVX2 EPYC under KVM, one thread).
-constexpr size_t kHugePageAdviceBytes = size_t(8) << 20;
+// The line was 8 MiB until the 6.4 MB bfloat16 buffers of a 32x2048x7x7 training step, from
+// glibc, faulted in (1536 faults) or waited for glibc to trim its heap in a quarter of the steps
+// between timm's: medians 1.28-2.54 ms over three benchmark runs, upper quartiles up to 4.15 ms,
+// against 1.22-1.32 ms and 1.37 ms from mappings of their own (Zen 5 EPYC, two threads).
+constexpr size_t kHugePageAdviceBytes = size_t(1) << 20;
 
 #ifdef __linux__
 // How many bytes of freed mappings are kept for reuse: ECANET_BUFFER_CACHE_MB (default 256; 0 keeps none).
