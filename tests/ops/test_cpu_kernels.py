@@ -488,6 +488,20 @@ def test_backward_routes_match_reference(batch, layout, mode, dtype):
         )
 
 
+@pytest.mark.parametrize(("batch", "threads"), [(1, 2), (2, 3)])
+@pytest.mark.parametrize("mode", ["layer", "layer-in-place", "residual-relu-in-place", "weight-only"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_sums_split_by_positions_match_reference(batch, threads, mode, dtype):
+    """With fewer samples than threads, channels-last sums go by ranges of positions, one range per
+    thread as in the rescale, and each thread's sums are added up afterwards: two threads split a
+    sample of 43x41 positions, three threads two samples, one range across their boundary. 37
+    channels leave a remainder after the vectors. Forward and backward against the float64 reference."""
+    assert cpu_kernels.available()
+    x = _randn((batch, 37, 43, 41), torch.channels_last, dtype, seed=batch)
+    with intra_op_threads(threads):
+        _check_against_reference(cpu_kernels, x, _weight(37, k=5, seed=threads), MODES[mode])
+
+
 @pytest.mark.parametrize("spatial", [(7, 7), (23, 23)])  # rows of 49 (eight at a time) and 529 (one at a time)
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("mode", ["layer", "layer-in-place", "residual-relu", "residual-relu-in-place", "weight-only"])

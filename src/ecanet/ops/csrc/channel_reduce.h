@@ -4,6 +4,7 @@
 #pragma once
 
 #include <type_traits>
+#include <vector>
 
 #include "layout.h"
 #include "vectors.h"
@@ -272,9 +273,81 @@ inline void add_positions(int64_t width, const ReductionOperands<scalar_t>* rows
   }
 }
 
+// totals[c] = the sum of term(c, p) (see reduction_term) over the `count` channels-last positions
+// p from `first` on, `stride` elements apart, for the channels c < width: four runs of positions a
+// quarter of them apart read side by side, float32 sums carried on in float64 every kChunk
+// positions. The totals are rounded once, to their own type (total_t).
+template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset, typename total_t>
+void positions_reduce(const ReductionOperands<scalar_t>& first, int64_t stride, int64_t count, int64_t width,
+                      total_t* totals) {
+  static_assert(kStreams == 4, "the loop below reads four rows at a time");
+  acc_t partial[kMaxChannelBlock];
+  double carried[kMaxChannelBlock];
+  const bool carry = std::is_same_v<acc_t, float> && count > kChunk;
+  std::fill(partial, partial + width, acc_t(0));
+  if (carry) std::fill(carried, carried + width, 0.0);
+  auto carry_partial = [&] {
+    for (int64_t c = 0; c < width; ++c) carried[c] += partial[c];
+    std::fill(partial, partial + width, acc_t(0));
+  };
+  const int64_t run = count / kStreams;  // positions in each of the streams read side by side
+  // Every loop indexes operands offset to its row, so the compiler sees contiguous accesses.
+  for (int64_t chunk = 0; chunk < run; chunk += kChunk / kStreams) {
+    for (int64_t s = chunk; s < std::min(run, chunk + kChunk / kStreams); ++s) {
+      const ReductionOperands<scalar_t> rows[4] = {first.from(s * stride), first.from((s + run) * stride),
+                                                   first.from((s + 2 * run) * stride),
+                                                   first.from((s + 3 * run) * stride)};
+      add_positions<scalar_t, acc_t, kOther, kMask, kStore, kOffset, 4>(width, rows, partial);
+    }
+    if (carry) carry_partial();
+  }
+  for (int64_t s = kStreams * run; s < count; ++s) {
+    const ReductionOperands<scalar_t> row = first.from(s * stride);
+    add_positions<scalar_t, acc_t, kOther, kMask, kStore, kOffset, 1>(width, &row, partial);
+  }
+  if (carry) {
+    carry_partial();
+    std::copy(carried, carried + width, totals);
+  } else {
+    std::copy(partial, partial + width, totals);
+  }
+}
+
+// sums[n, c] for channels-last x with fewer samples than threads: each thread sums every channel
+// over the positions the rescale pass gives it (the same split of the N * S positions, see
+// rescale_pass), into float64 sums of its own, added up in thread order afterwards. Split by
+// blocks of channels, as before, a thread in the rescale wrote lines the other core had read: ECA
+// in place at 1x256x56x56 float32 took 79 us on two threads (pooling 28 us and rescale 21 us
+// alone), more than on one (72 us), and in some processes 300 us; split by positions 40 us
+// (1x512x28x28: 41 against 21 us, 1x2048x7x7: 14 against 11 us; Zen 5 EPYC).
+template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
+void positions_split_reduce(const Layout& L, const ReductionOperands<scalar_t>& tensors, acc_t* sums) {
+  const int64_t threads = available_threads(), sample_sums = L.n * L.c;
+  thread_local std::vector<double> per_thread;  // kept from call to call: a call frees no memory
+  per_thread.assign(threads * sample_sums, 0.0);
+  double* const thread_sums = per_thread.data();  // the calling thread's: workers have their own per_thread
+  at::parallel_for(0, L.n * L.s, tasks_grain(L.c), [&](int64_t begin, int64_t end) {
+    double* mine = thread_sums + at::get_thread_num() * sample_sums;
+    double totals[kMaxChannelBlock];
+    for (int64_t r = begin; r < end;) {
+      const int64_t sample = r / L.s, position = r % L.s, count = std::min(end - r, L.s - position);
+      positions_reduce<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(
+          tensors.from(L.row(sample, 0) + position * L.c), L.c, count, L.c, totals);
+      for (int64_t c = 0; c < L.c; ++c) mine[sample * L.c + c] += totals[c];
+      r += count;
+    }
+  });
+  for (int64_t i = 0; i < sample_sums; ++i) {
+    double total = 0.0;
+    for (int64_t t = 0; t < threads; ++t) total += thread_sums[t * sample_sums + i];
+    sums[i] = static_cast<acc_t>(total);
+  }
+}
+
 // sums[n, c] = sum_s term(n, c, s), see reduction_term. Channels-first: tasks of whole rows of S
 // contiguous elements (channels_first_reduce). Channels-last: one task per sample and block of
-// channels, accumulating rows of contiguous channels, kStreams positions far apart at a time.
+// channels, accumulating rows of contiguous channels, kStreams positions far apart at a time, or
+// with fewer samples than threads, tasks of positions (positions_split_reduce).
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
 void channel_reduce(const Layout& L, const ReductionOperands<scalar_t>& tensors, acc_t* sums) {
   if (!L.channels_last) {
@@ -283,45 +356,17 @@ void channel_reduce(const Layout& L, const ReductionOperands<scalar_t>& tensors,
     });
     return;
   }
+  if (L.n < available_threads() && L.c <= kMaxChannelBlock) {
+    positions_split_reduce<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(L, tensors, sums);
+    return;
+  }
   const int64_t block = channel_block(L);
   const int64_t blocks = (L.c + block - 1) / block;
-  static_assert(kStreams == 4, "the channels-last loop below reads four rows at a time");
-  const int64_t run = L.s / kStreams;  // positions in each of the streams read side by side
-  // Float32 sums over more than kChunk positions are carried on in float64, a chunk at a time.
-  const bool carry = std::is_same_v<acc_t, float> && L.s > kChunk;
   at::parallel_for(0, L.n * blocks, tasks_grain(L.s * std::min(L.c, block)), [&](int64_t begin, int64_t end) {
-    acc_t partial[kMaxChannelBlock];
-    double carried[kMaxChannelBlock];
-    auto carry_partial = [&](int64_t width) {
-      for (int64_t c = 0; c < width; ++c) carried[c] += partial[c];
-      std::fill(partial, partial + width, acc_t(0));
-    };
     for (int64_t t = begin; t < end; ++t) {
       const int64_t sample = t / blocks, c0 = (t % blocks) * block;
-      const int64_t width = std::min(block, L.c - c0);
-      std::fill(partial, partial + width, acc_t(0));
-      if (carry) std::fill(carried, carried + width, 0.0);
-      // Every loop indexes operands offset to its row, so the compiler sees contiguous accesses.
-      const ReductionOperands<scalar_t> first = tensors.from(L.row(sample, c0));
-      for (int64_t chunk = 0; chunk < run; chunk += kChunk / kStreams) {
-        for (int64_t s = chunk; s < std::min(run, chunk + kChunk / kStreams); ++s) {
-          const ReductionOperands<scalar_t> rows[4] = {first.from(s * L.c), first.from((s + run) * L.c),
-                                                       first.from((s + 2 * run) * L.c),
-                                                       first.from((s + 3 * run) * L.c)};
-          add_positions<scalar_t, acc_t, kOther, kMask, kStore, kOffset, 4>(width, rows, partial);
-        }
-        if (carry) carry_partial(width);
-      }
-      for (int64_t s = kStreams * run; s < L.s; ++s) {
-        const ReductionOperands<scalar_t> row = first.from(s * L.c);
-        add_positions<scalar_t, acc_t, kOther, kMask, kStore, kOffset, 1>(width, &row, partial);
-      }
-      if (carry) {
-        carry_partial(width);
-        std::copy(carried, carried + width, sums + sample * L.c + c0);  // rounded to float32 once
-      } else {
-        std::copy(partial, partial + width, sums + sample * L.c + c0);
-      }
+      positions_reduce<scalar_t, acc_t, kOther, kMask, kStore, kOffset>(
+          tensors.from(L.row(sample, c0)), L.c, L.s, std::min(block, L.c - c0), sums + sample * L.c + c0);
     }
   });
 }
