@@ -319,7 +319,7 @@ void positions_reduce(const ReductionOperands<scalar_t>& first, int64_t stride, 
 // blocks of channels, as before, a thread in the rescale wrote lines the other core had read: ECA
 // in place at 1x256x56x56 float32 took 79 us on two threads (pooling 28 us and rescale 21 us
 // alone), more than on one (72 us), and in some processes 300 us; split by positions 40 us
-// (1x512x28x28: 41 against 21 us, 1x2048x7x7: 14 against 11 us; Zen 5 EPYC).
+// (1x512x28x28 41 -> 21 us, 1x2048x7x7 14 -> 11 us; Zen 5 EPYC).
 template <typename scalar_t, typename acc_t, bool kOther, bool kMask, bool kStore, bool kOffset>
 void positions_split_reduce(const Layout& L, const ReductionOperands<scalar_t>& tensors, acc_t* sums) {
   const int64_t threads = available_threads(), sample_sums = L.n * L.c;
