@@ -231,7 +231,8 @@ void channels_first_reduce(const Layout& L, const ReductionOperands<scalar_t>& t
 // Channels per task of a channels-last reduction: a sample's rows are read in one contiguous
 // sweep when all its channels fit one task (narrower blocks sweep the sample once per block,
 // strided; at 32x1024x14x14 blocks of 256 took 15% longer in place), split only as far as the
-// threads need tasks when there are fewer samples than threads.
+// threads need tasks when there are fewer samples than threads (which happens only with more than
+// kMaxChannelBlock channels: with fewer, such sums go by positions, positions_split_reduce).
 int64_t channel_block(const Layout& L) {
   const int64_t splits = std::max<int64_t>(1, (available_threads() + L.n - 1) / L.n);
   const int64_t block = ((L.c + splits - 1) / splits + 15) / 16 * 16;  // whole vectors
