@@ -220,6 +220,8 @@ DEGENERATE = {  # shape, memory format, channel_dim, padding, rows, k
     "C=2048-channels-last": ((2, 2048, 2, 2), torch.channels_last, 1, "circular", 1, 7),
     "C=300-channels-last": ((2, 300, 3, 1), torch.channels_last, 1, "zeros", 300, 5),
     "C=2100-channels-last": ((2, 2100, 2, 1), torch.channels_last, 1, "zeros", 1, 3),  # a partial channel block
+    # One sample, more channels than one task sums: on two threads its channels split into blocks.
+    "C=2100-one-sample": ((1, 2100, 4, 4), torch.channels_last, 1, "zeros", 1, 3),
     # Past the kernels' parallel grain (32768 elements): rows and channel blocks split into tasks.
     "large-S": ((2, 4, 72, 72), torch.contiguous_format, 1, "zeros", 1, 3),
     "large-S-tokens": ((2, 4000, 5), torch.contiguous_format, -1, "circular", 5, 3),
