@@ -61,21 +61,29 @@ torch::autograd::variable_list refuse_second_derivative(torch::autograd::variabl
   return aliases;
 }
 
-// ECA or a block tail recorded for autograd as one C++ node around eca_forward and eca_backward.
-// It saves and returns what the Python autograd Function of ecanet/ops/function.py does for the
-// other backends, without Python between the engine and the kernels: on small tensors that
-// Function's machinery and the checked path cost several times the kernels' own work.
-struct FusedTraining : public torch::autograd::Function<FusedTraining> {
+// ECA or a block tail recorded for autograd as one C++ node around a backend's forward and
+// backward: the compiled CPU kernels (CpuKernels, below) or the Triton kernels launched from C++
+// (triton_training.cpp). It saves and returns what the Python autograd Function of
+// ecanet/ops/function.py does for the other backends, without Python between the engine and the
+// kernels: on small tensors that Function's machinery and the checked path cost several times the
+// kernels' own work (on a GPU, the host's time per call is what ECA costs).
+//
+// Kernels provides: empty_like(t), a new tensor laid out like t; takes_gradient(grad, like),
+// whether the backward can read an output gradient as it is (else it is copied into empty_like);
+// forward(x, weight, identity, relu, out) -> (mean, gates); save(ctx), what its backward needs;
+// and backward(ctx, grad, like, relu_out, mean, gates, weight, inplace, identity, masked, dx) ->
+// the kernel's gradient, with the arguments of eca_backward.
+template <typename Kernels>
+struct FusedTraining : public torch::autograd::Function<FusedTraining<Kernels>> {
   // Bits of the saved "flags".
   static constexpr int64_t kRelu = 1, kInplace = 2, kIdentity = 4;
 
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>& identity, bool relu, bool inplace,
                             const std::string& padding, const std::string& gate, int64_t channel_dim,
-                            const Layout& L, const GateArgs& args) {
-    const at::Tensor out = inplace ? x : fresh_like(x);
-    const auto [mean, gates] = forward_on(x, L, args, identity ? &*identity : nullptr, relu, out, nullptr,
-                                          new_descriptors(L, x, true));
+                            const Kernels& kernels) {
+    const at::Tensor out = inplace ? x : Kernels::empty_like(x);
+    const auto [mean, gates] = kernels.forward(x, weight, identity ? &*identity : nullptr, relu, out);
     if (inplace) ctx->mark_dirty({x});
     // In place, x itself is gone; the output stands in for it (see eca_backward's `inplace`).
     const at::Tensor none;
@@ -85,6 +93,7 @@ struct FusedTraining : public torch::autograd::Function<FusedTraining> {
     ctx->saved_data["padding"] = padding;
     ctx->saved_data["gate"] = gate;
     ctx->saved_data["channel_dim"] = channel_dim;
+    kernels.save(ctx);
     return out;
   }
 
@@ -104,15 +113,14 @@ struct FusedTraining : public torch::autograd::Function<FusedTraining> {
     {
       const at::NoGradGuard no_grad;
       const at::Tensor& like = saved[0].defined() ? saved[0] : saved[1];
-      const at::Tensor grad = same_geometry(grads[0], like) ? grads[0] : fresh_like(like).copy_(grads[0]);
+      const at::Tensor grad =
+          Kernels::takes_gradient(grads[0], like) ? grads[0] : Kernels::empty_like(like).copy_(grads[0]);
       // The shortcut's gradient is the ReLU-masked output gradient: stored only when wanted.
-      const at::Tensor masked = relu && needs_identity ? fresh_like(like) : at::Tensor();
-      const at::Tensor dx = needs_x ? fresh_like(like) : at::Tensor();
+      const at::Tensor masked = relu && needs_identity ? Kernels::empty_like(like) : at::Tensor();
+      const at::Tensor dx = needs_x ? Kernels::empty_like(like) : at::Tensor();
       const at::Tensor d_weight =
-          eca_backward(grad, like, relu ? defined_or_none(saved[1]) : std::nullopt, saved[2], saved[3], saved[4],
-                       ctx->saved_data["padding"].toStringRef(), ctx->saved_data["gate"].toStringRef(), inplace,
-                       defined_or_none(saved[5]), defined_or_none(masked), defined_or_none(dx),
-                       ctx->saved_data["channel_dim"].toInt());
+          Kernels::backward(ctx, grad, like, relu ? defined_or_none(saved[1]) : std::nullopt, saved[2], saved[3],
+                            saved[4], inplace, defined_or_none(saved[5]), defined_or_none(masked), defined_or_none(dx));
       results[0] = dx;
       if (needs_weight) results[1] = d_weight;
       if (needs_identity) results[2] = relu ? masked : grad;
@@ -120,6 +128,49 @@ struct FusedTraining : public torch::autograd::Function<FusedTraining> {
     return recorded ? refuse_second_derivative(std::move(results), saved[1]) : results;
   }
 };
+
+// The compiled CPU kernels (operators.cpp) as FusedTraining runs them, for arguments checked by
+// one_step_call.
+struct CpuKernels {
+  Layout layout;
+  GateArgs gate;
+
+  static at::Tensor empty_like(const at::Tensor& t) { return fresh_like(t); }
+
+  static bool takes_gradient(const at::Tensor& grad, const at::Tensor& like) { return same_geometry(grad, like); }
+
+  std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor* identity,
+                                             bool relu, const at::Tensor& out) const {
+    return forward_on(x, layout, gate, identity, relu, out, nullptr, new_descriptors(layout, x, true));
+  }
+
+  void save(torch::autograd::AutogradContext* ctx) const {}
+
+  static at::Tensor backward(torch::autograd::AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& like,
+                             const std::optional<at::Tensor>& relu_out, const at::Tensor& mean, const at::Tensor& gates,
+                             const at::Tensor& weight, bool inplace, const std::optional<at::Tensor>& identity,
+                             const std::optional<at::Tensor>& masked, const std::optional<at::Tensor>& dx) {
+    return eca_backward(grad, like, relu_out, mean, gates, weight, ctx->saved_data["padding"].toStringRef(),
+                        ctx->saved_data["gate"].toStringRef(), inplace, identity, masked, dx,
+                        ctx->saved_data["channel_dim"].toInt());
+  }
+};
+
+// Whether a training call writes its result into x, as ecanet.ops.function.fused_eca_function
+// decides it, or nothing where a write into x needs autograd's own checks (x a leaf that requires
+// grad, or a view): the checked path raises there. A block tail writes into x only when x's memory
+// is its own (not the shortcut's) and x is float32 or float64, else into a new tensor.
+std::optional<bool> writes_in_place(const at::Tensor& x, const std::optional<at::Tensor>& identity, bool inplace) {
+  if (!inplace) return false;
+  const bool leaf_with_grad = x.is_leaf() && x.requires_grad();
+  if (identity) {
+    // Half types keep x: output - identity, rounded at the shortcut's scale, would lose x * gate.
+    const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+    return !(half || leaf_with_grad || x.is_view() || identity->storage().data() == x.storage().data());
+  }
+  if (leaf_with_grad || x.is_view()) return std::nullopt;
+  return true;
+}
 
 // ECA or a block tail while autograd records, straight from the N-D tensors: the Python layer's
 // common training call in one C++ step (ecanet/ops/dispatch.py, eager_call), recorded as one
@@ -138,20 +189,14 @@ std::optional<at::Tensor> eca_training(const at::Tensor& x, const at::Tensor& we
     return std::nullopt;
   }
   if (x.is_inference() || (identity && identity->is_inference())) return std::nullopt;  // autograd words these
-  const bool leaf_with_grad = x.is_leaf() && x.requires_grad();
-  // Half types keep x: output - identity, rounded at the shortcut's scale, would lose x * gate.
-  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
-  if (inplace && identity &&
-      (half || leaf_with_grad || x.is_view() || identity->storage().data() == x.storage().data())) {
-    inplace = false;
-  } else if (inplace && (leaf_with_grad || x.is_view())) {
-    return std::nullopt;
-  }
+  const std::optional<bool> in_place = writes_in_place(x, identity, inplace);
+  if (!in_place) return std::nullopt;
   // A descriptor of the right shape is not needed: the pooling runs anyway.
   const std::optional<OneStepCall> call =
       one_step_call(x, weight, identity, descriptor, padding, gate, channel_dim, channels);
   if (!call) return std::nullopt;
-  return FusedTraining::apply(x, weight, identity, relu, inplace, padding, gate, channel_dim, call->layout, call->gate);
+  return FusedTraining<CpuKernels>::apply(x, weight, identity, relu, *in_place, padding, gate, channel_dim,
+                                         CpuKernels{call->layout, call->gate});
 }
 
 }  // namespace
