@@ -28,33 +28,8 @@ from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.views import channel_view
 from ecanet.retrofit.wrappers import ECAAfter
 from folded_norms import folded_norm_calls
+from kernel_cases import DEVICE, LAYOUTS, TOLERANCES, random_tensor
 from reference import eca_reference
-
-DEVICE = os.environ.get("ECANET_TRITON_DEVICE", "cpu")
-
-LAYOUTS = {
-    "channels-first": ((2, 6, 3, 5), torch.contiguous_format, 1),
-    "channels-last": ((2, 6, 3, 5), torch.channels_last, 1),
-    "tokens": ((2, 7, 70), torch.contiguous_format, -1),
-    "1d-long": ((1, 3, 300), torch.contiguous_format, 1),
-    # Long rows with few (sample, channel block) pairs: the reductions split their positions, in
-    # Triton's interpreter and on a GPU (at least 32 tiles: two parts of the GPU's shortest).
-    "split-positions": ((2, 5, 8192), torch.contiguous_format, 1),
-    "split-positions-channels-last": ((1, 40, 32, 32), torch.channels_last, 1),
-    # Channels in several blocks per sample: the gate's taps and the kernel's partial sums cross them.
-    "channel-blocks-channels-last": ((2, 600, 1, 3), torch.channels_last, 1),
-}
-
-TOLERANCES = {
-    torch.float64: {"rtol": 1e-10, "atol": 1e-10},
-    torch.float32: {"rtol": 1e-5, "atol": 1e-5},
-    torch.bfloat16: {"rtol": 2e-2, "atol": 2e-2},
-    torch.float16: {"rtol": 2e-3, "atol": 2e-3},
-}
-
-
-def _random(shape, dtype, memory_format=torch.contiguous_format):
-    return torch.randn(shape, dtype=torch.float64).to(device=DEVICE, dtype=dtype, memory_format=memory_format)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -63,10 +38,10 @@ def _random(shape, dtype, memory_format=torch.contiguous_format):
 def test_forward_and_backward_match_reference(layout, residual, inplace, dtype):
     shape, memory_format, channel_dim = LAYOUTS[layout]
     tolerance = TOLERANCES[dtype]
-    x = _random(shape, dtype, memory_format)
-    identity = _random(shape, dtype, memory_format)
-    weight = _random((1, 1, 3), torch.float64)
-    grad = _random(shape, torch.float64)
+    x = random_tensor(shape, dtype, memory_format)
+    identity = random_tensor(shape, dtype, memory_format)
+    weight = random_tensor((1, 1, 3), torch.float64)
+    grad = random_tensor(shape, torch.float64)
 
     x_ref = x.double().clone().requires_grad_()
     id_ref = identity.double().clone().requires_grad_()
@@ -96,8 +71,8 @@ def test_forward_and_backward_match_reference(layout, residual, inplace, dtype):
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_gate_inside_the_rescale_matches_reference(k, padding, gate, per_channel):
     # 12 channels in 2 channels-last samples of 4x5: the taps cross channel-block edges and wrap.
-    x = _random((2, 12, 4, 5), torch.float32, torch.channels_last)
-    weight = _random((12 if per_channel else 1, 1, k), torch.float32)
+    x = random_tensor((2, 12, 4, 5), torch.float32, torch.channels_last)
+    weight = random_tensor((12 if per_channel else 1, 1, k), torch.float32)
     out = torch.full_like(x, float("nan"))
     shape = triton_kernels.geometry(x, 1, out)
     _, gates = triton_kernels.eca_forward(shape, x, weight, None, False, padding, gate, out)
@@ -118,9 +93,9 @@ def test_gate_inside_the_rescale_matches_reference(k, padding, gate, per_channel
 def test_gate_backward_matches_reference(k, padding, gate, per_channel, inplace, input_grad):
     # float64 on 2 channels-last samples of 9 channels: gradients through every tap, both paddings;
     # inside the input-gradient pass, or alone when only the kernel needs a gradient.
-    x = _random((2, 9, 3, 4), torch.float64, torch.channels_last)
-    weight = _random((9 if per_channel else 1, 1, k), torch.float64)
-    grad = _random((2, 9, 3, 4), torch.float64, torch.channels_last)
+    x = random_tensor((2, 9, 3, 4), torch.float64, torch.channels_last)
+    weight = random_tensor((9 if per_channel else 1, 1, k), torch.float64)
+    grad = random_tensor((2, 9, 3, 4), torch.float64, torch.channels_last)
     x_ref, w_ref = x.clone().requires_grad_(), weight.clone().requires_grad_()
     eca_reference(x_ref, w_ref, padding=padding, gate=gate).backward(grad)
     source, kernel = x.clone().requires_grad_(input_grad), weight.clone().requires_grad_()
@@ -135,9 +110,9 @@ def test_gate_backward_matches_reference(k, padding, gate, per_channel, inplace,
 @pytest.mark.parametrize("layout", ["channels-first", "channels-last", "split-positions"])
 def test_half_precision_forward_and_backward(dtype, layout):
     shape, memory_format, channel_dim = LAYOUTS[layout]
-    x = _random(shape, dtype, memory_format)
-    weight = _random((1, 1, 3), torch.float32)
-    grad = _random(shape, dtype, memory_format)
+    x = random_tensor(shape, dtype, memory_format)
+    weight = random_tensor((1, 1, 3), torch.float32)
+    grad = random_tensor(shape, dtype, memory_format)
     x_ref = x.double().requires_grad_()
     w_ref = weight.double().requires_grad_()
     expected = eca_reference(x_ref, w_ref, channel_dim=channel_dim)
@@ -157,7 +132,7 @@ def test_split_layouts_split_their_reductions(layout):
     # The checks above cover the partial-sum path only if these layouts do split, on the device
     # running them and, checked on CPU too, on a GPU.
     shape, memory_format, channel_dim = LAYOUTS[layout]
-    x = _random(shape, torch.float32, memory_format)
+    x = random_tensor(shape, torch.float32, memory_format)
     shape = triton_kernels.geometry(x, channel_dim)
     for policy in (triton_kernels._split_policy(x.device), triton_kernels.gpu_split_policy(132)):  # an H100's
         assert triton_kernels._reduction_plan(shape, policy).splits > 1, policy
@@ -168,7 +143,7 @@ def test_split_layouts_split_their_reductions(layout):
 )
 def test_reductions_write_every_channel(layout):
     shape, memory_format, channel_dim = LAYOUTS[layout]
-    x = _random(shape, torch.float32, memory_format)
+    x = random_tensor(shape, torch.float32, memory_format)
     x3 = channel_view(x, channel_dim)
     expected = x3.double().sum(2)
     mean = triton_kernels.channel_mean(x, channel_dim)
@@ -181,7 +156,9 @@ def test_reductions_write_every_channel(layout):
 def test_gate_gradient_reduction_masks_and_subtracts(layout):
     # After an in-place tail the reduction sums relu-masked grad * (output - shortcut).
     shape, memory_format, channel_dim = LAYOUTS[layout]
-    grad3, out3, identity3 = (channel_view(_random(shape, torch.float32, memory_format), channel_dim) for _ in range(3))
+    grad3, out3, identity3 = (
+        channel_view(random_tensor(shape, torch.float32, memory_format), channel_dim) for _ in range(3)
+    )
     masked = torch.full_like(grad3, float("nan"))
     policy = triton_kernels._split_policy(grad3.device)
     reduction = triton_kernels._reduction(triton_kernels.geometry(grad3, 1), policy, True, True, True, 1.0, None)
@@ -213,8 +190,8 @@ def test_empty_batch_launches_nothing():
 @pytest.mark.parametrize("layout", ["channels-first", "channels-last", "channel-blocks-channels-last"])
 def test_forward_without_a_kept_gate_writes_the_same_result(layout):
     shape, memory_format, channel_dim = LAYOUTS[layout]
-    x, identity = _random(shape, torch.float32, memory_format), _random(shape, torch.float32, memory_format)
-    weight = _random((1, 1, 5), torch.float32)
+    x, identity = random_tensor(shape, torch.float32, memory_format), random_tensor(shape, torch.float32, memory_format)
+    weight = random_tensor((1, 1, 5), torch.float32)
     geometry = triton_kernels.geometry(x, channel_dim)
     results = []
     for keep_gate in (True, False):
@@ -233,7 +210,7 @@ def _frozen_norm(channels: int, dtype: torch.dtype = torch.float32, eps: float =
     """An eval-mode BatchNorm's tensors: random statistics (variances 0.5 to 2) and affine; the
     default eps is one that float32 holds exactly."""
     variance = (torch.rand(channels, dtype=torch.float64) * 1.5 + 0.5).to(DEVICE, dtype)
-    mean, weight, bias = (_random((channels,), dtype) for _ in range(3))
+    mean, weight, bias = (random_tensor((channels,), dtype) for _ in range(3))
     return FrozenNorm(mean, variance, weight, bias, eps)
 
 
@@ -257,9 +234,9 @@ def test_rescale_through_a_frozen_norm_matches_reference(
     # The norm's input and its mean go in; out is the ECA (tail) of norm(x). With eps = 0 the
     # padding channels' statistics must not divide zero by zero.
     shape, memory_format, channel_dim = LAYOUTS[layout]
-    x, identity = _random(shape, dtype, memory_format), _random(shape, dtype, memory_format)
+    x, identity = random_tensor(shape, dtype, memory_format), random_tensor(shape, dtype, memory_format)
     channels = shape[channel_dim]
-    weight = _random((channels if per_channel else 1, 1, k), dtype)
+    weight = random_tensor((channels if per_channel else 1, 1, k), dtype)
     norm = _frozen_norm(channels, eps=eps)
     normalized = _normalized(x, norm, channel_dim)
     expected = eca_reference(normalized, weight.double(), padding=padding, gate=gate, channel_dim=channel_dim)
@@ -278,8 +255,8 @@ def test_rescale_through_a_frozen_norm_matches_reference(
 
 
 def test_prepared_tail_applies_a_frozen_norm_with_grad_mode_off():
-    x, identity = (_random((2, 6, 3, 5), torch.float32, torch.channels_last) for _ in range(2))
-    weight, norm = _random((1, 1, 3), torch.float32), _frozen_norm(6)
+    x, identity = (random_tensor((2, 6, 3, 5), torch.float32, torch.channels_last) for _ in range(2))
+    weight, norm = random_tensor((1, 1, 3), torch.float32), _frozen_norm(6)
     options = (weight, identity, None, True, True, "zeros", "sigmoid", 1)
     expected = torch.relu(eca_reference(_normalized(x, norm, 1), weight.double()) + identity.double())
     with torch.no_grad():
@@ -312,8 +289,8 @@ _PLANNERS = (
 @pytest.mark.parametrize("descriptor", [False, True])
 def test_prepared_inference_call_plans_nothing_again(monkeypatch, folded, descriptor):
     # Tiles, grids and constexprs are planned when the call is stored: a later call only launches.
-    x, identity = (_random((2, 6, 3, 5), torch.float32, torch.channels_last) for _ in range(2))
-    weight, norm = _random((1, 1, 3), torch.float32), _frozen_norm(6) if folded else None
+    x, identity = (random_tensor((2, 6, 3, 5), torch.float32, torch.channels_last) for _ in range(2))
+    weight, norm = random_tensor((1, 1, 3), torch.float32), _frozen_norm(6) if folded else None
     normalized = _normalized(x, norm, 1) if folded else x.double()
     mean = x.double().mean((2, 3)).float() if descriptor else None  # with a norm, its input's mean
     options = (weight, identity, mean, True, False, "zeros", "sigmoid", 1)
@@ -327,8 +304,8 @@ def test_prepared_inference_call_plans_nothing_again(monkeypatch, folded, descri
 
 
 def test_prepared_call_repeats_a_checked_call():
-    x = _random((2, 6, 3, 5), torch.float32, torch.channels_last)
-    weight = _random((1, 1, 3), torch.float32)
+    x = random_tensor((2, 6, 3, 5), torch.float32, torch.channels_last)
+    weight = random_tensor((1, 1, 3), torch.float32)
     options = (weight, None, None, False, False, "zeros", "sigmoid", 1)
     assert prepared_calls.run(x, *options) is None  # no call with this key was checked
     prepared_calls.remember(x, *options)
@@ -340,8 +317,8 @@ def test_prepared_call_repeats_a_checked_call():
 
 def test_prepared_in_place_tail_counts_its_write():
     shape = (2, 6, 3, 5)
-    x, identity = _random(shape, torch.float32), _random(shape, torch.float32)
-    weight = _random((1, 1, 3), torch.float32)
+    x, identity = random_tensor(shape, torch.float32), random_tensor(shape, torch.float32)
+    weight = random_tensor((1, 1, 3), torch.float32)
     descriptor = x.double().mean((2, 3)).float()
     options = (weight, identity, descriptor, True, True, "circular", "hard_sigmoid", 1)
     prepared_calls.remember(x, *options)
@@ -363,10 +340,10 @@ def test_prepared_training_call_matches_reference(monkeypatch, layout, residual)
     # was stored, in its forward and its backward (nothing is planned again): the output gradient
     # (contiguous, so another layout than a channels-last input's) is laid out like the input first.
     shape, memory_format, channel_dim = LAYOUTS[layout]
-    source = _random(shape, torch.float32, memory_format).requires_grad_()
-    weight = _random((1, 1, 3), torch.float32).requires_grad_()
-    shortcut = _random(shape, torch.float32, memory_format).requires_grad_() if residual else None
-    grad = _random(shape, torch.float64)
+    source = random_tensor(shape, torch.float32, memory_format).requires_grad_()
+    weight = random_tensor((1, 1, 3), torch.float32).requires_grad_()
+    shortcut = random_tensor(shape, torch.float32, memory_format).requires_grad_() if residual else None
+    grad = random_tensor(shape, torch.float64)
     options = (weight, shortcut, None, residual, residual, "zeros", "sigmoid", channel_dim)
     branch = source * 1.0
     assert prepared_calls.run(branch, *options) is None  # no call with this key was checked
@@ -395,9 +372,9 @@ def test_prepared_training_tail_leaves_a_leaf_input_intact():
     # Overwriting a leaf that requires grad would lose the values its gradient needs: the result
     # goes to a new tensor, as on the checked path.
     shape = (2, 6, 3, 5)
-    x = _random(shape, torch.float32).requires_grad_()
-    identity = _random(shape, torch.float32)
-    weight = _random((1, 1, 3), torch.float32)
+    x = random_tensor(shape, torch.float32).requires_grad_()
+    identity = random_tensor(shape, torch.float32)
+    weight = random_tensor((1, 1, 3), torch.float32)
     options = (weight, identity, None, True, True, "zeros", "sigmoid", 1)
     prepared_calls.remember(x, *options)
     before = x.detach().clone()
@@ -540,7 +517,7 @@ def test_launcher_keeps_compiled_kernels_for_gpu_launches_only():
     # On CPU tensors every launch goes through Triton's interpreter; on the GPU a key's compiled
     # kernel is kept after its first launch and launched directly from then on.
     launcher = triton_kernels._launcher("channel_reduce_kernel")
-    x3 = _random((2, 3, 4), torch.float32)
+    x3 = random_tensor((2, 3, 4), torch.float32)
     for _ in range(2):
         torch.testing.assert_close(triton_kernels.channel_mean(x3, 1), x3.mean(2))
     assert repr(launcher) == "KernelLauncher(channel_reduce_kernel)"
@@ -646,7 +623,7 @@ def test_after_norm_folds_into_a_new_tensor_unless_a_hook_must_see_it(monkeypatc
     seen = []
     if case == "hooked":
         layer.register_forward_hook(lambda module, args, out: seen.append(out.shape))
-    y = _random((2, 6, 3, 5), torch.float64, torch.channels_last)
+    y = random_tensor((2, 6, 3, 5), torch.float64, torch.channels_last)
     before = y.clone()
     expected = eca_reference(norm(y), layer.conv.weight.detach().double())
     _prepared_everywhere(monkeypatch)
