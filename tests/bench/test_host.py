@@ -71,7 +71,7 @@ def test_launches_go_the_direct_way_up_to_the_launcher_and_leave_nothing_behind(
 @pytest.mark.parametrize("mode", ["inference", "training"])
 def test_rows_compare_the_eca_block_with_the_plain_one(mode):
     rows = benchmark_host_block(mode, rounds=2, warmup=1, min_round_seconds=0.0)
-    candidates = ["none", "eca"] + (["function"] if mode == "training" else [])
+    candidates = ["none", "eca"] + (["function", "eca-node"] if mode == "training" else [])
     assert [(row.group, row.candidate, row.reference, row.mode) for row in rows] == [
         ("host", candidate, "none", mode) for candidate in candidates
     ]

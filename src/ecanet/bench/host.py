@@ -13,14 +13,19 @@ anything. Needs Triton installed (its kernels are planned, never compiled).
 
 Training steps have a third candidate, ``function``: the plain block with its tail (addition and
 ReLU) inside a minimal ``torch.autograd.Function``. ECA's fused training tail is such a Function,
-so that row is the part of ECA's host time that its Python can never remove.
+so that row is the part of ECA's host time that its Python can never remove. The fourth,
+``eca-node``, is ECA with that Function replaced by the C++ node that launches the kernels itself
+(:mod:`ecanet.ops.triton_training`; its launches dropped after their arguments are packed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import itertools
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -28,9 +33,15 @@ import torch
 from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import time_side_by_side
 from ecanet.models.resnet import Bottleneck
-from ecanet.ops import dispatch, prepared_calls
+from ecanet.ops import cpu_kernels, dispatch, prepared_calls, triton_training
 
-__all__ = ["HOST_BLOCK_SHAPE", "benchmark_host_block", "cuda_route_without_launches"]
+__all__ = [
+    "HOST_BLOCK_SHAPE",
+    "CompiledStandIn",
+    "benchmark_host_block",
+    "cuda_route_without_launches",
+    "cuda_signature",
+]
 
 HOST_BLOCK_SHAPE = (8, 256, 2, 2)
 """A ResNet-50 bottleneck's input (256 channels, 64 inside): its maps are tiny, so that the plain
@@ -57,12 +68,16 @@ def cuda_route_without_launches() -> Iterator[None]:
 
     stand_ins: set[Any] = set()  # launchers holding stand-ins for compiled kernels, emptied of them after
 
-    def compiled_without_launching(plan: Any, args: tuple) -> _KernelNotLaunched:
+    def compiled_without_launching(plan: Any, args: tuple) -> CompiledStandIn:
         stand_ins.add(plan.launcher)
-        return _KERNEL_NOT_LAUNCHED
+        return CompiledStandIn(cuda_signature(plan.launcher.kernel, (*args, *plan.scalars), plan.constexprs))
 
+    launch_through = cpu_kernels.entry("launch_through")
     with contextlib.ExitStack() as undo:
         undo.callback(_forget_stand_ins, stand_ins)
+        if launch_through is not None:  # the C++ training node's launches (ecanet.ops.triton_training)
+            launch_through("nowhere")
+            undo.callback(launch_through, "driver")
         # Calls prepared on the route keep bound launches that hold a stand-in: forgotten after it.
         undo.callback(_forget_calls_prepared_since, set(prepared_calls._prepared))
         for owner, name, replacement in (
@@ -98,18 +113,75 @@ def _null_stream(index: int) -> int:
     return 0
 
 
-class _KernelNotLaunched:
-    """Stands in for a compiled kernel: its launcher takes the arguments and launches nothing."""
+class CompiledStandIn:
+    """Stands in for a compiled kernel on a machine without a GPU: its launcher takes the
+    arguments and launches nothing; its ``src.signature`` is the one Triton's compiler gets for
+    the launch on a GPU (:func:`cuda_signature`), its ``metadata`` that of a kernel of four warps
+    with nothing more to set up, so a C++ launch can be planned from it
+    (:func:`ecanet.ops.triton_training.kernel_launch`). Each has a ``function`` handle of its own.
 
-    function = 0
+    Example:
+        >>> stand_in = CompiledStandIn({"x_ptr": "*fp32", "n": "i32"})
+        >>> stand_in.metadata.num_warps, stand_in.function > 0
+        (4, True)
+    """
+
     packed_metadata = None
+    metadata = SimpleNamespace(
+        num_warps=4,
+        num_ctas=1,
+        shared=0,
+        global_scratch_size=0,
+        profile_scratch_size=0,
+        launch_cooperative_grid=False,
+        launch_pdl=False,
+    )
+    _handles = itertools.count(1)
+
+    def __init__(self, signature: dict[str, str]) -> None:
+        self.src = SimpleNamespace(signature=signature)
+        self.function = next(CompiledStandIn._handles)
 
     @staticmethod
     def run(*args: object) -> None:
         return None
 
 
-_KERNEL_NOT_LAUNCHED = _KernelNotLaunched()
+def cuda_signature(kernel: Any, args: tuple, constexprs: dict[str, Any]) -> dict[str, str]:
+    """The signature Triton's compiler gets for a launch of ``kernel`` on ``args`` (then the
+    ``constexprs``) on an NVIDIA GPU: each parameter's type by name, ``"constexpr"`` for the
+    constexprs and for the arguments Triton specialises into constants (an integer equal to 1).
+    Worked out as Triton's launch does it (its argument binder, with the CUDA backend), with no GPU.
+
+    Args:
+        kernel: a ``@triton.jit`` function (interpreted too, under ``TRITON_INTERPRET=1``).
+        args: the arguments passed by position (tensors of any device, then scalars).
+        constexprs: the constexpr parameters by name.
+
+    Example:
+        >>> from ecanet.ops.triton_jit import channel_reduce_kernel
+        >>> x = torch.zeros(2, 8, 4)
+        >>> options = {"PRODUCT": False, "RELU": False, "SUBTRACT": False, "BLOCK_C": 8, "BLOCK_S": 4}
+        >>> args = (x, x, x, x, x, x, 8, 4, 32, 4, 1, 1, 1, 0.25)
+        >>> signature = cuda_signature(channel_reduce_kernel, args, options)
+        >>> signature["x_ptr"], signature["C"], signature["ss"], signature["scale"], signature["BLOCK_C"]
+        ('*fp32', 'i32', 'constexpr', 'fp32', 'constexpr')
+    """
+    params, binder = _cuda_binder(kernel.fn)
+    _, specialization, _ = binder(*args, **constexprs)
+    return {parameter.name: kind for parameter, (kind, *_) in zip(params, specialization, strict=True)}
+
+
+@functools.cache
+def _cuda_binder(fn: Callable[..., Any]) -> tuple[list[Any], Callable[..., Any]]:
+    """The parameters of the kernel compiled from ``fn``, and Triton's argument binder for it on a CUDA GPU."""
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import CUDABackend
+    from triton.runtime.jit import JITFunction, create_function_from_signature
+
+    kernel = JITFunction(fn)
+    backend = CUDABackend(GPUTarget("cuda", 90, 32))
+    return kernel.params, create_function_from_signature(kernel.signature, kernel.params, backend)
 
 
 def _forget_calls_prepared_since(before: set[tuple]) -> None:
@@ -119,7 +191,7 @@ def _forget_calls_prepared_since(before: set[tuple]) -> None:
 
 def _forget_stand_ins(launchers: set[Any]) -> None:
     for launcher in launchers:
-        for key in [key for key, kernel in launcher._compiled.items() if kernel is _KERNEL_NOT_LAUNCHED]:
+        for key in [key for key, kernel in launcher._compiled.items() if isinstance(kernel, CompiledStandIn)]:
             del launcher._compiled[key]
 
 
@@ -148,7 +220,7 @@ def benchmark_host_block(
         >>> [row.candidate for row in rows], rows[1].group
         (['none', 'eca'], 'host')
         >>> [row.candidate for row in benchmark_host_block("training", rounds=1, warmup=0, min_round_seconds=0.0)]
-        ['none', 'eca', 'function']
+        ['none', 'eca', 'function', 'eca-node']
     """
     if mode not in ("inference", "training"):
         raise ValueError(f"mode must be 'inference' or 'training', got {mode!r}")
@@ -160,15 +232,38 @@ def benchmark_host_block(
     blocks = (("none", Bottleneck, None), ("eca", Bottleneck, "eca"))
     if mode == "training":
         blocks += (("function", _BottleneckWithFunctionTail, None),)
+        if cpu_kernels.available():
+            blocks += (("eca-node", Bottleneck, "eca"),)
     for name, kind, attention in blocks:
         torch.manual_seed(0)
         block = kind(channels, width, attention=attention).to(memory_format=torch.channels_last)
         block.train(mode == "training")
         candidates[name] = _forward(block, x) if mode == "inference" else _step(block, x, grad)
-    with cuda_route_without_launches():
+    if "eca-node" in candidates:
+        candidates["eca-node"] = _with_training_node(candidates["eca-node"])
+    with cuda_route_without_launches(), _training_node(False):
         stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=min_round_seconds)
     case = f"bottleneck {'x'.join(map(str, HOST_BLOCK_SHAPE))}"
     return rows_from_stats("host", case, "channels_last", "float32", mode, stats, "none")
+
+
+@contextlib.contextmanager
+def _training_node(in_use: bool) -> Iterator[None]:
+    """Within the block, prepared training calls take the C++ node or not (:mod:`ecanet.ops.triton_training`)."""
+    before = triton_training.in_use
+    triton_training.in_use = in_use
+    try:
+        yield
+    finally:
+        triton_training.in_use = before
+
+
+def _with_training_node(step: Callable[[], object]) -> Callable[[], object]:
+    def step_through_node() -> None:
+        with _training_node(True):
+            step()
+
+    return step_through_node
 
 
 def _forward(block: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ecanet.bench.device import bench_device, convolves_bfloat16_natively
+from ecanet.ops import triton_training
 
 __all__ = ["machine_description", "machine_folder"]
 
@@ -64,6 +65,7 @@ def machine_description(device: str | torch.device = "cpu") -> dict[str, object]
             gpu_multiprocessors=properties.multi_processor_count,
             cuda=torch.version.cuda,
             triton=_version_of("triton"),
+            cuda_training_node=triton_training.in_use,
         )
     return description
 

@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -101,10 +102,12 @@ def available() -> bool:
     return _extension() is not None
 
 
-def entry(name: str) -> Callable[..., Tensor | None] | None:
+def entry(name: str) -> Callable[..., Any] | None:
     """One of the extension's one-step eager calls, ``"eca_inference"`` or ``"eca_training"`` (see
     :func:`ecanet.ops.dispatch.eager_call`) or ``"pooled_projection"`` (see
-    :func:`ecanet.ops.dispatch.eager_pooled_projection`), or ``None`` without the extension.
+    :func:`ecanet.ops.dispatch.eager_pooled_projection`), one of the classes that launch Triton's
+    kernels from C++ (see :mod:`ecanet.ops.triton_training`) or ``launch_through`` (where those
+    launches go), or ``None`` without the extension.
 
     Example:
         >>> entry("eca_inference") is None or callable(entry("eca_inference"))

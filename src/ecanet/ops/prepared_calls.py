@@ -23,14 +23,15 @@ by the caller (:func:`ecanet.ops.dispatch.eager_call`).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ecanet.ops import triton_kernels
+from ecanet.ops import triton_kernels, triton_training
 from ecanet.ops.frozen_norm import FrozenNorm
 from ecanet.ops.function import count_in_place_write, fused_eca_function, records_graph
+from ecanet.ops.second_derivatives import inputs_kept
 from ecanet.ops.triton_backend import TritonKernels
 from ecanet.ops.triton_kernels import ForwardPlan, Geometry
 
@@ -40,13 +41,17 @@ _MOST_KEYS = 4096
 """Keys kept; past this (endlessly varying shapes), new layouts take the checked path every time."""
 
 
-class _Prepared(NamedTuple):
+class _Prepared:
     """What a call with a stored key needs: its tensors' geometry, its inference launches planned,
-    and a backend for its training calls whose forward and backward launches are planned too."""
+    a backend for its training calls whose forward and backward launches are planned too, and,
+    once their kernels are compiled, those launches from C++ (:mod:`ecanet.ops.triton_training`,
+    ``None`` before)."""
 
-    shape: Geometry
-    inference: ForwardPlan
-    training: TritonKernels
+    __slots__ = ("inference", "options", "shape", "training", "training_node")
+
+    def __init__(self, shape: Geometry, inference: ForwardPlan, training: TritonKernels, options: tuple) -> None:
+        self.shape, self.inference, self.training, self.options = shape, inference, training, options
+        self.training_node: Any = None
 
 
 _prepared: dict[tuple, _Prepared] = {}
@@ -110,7 +115,7 @@ def remember(
         # The key fixes every tensor's dtype and device: the launches may skip keying them.
         inference = triton_kernels.forward_plan(*options, False).bound()
         training = TritonKernels(triton_kernels.training_plans(*options).bound())
-        _prepared[key] = _Prepared(shape, inference, training)
+        _prepared[key] = _Prepared(shape, inference, training, (relu, padding, gate, channel_dim))
 
 
 def run(
@@ -153,6 +158,10 @@ def run(
     if norm is not None and (torch.is_grad_enabled() or not norm.fits(prepared.shape.c, x.device)):
         return None
     if records_graph(x, weight, identity):
+        if triton_training.in_use:
+            out = _through_training_node(prepared, x, weight, identity, inplace)
+            if out is not None:
+                return out
         return fused_eca_function(x, weight, identity, relu, inplace, padding, gate, channel_dim, prepared.training)
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return None
@@ -161,3 +170,16 @@ def run(
     if inplace:
         count_in_place_write(x)
     return out
+
+
+def _through_training_node(
+    prepared: _Prepared, x: Tensor, weight: Tensor, identity: Tensor | None, inplace: bool
+) -> Tensor | None:
+    """The training call through the C++ node launching the prepared kernels
+    (:mod:`ecanet.ops.triton_training`), built once they are compiled; ``None``: the Python path."""
+    node = prepared.training_node
+    if node is None:
+        node = prepared.training_node = triton_training.training_node(prepared.training.plans, *prepared.options)
+        if node is None:
+            return None
+    return node(x, weight, identity, inplace and not inputs_kept())

@@ -213,6 +213,12 @@ class BoundLaunch:
     def __repr__(self) -> str:
         return f"BoundLaunch({self.plan.launcher.kernel.fn.__name__}, programs={self.plan.programs})"
 
+    @property
+    def compiled(self) -> Any:
+        """The compiled kernel that this launch's aligned launches go to, or ``None`` before the
+        first (:mod:`ecanet.ops.triton_training` launches it from C++)."""
+        return self._compiled
+
     def __call__(self, *args: Tensor) -> None:
         """Launches on ``args``, tensors of the dtypes and the device of every other launch of this one."""
         plan, compiled = self.plan, self._compiled

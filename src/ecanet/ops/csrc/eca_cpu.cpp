@@ -23,6 +23,8 @@
 //   eca_cpu.cpp       the registrations, with the entries in the headers it includes:
 //     one_step_calls.h  eca_inference and pooled_projection, and the checks shared with eca_training;
 //     fused_training.h  eca_training and its C++ autograd node;
+//     triton_training.h the same node launching the compiled Triton kernels for CUDA tensors,
+//     kernel_launch.h   through the CUDA driver, with no Python between the engine and the GPU;
 //   operators.cpp     eca_mean, eca_forward and eca_backward (declared in operators.h), over
 //     layout.h          the (N, C, S) view of the tensors and the threads a pass may use;
 //     vectors.h         narrowing to the tensors' dtypes and the machine's vector instructions;
@@ -38,6 +40,7 @@
 #include "fused_training.h"
 #include "one_step_calls.h"
 #include "operators.h"
+#include "triton_training.h"
 
 namespace ecanet {
 
@@ -68,4 +71,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "ECA or a block tail while autograd records, or None (see the C++ source)");
   m.def("pooled_projection", &ecanet::pooled_projection,
         "A bottleneck's ECA descriptor through its 1x1 convolution and BatchNorm, or None (see the C++ source)");
+  ecanet::register_triton_training(m);
 }
