@@ -9,11 +9,14 @@ cached in torch's extension directory (``TORCH_EXTENSIONS_DIR``, default
 ``~/.cache/torch_extensions``) under a name tied to the sources and their location, torch's version
 and the CPU (it is compiled for the CPU it runs on). Set ``ECANET_CPU_KERNELS=0`` to skip it; when it cannot
 be built, a warning names the reason and the ATen backend (:mod:`ecanet.ops.aten_kernels`) runs.
-Prebuild with ``python -m ecanet.ops``. ``ECANET_BUFFER_CACHE_MB`` bounds the freed large buffers
-kept for reuse (see :func:`empty_like`; ``0`` keeps none). ``ECANET_CPU_CACHE_BYTES`` overrides the
-L2 size the forward plans for (samples that fit are pooled and rescaled one by one, larger
-channels-first ones a block of channels at a time, other larger ones one by one from the L3 when
-there is a sample for every thread; default: the size the system reports).
+Prebuild with ``python -m ecanet.ops``. The same extension holds the C++ autograd node that
+CUDA training calls take when :mod:`ecanet.ops.triton_training` is in use (it launches Triton's
+compiled kernels through the CUDA driver, which it opens at run time: the build needs no CUDA).
+``ECANET_BUFFER_CACHE_MB`` bounds the freed large buffers kept for reuse (see :func:`empty_like`;
+``0`` keeps none). ``ECANET_CPU_CACHE_BYTES`` overrides the L2 size the forward plans for (samples
+that fit are pooled and rescaled one by one, larger channels-first ones a block of channels at a
+time, other larger ones one by one from the L3 when there is a sample for every thread; default:
+the size the system reports).
 """
 
 from __future__ import annotations

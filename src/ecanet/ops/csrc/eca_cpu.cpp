@@ -1,4 +1,5 @@
 // Fused ECA kernels for CPU tensors: the whole forward and the whole backward, each one call.
+// (The extension also holds the training node for CUDA tensors, triton_training.h.)
 //
 // Registered as torch.ops.ecanet.eca_forward / eca_backward / eca_mean and driven by
 // ecanet/ops/cpu_kernels.py, which builds this file on first use; the entries eca_inference and
