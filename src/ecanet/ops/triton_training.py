@@ -6,7 +6,8 @@ On a GPU an eager training call costs what the host needs to issue it. A prepare
 was 390-470 us per ResNet-50 bottleneck and step, more than the GPU's own work in bfloat16
 channels-last (+29.9% on the H100 against the 8% goal, ``docs/performance.md``). A C++ autograd node
 that only calls back into the Python launches saves nothing (measured); one that launches the
-kernels itself cost a third of the Python Function's extra host time in a prototype.
+kernels itself cost +65 us per bottleneck and step where the Python Function cost +160 us, in a
+prototype timed on CPU tensors with the launches dropped.
 
 :func:`training_node` builds that node for a prepared call once Triton has compiled its kernels
 (through the Python path, on the call's first forward and backward): the extension's
@@ -26,11 +27,13 @@ interpreter on the tensors the node hands over, see the tests), not yet on a GPU
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecanet.ops import cpu_kernels
-from ecanet.ops.triton_kernels import BackwardPlan, TrainingPlans, _Reduction
-from ecanet.ops.triton_launch import BoundLaunch
+
+if TYPE_CHECKING:
+    from ecanet.ops.triton_kernels import BackwardPlan, TrainingPlans, _Reduction
+    from ecanet.ops.triton_launch import BoundLaunch
 
 __all__ = ["ENABLE_VARIABLE", "in_use", "kernel_launch", "training_node"]
 
