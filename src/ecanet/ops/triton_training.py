@@ -17,7 +17,8 @@ memory and its parameters after the tensors, packed as Triton's launcher packs t
 record one ``FusedTraining`` node, the same node the compiled CPU backend records, and launch
 through the CUDA driver on the current stream; they return ``None`` wherever the Python path must
 run (a backward not compiled yet, an unaligned address, writes into ``x`` that need autograd's
-checks).
+checks). Only with the Triton releases whose launchers :mod:`ecanet.ops.triton_launch` was
+checked with: with others no compiled kernel is kept, so no node is built.
 
 Off unless ``ECANET_CUDA_TRAINING_NODE=1`` (:data:`in_use`): the node's launches have been checked
 on CPU only (the packed parameters against Triton's signatures, the launches run by Triton's

@@ -63,7 +63,7 @@ torch::autograd::variable_list refuse_second_derivative(torch::autograd::variabl
 
 // ECA or a block tail recorded for autograd as one C++ node around a backend's forward and
 // backward: the compiled CPU kernels (CpuKernels, below) or the Triton kernels launched from C++
-// (triton_training.cpp). It saves and returns what the Python autograd Function of
+// (triton_training.h). It saves and returns what the Python autograd Function of
 // ecanet/ops/function.py does for the other backends, without Python between the engine and the
 // kernels: on small tensors that Function's machinery and the checked path cost several times the
 // kernels' own work (on a GPU, the host's time per call is what ECA costs).

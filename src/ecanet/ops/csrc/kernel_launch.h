@@ -1,13 +1,14 @@
 // One compiled Triton kernel's launch from C++: its arguments packed as Triton's own launcher packs
 // them, handed to the CUDA driver (cuLaunchKernel) on the current stream. Included by
-// triton_training.cpp.
+// triton_training.h.
 //
-// Triton's launcher (Triton 3.4 to 3.8, backends/nvidia/driver.c) passes the driver one pointer per
-// parameter that is not a constexpr (those Triton specialised on, such as an integer equal to 1,
-// included), each to the value in its C type (a tensor's address as a 64-bit device pointer, i32
-// as int32_t, fp32 as float, ...), then two more for the global and the profile scratch buffers,
-// null for kernels that need neither. The driver is opened with dlopen, so the extension builds
-// and loads on machines without CUDA; there, launches go to a stand-in (launch_through).
+// Triton's launcher (Triton 3.8's backends/nvidia/driver.c) passes the driver one pointer per
+// parameter, leaving out the constexprs (among them the arguments Triton specialised into
+// constants, such as an integer equal to 1), each to the value in its C type (a tensor's address
+// as a 64-bit device pointer, i32 as int32_t, fp32 as float, ...), then two more for the global
+// and the profile scratch buffers, null for kernels that need neither (a kernel reads only the
+// parameters it declares). The driver is opened with dlopen, so the extension builds and loads on
+// machines without CUDA; there, launches go to a stand-in (launch_through).
 
 #pragma once
 
