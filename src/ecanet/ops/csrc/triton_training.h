@@ -15,6 +15,7 @@
 
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/OpMathType.h>
 #include <ATen/core/ivalue.h>
 
 #include "fused_training.h"
@@ -27,10 +28,6 @@ namespace {
 // kernels were compiled for aligned addresses (as ecanet.ops.triton_launch.BoundLaunch takes them).
 bool aligned(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
 
-at::ScalarType accumulation_type(const at::Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 // A channel reduction planned for a geometry (_Reduction): sums over positions of x, of the
 // ReLU-masked x * other, or of x * (other - subtrahend), as its kernel was compiled, into (N, C),
 // or (N, splits, C) partial sums added up after; then divided by `divisor` (float64 means), if any.
@@ -41,7 +38,7 @@ struct ChannelReduction {
 
   at::Tensor operator()(const at::Tensor& x, const at::Tensor& other, const at::Tensor& relu_out,
                         const at::Tensor& masked, const at::Tensor& subtrahend) const {
-    const at::Tensor partial = at::empty(partial_shape, x.options().dtype(accumulation_type(x)));
+    const at::Tensor partial = at::empty(partial_shape, x.options().dtype(at::toOpMathType(x.scalar_type())));
     launch.run({&x, &other, &relu_out, &masked, &subtrahend, &partial});
     at::Tensor sums = partial_shape.size() == 2 ? partial : partial.sum(1);
     return divisor ? sums.div_(divisor) : sums;
