@@ -118,3 +118,28 @@ def test_prepared_training_calls_take_the_node_once_their_kernels_are_compiled(m
     assert names[:2] == [python, python]
     for name in names[2:]:
         assert name.startswith(node) == in_use and (name == python) != in_use
+
+
+@pytest.mark.parametrize("launchable", [True, False])
+def test_a_prepared_call_builds_its_node_once(monkeypatch, launchable):
+    # Built at the first call whose kernels are all compiled, and never again: where a kernel
+    # cannot be launched from C++, the refusal is kept and the calls stay on the Python path.
+    monkeypatch.setattr(triton_training, "in_use", True)
+    builds = []
+    build = triton_training.training_node
+
+    def counted(*args):
+        builds.append(triton_training.compiled(args[0]))
+        return build(*args) if launchable else None
+
+    monkeypatch.setattr(triton_training, "training_node", counted)
+    x = torch.randn(2, 16, 3, 3, requires_grad=True)
+    weight, identity = torch.randn(1, 1, 3, requires_grad=True), torch.randn(2, 16, 3, 3)
+    names = []
+    with cuda_route_without_launches():
+        for _ in range(5):
+            out = eca_residual(x * 1.0, weight, identity, inplace=True)
+            names.append(out.grad_fn.name())
+            out.sum().backward()
+    assert builds == [True]
+    assert [name == "_FusedEcaBackward" for name in names] == [True, True] + [not launchable] * 3

@@ -77,21 +77,13 @@ def interpreted():
         launch_through("driver")
 
 
-def _bound_launches(plans):
-    for backward in (plans.backward, plans.backward_in_place):
-        yield backward.reduction.launch
-        yield backward.input_gradient
-    yield plans.forward.pool.launch
-    yield plans.forward.rescale
-
-
 def _prepare(monkeypatch, interpreted, x, options, grad):
     """Stores the call with ``x`` and ``options`` and gets its kernels compiled: on CPU, stand-ins
     for every launch; on a GPU, one step through the Python path. Then calls take the node."""
     prepared_calls.remember(x, *options)
     if interpreted is not None:
         (prepared,) = prepared_calls._prepared.values()
-        for launch in _bound_launches(prepared.training.plans):
+        for launch in triton_training.planned_launches(prepared.training.plans):
             interpreted.stand_in_for(launch)
     else:  # with an input gradient, so that every kernel of the backward compiles
         prepared_calls.run(x.detach().clone().requires_grad_() * 1.0, *options).backward(grad)

@@ -45,7 +45,7 @@ class _Prepared:
     """What a call with a stored key needs: its tensors' geometry, its inference launches planned,
     a backend for its training calls whose forward and backward launches are planned too, and,
     once their kernels are compiled, those launches from C++ (:mod:`ecanet.ops.triton_training`,
-    ``None`` before)."""
+    ``None`` before, ``False`` where they cannot be launched from C++)."""
 
     __slots__ = ("inference", "options", "shape", "training", "training_node")
 
@@ -176,10 +176,14 @@ def _through_training_node(
     prepared: _Prepared, x: Tensor, weight: Tensor, identity: Tensor | None, inplace: bool
 ) -> Tensor | None:
     """The training call through the C++ node launching the prepared kernels
-    (:mod:`ecanet.ops.triton_training`), built once they are compiled; ``None``: the Python path."""
+    (:mod:`ecanet.ops.triton_training`); ``None``: the Python path. The node is built once, as soon
+    as the kernels are compiled; ``False`` is kept where it cannot be, so that no call tries again."""
     node = prepared.training_node
     if node is None:
-        node = prepared.training_node = triton_training.training_node(prepared.training.plans, *prepared.options)
-        if node is None:
+        if not triton_training.compiled(prepared.training.plans):
             return None
+        node = triton_training.training_node(prepared.training.plans, *prepared.options)
+        prepared.training_node = node = False if node is None else node
+    if node is False:
+        return None
     return node(x, weight, identity, inplace and not inputs_kept())

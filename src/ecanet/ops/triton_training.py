@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ecanet.ops.triton_kernels import BackwardPlan, TrainingPlans, _Reduction
     from ecanet.ops.triton_launch import BoundLaunch
 
-__all__ = ["ENABLE_VARIABLE", "in_use", "kernel_launch", "training_node"]
+__all__ = ["ENABLE_VARIABLE", "compiled", "in_use", "kernel_launch", "planned_launches", "training_node"]
 
 ENABLE_VARIABLE = "ECANET_CUDA_TRAINING_NODE"
 
@@ -108,10 +108,40 @@ def _backward(plan: BackwardPlan) -> Any:
     return cpu_kernels.entry("TritonBackward")(reduction, input_gradient, plan.partial_shape)
 
 
+def planned_launches(plans: TrainingPlans) -> tuple[BoundLaunch, ...]:
+    """The bound launches a node is built from: the forward's pooling and rescale, then each
+    backward's reduction and input gradient (the output overwrote the input or not)."""
+    return (
+        *_forward_launches(plans),
+        *_backward_launches(plans.backward),
+        *_backward_launches(plans.backward_in_place),
+    )
+
+
+def compiled(plans: TrainingPlans) -> bool:
+    """Whether Triton has compiled the forward's kernels and those of one backward, so that
+    :func:`training_node` can build a node (a few attribute reads: asked on every call until then)."""
+    return _all_compiled(_forward_launches(plans)) and (
+        _all_compiled(_backward_launches(plans.backward)) or _all_compiled(_backward_launches(plans.backward_in_place))
+    )
+
+
+def _forward_launches(plans: TrainingPlans) -> tuple[BoundLaunch, BoundLaunch]:
+    return plans.forward.pool.launch, plans.forward.rescale
+
+
+def _backward_launches(plan: BackwardPlan) -> tuple[BoundLaunch, BoundLaunch]:
+    return plan.reduction.launch, plan.input_gradient
+
+
+def _all_compiled(launches: tuple[BoundLaunch, ...]) -> bool:
+    return all(launch.compiled is not None for launch in launches)
+
+
 def training_node(plans: TrainingPlans, relu: bool, padding: str, gate: str, channel_dim: int) -> Any:
-    """The extension's ``TritonTraining`` for a prepared call's bound training plans, or ``None``
-    until Triton has compiled the forward's kernels and those of one backward (see the module
-    docstring), or where the extension is not built or a kernel cannot be launched from C++.
+    """The extension's ``TritonTraining`` for a prepared call's bound training plans, once they
+    are :func:`compiled` (with each backward whose kernels are), or ``None`` where the extension is
+    not built or a kernel cannot be launched from C++ (see the module docstring).
 
     Args:
         plans: the prepared call's plans (:func:`ecanet.ops.triton_kernels.training_plans`, bound).
@@ -122,7 +152,7 @@ def training_node(plans: TrainingPlans, relu: bool, padding: str, gate: str, cha
         autograd node, or ``None`` where the Python path must run.
     """
     node_class = cpu_kernels.entry("TritonTraining")
-    if node_class is None:
+    if node_class is None or not compiled(plans):
         return None
     pool = _reduction(plans.forward.pool)
     rescale = _compiled_launch(plans.forward.rescale)

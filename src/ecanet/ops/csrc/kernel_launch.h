@@ -109,8 +109,9 @@ struct LaunchStandIn {
 };
 
 LaunchStandIn& launch_stand_in() {
-  static LaunchStandIn stand_in;
-  return stand_in;
+  // Never destroyed: a Python callable left set must not be released after the interpreter ends.
+  static LaunchStandIn* const stand_in = new LaunchStandIn();
+  return *stand_in;
 }
 
 // Sets where launches go (see LaunchRoute); `callable` is called for "python" as
