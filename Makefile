@@ -46,7 +46,8 @@ bench: $(VENV)/.installed-dev
 # keeps their float64 CPU references from oversubscribing the cores (48 s on a 16-core H200 host).
 gpu-check: $(VENV)/.installed-dev
 	OMP_NUM_THREADS=1 ECANET_TRITON_DEVICE=cuda $(BIN)/python -m pytest -n auto \
-		tests/ops/triton_kernel_checks.py tests/ops/training_node_checks.py tests/ops/cuda_checks.py
+		tests/ops/triton_kernel_checks.py tests/ops/training_node_checks.py \
+		tests/ops/projected_gate_checks.py tests/ops/cuda_checks.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format .

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
+from ecanet.bench import models
+from ecanet.bench.models import PROJECTED_GATE, benchmark_model_inference, benchmark_model_training
 
 
 def test_inference_rows_compare_against_the_first_model():
@@ -44,3 +45,12 @@ def test_compiled_training_steps_time_both_networks(compile_mode, mode):
     rows = benchmark_model_training(batch=2, image_size=8, compiled=True, compile_mode=compile_mode, rounds=1, warmup=1)
     assert [(r.candidate, r.mode) for r in rows] == [("resnet18", mode), ("eca_resnet18", mode)]
     assert all(r.median_ms > 0 for r in rows)
+
+
+def test_projected_gate_candidates_switch_ecas_bottlenecks():
+    model = models._seeded_model("eca_resnet50" + PROJECTED_GATE, num_classes=10)
+    assert sum(getattr(block, "projected_gate", False) for block in model.modules()) == 16
+    plain = models._seeded_model("eca_resnet50", num_classes=10)
+    assert not any(getattr(block, "projected_gate", False) for block in plain.modules())
+    with pytest.raises(ValueError, match="resnet18 has no ECA bottleneck"):
+        models._seeded_model("resnet18" + PROJECTED_GATE)

@@ -2,7 +2,12 @@ import pytest
 
 # Run only on request (see their docstrings): not test modules, and importing them has effects
 # (switching Triton's interpreter on, or demanding a GPU) that the doctest collector must not cause.
-collect_ignore = ["triton_kernel_checks.py", "training_node_checks.py", "cuda_checks.py"]
+collect_ignore = [
+    "triton_kernel_checks.py",
+    "training_node_checks.py",
+    "projected_gate_checks.py",
+    "cuda_checks.py",
+]
 
 
 @pytest.fixture(autouse=True)

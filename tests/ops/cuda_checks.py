@@ -11,6 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from ecanet import ECA
 from ecanet.models import create_model
+from ecanet.models.resnet import use_projected_gate
 from ecanet.ops import dispatch, prepared_calls, triton_kernels
 from ecanet.ops.composed import ComposedKernels
 from ecanet.ops.dispatch import kernels_for
@@ -203,6 +204,33 @@ def test_compiled_network_matches_eager():
         eager = model(x)
         compiled = torch.compile(model, fullgraph=True)(x)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("memory_format", "dtype"),
+    [
+        (torch.contiguous_format, torch.float32),
+        (torch.channels_last, torch.float32),
+        (torch.channels_last, torch.bfloat16),
+    ],
+)
+def test_compiled_network_through_the_projected_gate_matches_eager(memory_format, dtype):
+    # Each bottleneck's activation, its sums and ECA's gate from Triton kernels between inductor's.
+    torch.manual_seed(0)
+    model = create_model("eca_resnet50").eval().to(CUDA, dtype, memory_format=memory_format)
+    x = torch.randn(4, 3, 160, 160, device=CUDA).to(dtype=dtype, memory_format=memory_format)
+    with torch.inference_mode():
+        eager = model(x)
+        assert use_projected_gate(model) == 16
+        compiled = torch.compile(model, fullgraph=True)
+        launched = _kernels_launched(lambda: compiled(x))
+        got = compiled(x)
+    torch._dynamo.reset()
+    assert sum("norm_relu_sums_kernel" in name for name in launched) == 16, launched
+    assert sum("projected_gate_kernel" in name for name in launched) == 16, launched
+    scale = eager.abs().max().item()
+    tolerance = 5e-2 if dtype == torch.bfloat16 else 1e-3
+    torch.testing.assert_close(got.float(), eager.float(), rtol=0, atol=tolerance * scale)
 
 
 def test_direct_launches_match_across_specialisations():

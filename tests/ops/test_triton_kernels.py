@@ -1,5 +1,6 @@
 """The Triton kernels against the float64 reference, in a fresh process (``triton_kernel_checks.py``),
-and launched from C++ by the training node (``training_node_checks.py``).
+launched from C++ by the training node (``training_node_checks.py``), and those of the
+compiled-inference operators (``projected_gate_checks.py``).
 
 On CPU tensors through Triton's interpreter (``TRITON_INTERPRET=1``): no GPU needed, so CI runs
 it. The interpreter must be switched on before Triton is first imported, and other tests
@@ -17,7 +18,7 @@ import pytest
 pytest.importorskip("triton", reason="Triton is an optional accelerator dependency")
 
 
-@pytest.mark.parametrize("checks", ["triton_kernel_checks.py", "training_node_checks.py"])
+@pytest.mark.parametrize("checks", ["triton_kernel_checks.py", "training_node_checks.py", "projected_gate_checks.py"])
 def test_kernels_match_the_reference_in_the_interpreter(checks):
     checks = Path(__file__).with_name(checks)
     result = subprocess.run(

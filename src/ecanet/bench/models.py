@@ -17,8 +17,9 @@ from ecanet.bench.device import NETWORK_GPU_ROUND_SECONDS, round_timing
 from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import time_side_by_side
 from ecanet.models import create_model
+from ecanet.models.resnet import use_projected_gate
 
-__all__ = ["benchmark_model_inference", "benchmark_model_training"]
+__all__ = ["PROJECTED_GATE", "benchmark_model_inference", "benchmark_model_training"]
 
 _MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -42,7 +43,8 @@ def benchmark_model_inference(
     without the host time that issues it (on a GPU that host time is most of what ECA costs).
 
     Args:
-        names: registry names; the first is the reference (no attention).
+        names: registry names; the first is the reference (no attention). With ``compiled``, a name
+            may end in :data:`PROJECTED_GATE`.
         batch, image_size: input ``(batch, 3, image_size, image_size)``.
         memory_format: ``"nchw"`` or ``"channels_last"`` (model and input).
         dtype: ``"float32"`` or ``"bfloat16"`` (model and input converted).
@@ -83,13 +85,23 @@ def benchmark_model_inference(
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])
 
 
+PROJECTED_GATE = "+projected-gate"
+"""Suffix of a candidate name: the registry's network with ECA's compiled-inference operators
+switched on (:func:`ecanet.models.resnet.use_projected_gate`), e.g. ``"eca_resnet50+projected-gate"``."""
+
+
 def _seeded_model(name: str, **options: object) -> torch.nn.Module:
     """``create_model(name, **options)`` initialised from seed 0, so that every candidate starts
-    from the same random state. Callers build every candidate before capturing any CUDA graph:
-    with the second network seeded and built after the first one's capture, the replays crashed
-    the process (torch 2.11 on an H200; not seen with the networks built first)."""
+    from the same random state (``name`` may end in :data:`PROJECTED_GATE`). Callers build every
+    candidate before capturing any CUDA graph: with the second network seeded and built after the
+    first one's capture, the replays crashed the process (torch 2.11 on an H200; not seen with the
+    networks built first)."""
     torch.manual_seed(0)
-    return create_model(name, **options)
+    base = name.removesuffix(PROJECTED_GATE)
+    model = create_model(base, **options)
+    if base != name and not use_projected_gate(model):
+        raise ValueError(f"{base} has no ECA bottleneck to run through the projected gate")
+    return model
 
 
 def _replayed_from_cuda_graph(run: Callable[[], object], warmup: int = 3) -> Callable[[], None]:

@@ -18,7 +18,7 @@ from ecanet.bench.device import convolves_bfloat16_natively
 from ecanet.bench.host import benchmark_host_block
 from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_call, benchmark_layer, benchmark_tail
 from ecanet.bench.machine import machine_description
-from ecanet.bench.models import benchmark_model_inference, benchmark_model_training
+from ecanet.bench.models import PROJECTED_GATE, benchmark_model_inference, benchmark_model_training
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
 from ecanet.training.files import write_atomically
 
@@ -146,6 +146,8 @@ def bench_cases(
             if kind == "inference" and not quick:
                 label = "model resnet50 inference-compiled nchw float32"
                 options = {**setup, "compiled": True, **network_timing}
+                if device.type == "cuda":  # and ECA through its compiled-inference operators
+                    options["names"] = ("resnet50", "eca_resnet50", f"eca_resnet50{PROJECTED_GATE}")
                 model_cases.append((label, partial(benchmark_model_inference, **options)))
             if kind == "training" and not quick and device.type == "cuda":
                 # Where the eager step is host-bound, inductor's fused plain operators are the other remedy.

@@ -7,6 +7,7 @@ module after the residual branch's last BatchNorm, before the addition. An ECA m
 attention as ``attention``.
 """
 
+import importlib
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from ecanet.layers.eca import ECA, has_forward_hooks
 from ecanet.layers.factory import AttentionSpec, create_attention, names_eca
 from ecanet.models.pooling import pooled_through_norm, pooled_through_projection
+from ecanet.models.projected_gate import forward_through_projected_gate, takes_projected_gate
 
 __all__ = [
     "OFFICIAL_KERNEL_SIZES",
@@ -45,6 +47,7 @@ __all__ = [
     "se_resnet50",
     "se_resnet101",
     "se_resnet152",
+    "use_projected_gate",
 ]
 
 # Per-stage k of the authors' released ImageNet checkpoints (chosen by hand, not by the formula).
@@ -187,6 +190,8 @@ class Bottleneck(_AttentionBlock):
     """
 
     expansion = 4
+    projected_gate = False
+    """Whether compiled inference runs ECA through its operators (:func:`use_projected_gate`)."""
 
     def __init__(
         self,
@@ -209,6 +214,8 @@ class Bottleneck(_AttentionBlock):
         self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.projected_gate and takes_projected_gate(self, x):
+            return forward_through_projected_gate(self, x)
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
@@ -321,6 +328,41 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.avgpool(self.forward_features(x))
         return self.fc(x.flatten(1))
+
+
+def use_projected_gate(model: nn.Module, enabled: bool = True) -> int:
+    """Runs the ECA bottlenecks of ``model`` through ECA's compiled-inference operators, or back.
+
+    Under ``torch.compile`` at inference each ECA :class:`Bottleneck` then writes its 3x3 branch's
+    activation and that activation's pooled sums in one pass and works out ECA's gate through
+    ``conv3`` and ``bn3`` in one launch (:mod:`ecanet.models.projected_gate`,
+    :mod:`ecanet.ops.projected_gate`): Triton kernels on CUDA tensors, plain operators on CPU
+    tensors. Off by default: meant to take ECA-ResNet's compiled GPU inference to within 3% of
+    ResNet's, it has not been timed on a GPU yet (``ecanet bench --device cuda`` compares both).
+
+    Args:
+        model: any module; its :class:`Bottleneck` blocks with ECA are switched.
+        enabled: ``False`` switches them back to the default compiled path.
+
+    Returns:
+        How many blocks were switched.
+
+    Example:
+        >>> net = eca_resnet50(num_classes=10, width=8)
+        >>> use_projected_gate(net)
+        16
+    """
+    if enabled and not (hasattr(torch.library, "custom_op") and hasattr(torch.compiler, "is_exporting")):
+        raise RuntimeError(
+            "ECA's compiled-inference operators need torch.library.custom_op and torch.compiler.is_exporting,"
+            f" missing from torch {torch.__version__}"
+        )
+    if enabled:
+        importlib.import_module("ecanet.ops.projected_gate")  # registers the operators
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck) and m.eca is not None]
+    for block in blocks:
+        block.projected_gate = enabled
+    return len(blocks)
 
 
 def _per_stage(attention: AttentionSpec | Sequence[AttentionSpec]) -> list[AttentionSpec]:

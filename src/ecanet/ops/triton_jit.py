@@ -32,6 +32,27 @@ def tile_offsets(pid, C, S, sn, sc, ss, CHANNELS_INNER, BLOCK_C, BLOCK_S):
 
 
 @triton.jit
+def split_offsets(pid, C, sn, sc, splits, blocks_per_split, BLOCK_C, BLOCK_S):
+    # A reduction program's sample, split of the positions and block of channels: the offset of
+    # its channels' rows and its first position.
+    c_blocks = tl.cdiv(C, BLOCK_C)
+    c_block = pid % c_blocks
+    split = (pid // c_blocks) % splits
+    n = pid // (c_blocks * splits)
+    channels = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    base = n.to(tl.int64) * sn + channels.to(tl.int64)[:, None] * sc
+    return n, split, channels, base, split * blocks_per_split * BLOCK_S
+
+
+@triton.jit
+def split_tile(base, first, block, channels, C, S, ss, BLOCK_S):
+    # Mask and offsets of a reduction program's `block`-th tile of positions.
+    positions = first + block * BLOCK_S + tl.arange(0, BLOCK_S)
+    mask = (channels[:, None] < C) & (positions[None, :] < S)
+    return mask, base + positions.to(tl.int64)[None, :] * ss
+
+
+@triton.jit
 def channel_reduce_kernel(
     x_ptr,
     other_ptr,
@@ -55,19 +76,12 @@ def channel_reduce_kernel(
 ):
     # partial[n, split, c] = scale * sum over this split's positions of x, or of relu-masked
     # x * other, or of relu-masked x * (other - subtrahend).
-    pid = tl.program_id(0)
-    c_blocks = tl.cdiv(C, BLOCK_C)
-    c_block = pid % c_blocks
-    split = (pid // c_blocks) % splits
-    n = pid // (c_blocks * splits)
-    channels = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
-    base = n.to(tl.int64) * sn + channels.to(tl.int64)[:, None] * sc
+    n, split, channels, base, first = split_offsets(
+        tl.program_id(0), C, sn, sc, splits, blocks_per_split, BLOCK_C, BLOCK_S
+    )
     acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=partial_ptr.dtype.element_ty)
-    first = split * blocks_per_split * BLOCK_S
     for block in range(0, blocks_per_split):
-        positions = first + block * BLOCK_S + tl.arange(0, BLOCK_S)
-        mask = (channels[:, None] < C) & (positions[None, :] < S)
-        offsets = base + positions.to(tl.int64)[None, :] * ss
+        mask, offsets = split_tile(base, first, block, channels, C, S, ss, BLOCK_S)
         values = tl.load(x_ptr + offsets, mask=mask, other=0.0)
         if RELU:
             out = tl.load(relu_out_ptr + offsets, mask=mask, other=0.0)

@@ -43,6 +43,7 @@ __all__ = [
     "BackwardPlan",
     "ForwardPlan",
     "Geometry",
+    "ReductionPlan",
     "SplitPolicy",
     "TrainingPlans",
     "backward_plan",
@@ -52,6 +53,7 @@ __all__ = [
     "forward_plan",
     "geometry",
     "gpu_split_policy",
+    "reduction_plan",
     "reduction_splits",
     "tile",
     "training_plans",
@@ -177,7 +179,9 @@ def reduction_splits(programs: int, position_blocks: int, target: int, min_block
     return splits, blocks_per_split
 
 
-class _ReductionPlan(NamedTuple):
+class ReductionPlan(NamedTuple):
+    """How a channel reduction covers a geometry: its tile, channel blocks and splits of the positions."""
+
     block_c: int
     block_s: int
     c_blocks: int
@@ -186,11 +190,21 @@ class _ReductionPlan(NamedTuple):
 
 
 @functools.lru_cache(maxsize=4096)
-def _reduction_plan(shape: Geometry, policy: SplitPolicy) -> _ReductionPlan:
+def _reduction_plan(shape: Geometry, policy: SplitPolicy) -> ReductionPlan:
     block_c, block_s = tile(shape.c, shape.s, shape.channels_inner, 64)
     c_blocks = -(-shape.c // block_c)
     splits, blocks_per_split = reduction_splits(shape.n * c_blocks, -(-shape.s // block_s), *policy)
-    return _ReductionPlan(block_c, block_s, c_blocks, splits, blocks_per_split)
+    return ReductionPlan(block_c, block_s, c_blocks, splits, blocks_per_split)
+
+
+def reduction_plan(shape: Geometry, device: torch.device) -> ReductionPlan:
+    """The channel reductions' plan for ``shape`` on ``device`` (on CPU tensors, Triton's interpreter).
+
+    Example:
+        >>> reduction_plan(Geometry(8, 256, 3136, 802816, 3136, 1), torch.device("cpu"))
+        ReductionPlan(block_c=8, block_s=256, c_blocks=32, splits=1, blocks_per_split=13)
+    """
+    return _reduction_plan(shape, _split_policy(device))
 
 
 def gpu_split_policy(multiprocessors: int) -> SplitPolicy:
