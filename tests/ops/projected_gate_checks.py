@@ -89,7 +89,7 @@ def _gate_reference(partial, positions, conv_weight, taps, norm):
 
 @pytest.mark.parametrize(
     ("samples", "splits", "c_in", "c_out"),
-    [(1, 1, 5, 20), (3, 2, 70, 100), (20, 3, 64, 256), (17, 1, 130, 33)],
+    [(1, 1, 5, 20), (3, 2, 70, 100), (70, 3, 64, 96), (17, 1, 130, 33)],
     ids=["one-sample", "tile-edges", "sample-blocks", "input-blocks"],
 )
 @pytest.mark.parametrize("k", [1, 3, 5, 9])
