@@ -15,7 +15,7 @@ triton = pytest.importorskip("triton", reason="Triton is an optional accelerator
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from ecanet.ops import triton_jit  # noqa: E402
+from ecanet.ops import projected_gate_jit, triton_jit  # noqa: E402
 
 ACCUMULATOR_POINTERS = {
     "partial_ptr",
@@ -33,7 +33,7 @@ float32, or float64 for float64 data."""
 NORM_POINTERS = {"norm_mean_ptr", "norm_var_ptr", "norm_weight_ptr", "norm_bias_ptr"}
 """A BatchNorm's statistics and affine: float32 (its parameters' dtype under autocast)."""
 
-SCALARS = {"sn": "i64", "sc": "i64", "ss": "i64", "scale": "fp32", "norm_eps": "fp32"}
+SCALARS = {"sn": "i64", "sc": "i64", "ss": "i64", "scale": "fp32", "norm_eps": "fp32", "inv_positions": "fp32"}
 """Strides are 64-bit; the other integers (sizes, splits) 32-bit."""
 
 _ACCUMULATE = {"fp32": "fp32", "bf16": "fp32", "fp16": "fp32", "fp64": "fp64"}
@@ -96,6 +96,11 @@ CASES = {
         "weight_gradient_kernel",
         {**_GATE_OPTIONS, "INPLACE": False, "BLOCK_C": 256},
     ),
+    "compiled inference: activation and its sums": ("norm_relu_sums_kernel", _TILE),
+    "compiled inference: gate through the projection": (
+        "projected_gate_kernel",
+        {"K": 7, "BLOCK_N": 64, "BLOCK_O": 32, "BLOCK_I": 64},
+    ),
 }
 
 
@@ -130,7 +135,7 @@ def _fresh_triton_cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("case", list(CASES))
 def test_kernel_compiles_for_the_gpu(case, dtype, capability, tmp_path):
     name, constants = CASES[case]
-    kernel = getattr(triton_jit, name)
+    kernel = getattr(projected_gate_jit if hasattr(projected_gate_jit, name) else triton_jit, name)
     assert isinstance(kernel, triton.runtime.JITFunction), "imported under TRITON_INTERPRET=1"
     source = ASTSource(fn=kernel, signature=_signature(kernel, constants, dtype), constexprs=constants)
     compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32))

@@ -132,7 +132,7 @@ def norm_relu_sums_in_triton(y: Tensor, norm: FrozenNorm) -> tuple[Tensor, Tenso
     """:func:`norm_relu_sums` through its Triton kernel, on any device Triton runs on (CPU tensors
     through Triton's interpreter, ``TRITON_INTERPRET=1``)."""
     shape = Geometry(*required_channel_geometry(y, 1))
-    launch, splits = _sums_launch(shape, y.device.type)
+    launch, splits = _sums_launch(shape, y.device)
     out = torch.empty_like(y)
     if out.stride() != y.stride():
         raise RuntimeError(f"norm_relu_sums needs a dense input, got strides {y.stride()} for shape {list(y.shape)}")
@@ -142,8 +142,8 @@ def norm_relu_sums_in_triton(y: Tensor, norm: FrozenNorm) -> tuple[Tensor, Tenso
 
 
 @functools.lru_cache(maxsize=1024)
-def _sums_launch(shape: Geometry, device_type: str) -> tuple[PlannedLaunch, int]:
-    plan = reduction_plan(shape, torch.device(device_type))
+def _sums_launch(shape: Geometry, device: torch.device) -> tuple[PlannedLaunch, int]:
+    plan = reduction_plan(shape, device)  # splits as many parts as the device's SMs call for
     launch = _launcher("norm_relu_sums_kernel").plan(
         shape.n * plan.splits * plan.c_blocks,
         (shape.c, shape.s, shape.sn, shape.sc, shape.ss, plan.splits, plan.blocks_per_split),
