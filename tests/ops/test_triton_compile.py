@@ -5,17 +5,22 @@ compiler accepts them: a loop-carried value that changes type, a shape that only
 NumPy, an operation a dtype lacks on the GPU fail only when Triton lowers the kernel to PTX and
 ``ptxas`` assembles it. So each kernel is compiled here for Ampere (sm_80) and Hopper (sm_90) in
 the specialisations the wrappers launch (every dtype, every kind of pass), through ``ptxas`` to a
-cubin, with a fresh cache so that nothing is taken from an earlier compile.
+cubin, with a fresh cache so that nothing is taken from an earlier compile. The compiled-inference
+operators' kernels are also compiled exactly as an H100 would get them from ECA-ResNet-50 at batch
+64 (:func:`ecanet.bench.host.cuda_source`: each integer equal to 1 a constant, alignments known).
 """
 
 import pytest
 
 triton = pytest.importorskip("triton", reason="Triton is an optional accelerator dependency")
 
+import torch  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from ecanet.ops import projected_gate_jit, triton_jit  # noqa: E402
+from ecanet.bench.host import cuda_source  # noqa: E402
+from ecanet.ops import projected_gate, projected_gate_jit, triton_jit, triton_kernels  # noqa: E402
+from ecanet.ops.frozen_norm import FrozenNorm  # noqa: E402
 
 ACCUMULATOR_POINTERS = {
     "partial_ptr",
@@ -142,3 +147,70 @@ def test_kernel_compiles_for_the_gpu(case, dtype, capability, tmp_path):
     assert f".target sm_{capability}" in compiled.asm["ptx"]
     assert len(compiled.asm["cubin"]) > 0
     assert any(tmp_path.iterdir())  # compiled now, into this test's own cache
+
+
+class _RecordedLaunches:
+    """Stands in for :mod:`ecanet.ops.projected_gate`'s launchers: keeps each launch's arguments
+    (as the wrappers pass them, then the planned scalars) and constexprs, and launches nothing."""
+
+    def __init__(self) -> None:
+        self.launches: dict[str, tuple[tuple, dict]] = {}
+
+    def __call__(self, name: str):
+        recorded = self
+
+        class Planner:
+            @staticmethod
+            def plan(programs, scalars, constexprs):
+                def launch(*args):
+                    recorded.launches[name] = ((*args, *scalars), constexprs)
+
+                return launch
+
+        return Planner
+
+
+_RESNET50_BRANCHES = {"layer1": (64, 56, 3), "layer2": (128, 28, 5), "layer3": (256, 14, 5), "layer4": (512, 7, 7)}
+"""Each stage's 3x3 branch of ECA-ResNet-50 at 224 px: width, size of the map, and the released
+checkpoints' kernel size."""
+
+
+@pytest.mark.parametrize("stage", list(_RESNET50_BRANCHES))
+@pytest.mark.parametrize(
+    ("memory_format", "dtype"),
+    [
+        (torch.contiguous_format, torch.float32),
+        (torch.channels_last, torch.float32),
+        (torch.channels_last, torch.bfloat16),
+    ],
+)
+def test_compiled_inference_kernels_compile_as_an_h100_launches_them(stage, memory_format, dtype, monkeypatch):
+    # The specialisations ECA-ResNet-50 at batch 64 launches on an H100 (132 SMs): the wrappers'
+    # own arguments and plans, each integer equal to 1 a constant, the 16-byte alignments as a GPU sees them.
+    width, size, k = _RESNET50_BRANCHES[stage]
+    recorded = _RecordedLaunches()
+    monkeypatch.setattr(projected_gate, "_launcher", recorded)
+    monkeypatch.setattr(
+        projected_gate,
+        "reduction_plan",
+        lambda shape, device: triton_kernels._reduction_plan(shape, triton_kernels.gpu_split_policy(132)),
+    )
+    projected_gate._sums_launch.cache_clear()
+    projected_gate._gate_launch.cache_clear()
+    try:
+        y = torch.empty(64, width, size, size, dtype=dtype).to(memory_format=memory_format)
+        norm = FrozenNorm(*(torch.empty(width, dtype=dtype) for _ in range(4)), 1e-5)
+        _, partial = projected_gate.norm_relu_sums_in_triton(y, norm)
+        conv_weight = torch.empty(4 * width, width, 1, 1, dtype=dtype).to(memory_format=memory_format)
+        norm3 = FrozenNorm(*(torch.empty(4 * width, dtype=dtype) for _ in range(4)), 1e-5)
+        projected_gate.projected_gate_in_triton(
+            partial, size * size, conv_weight, torch.empty(1, 1, k, dtype=dtype), norm3
+        )
+    finally:
+        projected_gate._sums_launch.cache_clear()
+        projected_gate._gate_launch.cache_clear()
+    assert set(recorded.launches) == {"norm_relu_sums_kernel", "projected_gate_kernel"}
+    for name, (args, constexprs) in recorded.launches.items():
+        source = cuda_source(getattr(projected_gate_jit, name), args, constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        assert len(compiled.asm["cubin"]) > 0 and ".local" not in compiled.asm["ptx"], name  # nothing spilled

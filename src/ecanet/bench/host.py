@@ -41,6 +41,7 @@ __all__ = [
     "benchmark_host_block",
     "cuda_route_without_launches",
     "cuda_signature",
+    "cuda_source",
 ]
 
 HOST_BLOCK_SHAPE = (8, 256, 2, 2)
@@ -167,21 +168,54 @@ def cuda_signature(kernel: Any, args: tuple, constexprs: dict[str, Any]) -> dict
         >>> signature["x_ptr"], signature["C"], signature["ss"], signature["scale"], signature["BLOCK_C"]
         ('*fp32', 'i32', 'constexpr', 'fp32', 'constexpr')
     """
-    params, binder = _cuda_binder(kernel.fn)
-    _, specialization, _ = binder(*args, **constexprs)
-    return {parameter.name: kind for parameter, (kind, *_) in zip(params, specialization, strict=True)}
+    return cuda_source(kernel, args, constexprs).signature
+
+
+def cuda_source(kernel: Any, args: tuple, constexprs: dict[str, Any]) -> Any:
+    """What Triton's compiler gets for a launch of ``kernel`` on ``args`` on an NVIDIA GPU, as a
+    ``triton.compiler.ASTSource``: the signature (:func:`cuda_signature`), the constants (constexprs
+    and integers equal to 1) and which pointers and integers are multiples of 16, so that
+    ``triton.compile`` on this machine compiles the specialisation the GPU would.
+
+    Args:
+        kernel, args, constexprs: as for :func:`cuda_signature`.
+
+    Example:
+        >>> from ecanet.ops.triton_jit import channel_reduce_kernel
+        >>> x = torch.zeros(2, 8, 4)
+        >>> options = {"PRODUCT": False, "RELU": False, "SUBTRACT": False, "BLOCK_C": 8, "BLOCK_S": 4}
+        >>> source = cuda_source(channel_reduce_kernel, (x, x, x, x, x, x, 8, 4, 32, 4, 1, 1, 1, 0.25), options)
+        >>> source.attrs[(0,)], source.attrs[(7,)]  # x is aligned; S = 4 is not a multiple of 16
+        ([['tt.divisibility', 16]], [])
+    """
+    from triton.compiler import ASTSource
+
+    jit_function, backend, binder = _cuda_binder(kernel.fn)
+    bound, specialization, _ = binder(*args, **constexprs)
+    values = list(bound.values())
+    kinds = [kind for kind, _ in specialization]
+    return ASTSource(
+        fn=jit_function,
+        signature={parameter.name: kind for parameter, kind in zip(jit_function.params, kinds, strict=True)},
+        constexprs={(i,): values[i] for i, kind in enumerate(kinds) if kind == "constexpr"},
+        attrs={
+            (i,): backend.parse_attr(key)
+            for i, (kind, key) in enumerate(specialization)
+            if kind != "constexpr" and isinstance(key, str)
+        },
+    )
 
 
 @functools.cache
-def _cuda_binder(fn: Callable[..., Any]) -> tuple[list[Any], Callable[..., Any]]:
-    """The parameters of the kernel compiled from ``fn``, and Triton's argument binder for it on a CUDA GPU."""
+def _cuda_binder(fn: Callable[..., Any]) -> tuple[Any, Any, Callable[..., Any]]:
+    """The kernel compiled from ``fn``, the CUDA backend for sm_90, and Triton's argument binder for them."""
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import CUDABackend
     from triton.runtime.jit import JITFunction, create_function_from_signature
 
     kernel = JITFunction(fn)
     backend = CUDABackend(GPUTarget("cuda", 90, 32))
-    return kernel.params, create_function_from_signature(kernel.signature, kernel.params, backend)
+    return kernel, backend, create_function_from_signature(kernel.signature, kernel.params, backend)
 
 
 def _forget_calls_prepared_since(before: set[tuple]) -> None:
