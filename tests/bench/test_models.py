@@ -1,9 +1,11 @@
 import math
 
 import pytest
+import torch
 
 from ecanet.bench import models
-from ecanet.bench.models import PROJECTED_GATE, benchmark_model_inference, benchmark_model_training
+from ecanet.bench.models import PROJECTED_GATE, TRAINING_NODE, benchmark_model_inference, benchmark_model_training
+from ecanet.ops import triton_training
 
 
 def test_inference_rows_compare_against_the_first_model():
@@ -54,3 +56,20 @@ def test_projected_gate_candidates_switch_ecas_bottlenecks():
     assert not any(getattr(block, "projected_gate", False) for block in plain.modules())
     with pytest.raises(ValueError, match="resnet18 has no ECA bottleneck"):
         models._seeded_model("resnet18" + PROJECTED_GATE)
+
+
+def test_training_node_candidates_step_with_the_node_in_use(monkeypatch):
+    # What each step's loss sees: the node switched on for the third candidate's steps only.
+    seen = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def watched(*args, **kwargs):
+        seen.append(triton_training.in_use)
+        return cross_entropy(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", watched)
+    names = ("resnet18", "eca_resnet18", "eca_resnet18" + TRAINING_NODE)
+    rows = benchmark_model_training(names, batch=2, image_size=8, rounds=3, warmup=0)
+    assert [row.candidate for row in rows] == list(names)
+    assert seen.count(True) * 2 == seen.count(False) > 0
+    assert not triton_training.in_use

@@ -78,6 +78,9 @@ def test_gpu_plan_times_resnet50_at_224px_and_leaves_glibc_alone():
     assert training.keywords["device"] == torch.device("cuda") and training.keywords["dtype"] == "bfloat16"
     inference = cases["model resnet50 inference nchw float32"]
     assert inference.func is benchmark_model_inference and inference.keywords["batch"] == 64
+    assert training.keywords["names"] == ("resnet50", "eca_resnet50", "eca_resnet50+training-node")
+    graphed = cases["model resnet50 training-graphed channels_last bfloat16"]
+    assert graphed.keywords["names"] == ("resnet50", "eca_resnet50")
     compiled = cases["model resnet50 inference-compiled nchw float32"]
     assert compiled.keywords["names"] == ("resnet50", "eca_resnet50", "eca_resnet50+projected-gate")
     cpu_compiled = dict(bench_cases(["model"]))["model resnet50 inference-compiled nchw float32"]

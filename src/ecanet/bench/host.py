@@ -274,30 +274,11 @@ def benchmark_host_block(
         block.train(mode == "training")
         candidates[name] = _forward(block, x) if mode == "inference" else _step(block, x, grad)
     if "eca-node" in candidates:
-        candidates["eca-node"] = _with_training_node(candidates["eca-node"])
-    with cuda_route_without_launches(), _training_node(False):
+        candidates["eca-node"] = triton_training.node_in_use()(candidates["eca-node"])
+    with cuda_route_without_launches(), triton_training.node_in_use(False):
         stats = time_side_by_side(candidates, rounds=rounds, warmup=warmup, min_round_seconds=min_round_seconds)
     case = f"bottleneck {'x'.join(map(str, HOST_BLOCK_SHAPE))}"
     return rows_from_stats("host", case, "channels_last", "float32", mode, stats, "none")
-
-
-@contextlib.contextmanager
-def _training_node(in_use: bool) -> Iterator[None]:
-    """Within the block, prepared training calls take the C++ node or not (:mod:`ecanet.ops.triton_training`)."""
-    before = triton_training.in_use
-    triton_training.in_use = in_use
-    try:
-        yield
-    finally:
-        triton_training.in_use = before
-
-
-def _with_training_node(step: Callable[[], object]) -> Callable[[], object]:
-    def step_through_node() -> None:
-        with _training_node(True):
-            step()
-
-    return step_through_node
 
 
 def _forward(block: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:

@@ -18,8 +18,9 @@ from ecanet.bench.report import BenchRow, rows_from_stats
 from ecanet.bench.timing import time_side_by_side
 from ecanet.models import create_model
 from ecanet.models.resnet import use_projected_gate
+from ecanet.ops import triton_training
 
-__all__ = ["PROJECTED_GATE", "benchmark_model_inference", "benchmark_model_training"]
+__all__ = ["PROJECTED_GATE", "TRAINING_NODE", "benchmark_model_inference", "benchmark_model_training"]
 
 _MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 
@@ -85,6 +86,11 @@ def benchmark_model_inference(
     return rows_from_stats("model", f"{names[1]} b{batch} {image_size}px", memory_format, dtype, mode, stats, names[0])
 
 
+TRAINING_NODE = "+training-node"
+"""Suffix of a candidate name: the registry's network, its prepared CUDA training calls through the
+C++ node that launches the kernels itself (:func:`ecanet.ops.triton_training.node_in_use`), e.g.
+``"eca_resnet50+training-node"``."""
+
 PROJECTED_GATE = "+projected-gate"
 """Suffix of a candidate name: the registry's network with ECA's compiled-inference operators
 switched on (:func:`ecanet.models.resnet.use_projected_gate`), e.g. ``"eca_resnet50+projected-gate"``."""
@@ -145,7 +151,9 @@ def benchmark_model_training(
     --compile reduce-overhead`` does; the rows' mode names it). ``graphed``
     replays each network's forward and backward from CUDA graphs
     (``torch.cuda.make_graphed_callables``; the loss and the update stay eager), CUDA devices
-    only, not with ``compiled``. Arguments otherwise as for :func:`benchmark_model_inference`.
+    only, not with ``compiled``. A name ending in :data:`TRAINING_NODE` times the network's steps
+    with ECA's prepared CUDA training calls through the C++ node. Arguments otherwise as for
+    :func:`benchmark_model_inference`.
 
     Example:
         >>> rows = benchmark_model_training(batch=2, image_size=8, rounds=1, warmup=0)
@@ -169,7 +177,10 @@ def benchmark_model_training(
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not graphed)
 
     candidates: dict[str, Callable[[], object]] = {}
-    models = {name: _seeded_model(name, num_classes=num_classes, small_input=small_input) for name in names}
+    models = {
+        name: _seeded_model(name.removesuffix(TRAINING_NODE), num_classes=num_classes, small_input=small_input)
+        for name in names
+    }
     for name, model in models.items():
         model = model.train().to(device=device, memory_format=layout)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -186,7 +197,7 @@ def benchmark_model_training(
             loss.backward()
             optimizer.step()
 
-        candidates[name] = step
+        candidates[name] = triton_training.node_in_use()(step) if name.endswith(TRAINING_NODE) else step
     stats = time_side_by_side(
         candidates, rounds=rounds, warmup=warmup, **round_timing(device, gpu_round_seconds=NETWORK_GPU_ROUND_SECONDS)
     )

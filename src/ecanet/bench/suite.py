@@ -18,7 +18,7 @@ from ecanet.bench.device import convolves_bfloat16_natively
 from ecanet.bench.host import benchmark_host_block
 from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_call, benchmark_layer, benchmark_tail
 from ecanet.bench.machine import machine_description
-from ecanet.bench.models import PROJECTED_GATE, benchmark_model_inference, benchmark_model_training
+from ecanet.bench.models import PROJECTED_GATE, TRAINING_NODE, benchmark_model_inference, benchmark_model_training
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
 from ecanet.training.files import write_atomically
 
@@ -142,6 +142,9 @@ def bench_cases(
                     for memory_format in formats:
                         label = f"model {network} {mode} {memory_format} {dtype}"
                         options = {**setup, "memory_format": memory_format, "dtype": dtype, **network_timing}
+                        if kind == "training" and device.type == "cuda" and not graphed:
+                            # and ECA's training calls through the C++ node, for the host-bound steps
+                            options["names"] = (*setup["names"], setup["names"][1] + TRAINING_NODE)
                         model_cases.append((label, partial(function, graphed=graphed, **options)))
             if kind == "inference" and not quick:
                 label = "model resnet50 inference-compiled nchw float32"

@@ -27,7 +27,9 @@ interpreter on the tensors the node hands over, see the tests), not yet on a GPU
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ecanet.ops import cpu_kernels
@@ -36,12 +38,42 @@ if TYPE_CHECKING:
     from ecanet.ops.triton_kernels import BackwardPlan, TrainingPlans, _Reduction
     from ecanet.ops.triton_launch import BoundLaunch
 
-__all__ = ["ENABLE_VARIABLE", "compiled", "in_use", "kernel_launch", "planned_launches", "training_node"]
+__all__ = [
+    "ENABLE_VARIABLE",
+    "compiled",
+    "in_use",
+    "kernel_launch",
+    "node_in_use",
+    "planned_launches",
+    "training_node",
+]
 
 ENABLE_VARIABLE = "ECANET_CUDA_TRAINING_NODE"
 
 in_use: bool = os.environ.get(ENABLE_VARIABLE, "0") == "1"
 """Whether prepared CUDA training calls take the C++ node (read from :data:`ENABLE_VARIABLE` at import)."""
+
+
+@contextlib.contextmanager
+def node_in_use(enabled: bool = True) -> Iterator[None]:
+    """Within the block, prepared CUDA training calls take the C++ node (or not), whatever
+    :data:`ENABLE_VARIABLE` said; :data:`in_use` is restored after.
+
+    Also a decorator: ``node_in_use()(step)`` runs each call of ``step`` with the node in use.
+
+    Example:
+        >>> from ecanet.ops import triton_training
+        >>> with triton_training.node_in_use():
+        ...     triton_training.in_use
+        True
+    """
+    global in_use
+    before, in_use = in_use, enabled
+    try:
+        yield
+    finally:
+        in_use = before
+
 
 _NEEDS_SETTING_UP = ("global_scratch_size", "profile_scratch_size", "launch_cooperative_grid", "launch_pdl")
 """Compiled kernels' metadata that a launch would have to act on (scratch memory to allocate, launch
