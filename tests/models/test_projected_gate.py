@@ -2,9 +2,12 @@
 which calls take them, and what a compiled network computes with them (CPU kernels; the Triton
 kernels are checked in ``tests/ops/projected_gate_checks.py``, a GPU network in ``tests/ops/cuda_checks.py``)."""
 
+import re
+
 import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
+from torch._inductor.utils import run_and_get_code
 
 from batchnorm_statistics import with_random_statistics
 from ecanet.models import create_model
@@ -110,3 +113,18 @@ def test_inductor_compiled_network_matches_float64_reference(memory_format):
         expected = network.double()(x.double())
     assert calls == dict.fromkeys(_OPERATORS, 5)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+
+
+@pytest.mark.slow
+def test_inductor_hands_the_convolutions_output_to_the_operator_as_it_is():
+    # Inductor lays convolution outputs out channels-last in a channels-first network (always on
+    # CPU with oneDNN, for convolution-heavy graphs on a GPU); the operator takes any layout, so
+    # no copy goes before it (nor after it, back for conv3).
+    network = _small_network()
+    use_projected_gate(network)
+    with torch.inference_mode(), torch._inductor.config.patch(force_disable_caches=True):
+        _, (code, *_) = run_and_get_code(torch.compile(network), torch.randn(2, 3, 32, 32))
+    torch._dynamo.reset()
+    convolutions = set(re.findall(r"(buf\d+) = extern_kernels\.convolution\(", code))
+    operator_inputs = re.findall(r"= torch\.ops\.ecanet\.norm_relu_sums\.default\((buf\d+),", code)
+    assert len(operator_inputs) == 5 and set(operator_inputs) <= convolutions, (operator_inputs, convolutions)

@@ -28,6 +28,7 @@ from ecanet.models.resnet import (
     se_resnet50,
     se_resnet101,
     se_resnet152,
+    use_projected_gate,
 )
 
 __all__ = [
@@ -64,4 +65,5 @@ __all__ = [
     "se_resnet50",
     "se_resnet101",
     "se_resnet152",
+    "use_projected_gate",
 ]

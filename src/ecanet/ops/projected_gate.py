@@ -102,7 +102,10 @@ def _sums_splits(y: Tensor) -> int:
     return reduction_plan(Geometry(*required_channel_geometry(y, 1)), y.device).splits
 
 
-@torch.library.custom_op("ecanet::norm_relu_sums", mutates_args=())
+# Any layout: inductor lays convolution outputs out channels-last (layout optimisation) even in a
+# channels-first network, and by default would copy them back to the traced strides before the
+# operator and forward again for conv3, two more passes over the activation per block.
+@torch.library.custom_op("ecanet::norm_relu_sums", mutates_args=(), tags=(torch.Tag.flexible_layout,))
 def norm_relu_sums(
     y: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor, bias: Tensor, eps: float
 ) -> tuple[Tensor, Tensor]:
