@@ -104,7 +104,7 @@ CASES = {
     "compiled inference: activation and its sums": ("norm_relu_sums_kernel", _TILE),
     "compiled inference: gate through the projection": (
         "projected_gate_kernel",
-        {"K": 7, "BLOCK_N": 64, "BLOCK_O": 32, "BLOCK_I": 64},
+        {"K": 7, "BLOCK_N": 64, "BLOCK_O": 16, "BLOCK_I": 64},
     ),
 }
 

@@ -63,15 +63,16 @@ def _gate_tile(samples: int) -> dict[str, int]:
 
     All samples of a batch up to 64 in one program: each program reads its output channels' weights
     once per tap, so fewer programs along the samples read the projection's weights fewer times (at
-    batch 64 and 2048 x 512 weights, k = 7: 28 MB from the L2 in 64 programs, against 112 MB with
-    16 samples per program). The gate's ``(N, C)`` work is a few microseconds, latency-bound: its
-    programs make ``C_in / 64`` dependent steps.
+    batch 64 and 2048 x 512 weights, k = 7: 28 MB from the L2, against 112 MB with 16 samples per
+    program). 16 output channels per program, so that the last stage's gate has 128 programs, about
+    one per SM of an H100, rather than 64. The gate's ``(N, C)`` work is a few microseconds,
+    latency-bound: its programs make ``C_in / 64`` dependent steps.
 
     Example:
         >>> _gate_tile(64), _gate_tile(3)
-        ({'BLOCK_N': 64, 'BLOCK_O': 32, 'BLOCK_I': 64}, {'BLOCK_N': 16, 'BLOCK_O': 32, 'BLOCK_I': 64})
+        ({'BLOCK_N': 64, 'BLOCK_O': 16, 'BLOCK_I': 64}, {'BLOCK_N': 16, 'BLOCK_O': 16, 'BLOCK_I': 64})
     """
-    return {"BLOCK_N": min(64, max(16, 1 << max(0, samples - 1).bit_length())), "BLOCK_O": 32, "BLOCK_I": 64}
+    return {"BLOCK_N": min(64, max(16, 1 << max(0, samples - 1).bit_length())), "BLOCK_O": 16, "BLOCK_I": 64}
 
 
 @functools.cache
