@@ -69,7 +69,9 @@ def test_eager_calls_keep_the_default_path():
         assert not takes_projected_gate(block, x)
 
 
-@pytest.mark.parametrize("blocker", ["grad mode", "training", "hook on bn2", "hook on eca", "circular padding"])
+@pytest.mark.parametrize(
+    "blocker", ["grad mode", "training", "hook on bn2", "hook on eca", "circular padding", "conv3 with a bias"]
+)
 def test_what_keeps_a_compiled_block_on_the_default_path(blocker):
     network = _small_network()
     use_projected_gate(network)
@@ -83,6 +85,8 @@ def test_what_keeps_a_compiled_block_on_the_default_path(blocker):
         block.eca.register_forward_hook(lambda module, args, output: None)
     elif blocker == "circular padding":
         block.eca.padding = "circular"
+    elif blocker == "conv3 with a bias":
+        block.conv3.bias = torch.nn.Parameter(torch.zeros(block.conv3.out_channels))
     with torch.set_grad_enabled(blocker in ("grad mode", "training")):
         _, calls = _compiled_calls(network, x)
     expected = 0 if blocker in ("grad mode", "training") else 4

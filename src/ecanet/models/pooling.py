@@ -33,10 +33,17 @@ from ecanet.functional import eca_descriptor
 from ecanet.ops import eager_pooled_projection
 from ecanet.ops.frozen_norm import is_frozen_batchnorm
 
-__all__ = ["pooled_through_norm", "pooled_through_projection"]
+__all__ = ["is_pointwise", "pooled_through_norm", "pooled_through_projection"]
 
 
-def _is_pointwise(conv: nn.Module) -> bool:
+def is_pointwise(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a 1x1, stride-1, unpadded, ungrouped ``nn.Conv2d``: an affine map per
+    position, which commutes with pooling over positions.
+
+    Example:
+        >>> is_pointwise(nn.Conv2d(4, 16, 1)), is_pointwise(nn.Conv2d(4, 16, 3, padding=1))
+        (True, False)
+    """
     return (
         isinstance(conv, nn.Conv2d)
         and conv.kernel_size == (1, 1)
@@ -120,7 +127,7 @@ def pooled_through_projection(z: Tensor, conv: nn.Module, norm: nn.Module) -> Te
     if (
         isinstance(z, fx.Proxy)  # a torch.fx trace records the plain path (the choice depends on z's size)
         or (z.device.type != "cpu" and not torch.compiler.is_compiling())
-        or not _is_pointwise(conv)
+        or not is_pointwise(conv)
         or not is_frozen_batchnorm(norm)
         or not _cheaper_than_pooling_output(z, conv)
     ):

@@ -20,20 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from ecanet.layers.eca import has_forward_hooks
+from ecanet.models.pooling import is_pointwise
 from ecanet.ops.frozen_norm import FrozenNorm
 
 __all__ = ["forward_through_projected_gate", "takes_projected_gate"]
-
-
-def _is_plain_pointwise(conv: nn.Module) -> bool:
-    return (
-        isinstance(conv, nn.Conv2d)
-        and conv.kernel_size == (1, 1)
-        and conv.stride == (1, 1)
-        and conv.padding == (0, 0)
-        and conv.groups == 1
-        and conv.bias is None
-    )
 
 
 def takes_projected_gate(block: nn.Module, x: Tensor) -> bool:
@@ -53,7 +43,8 @@ def takes_projected_gate(block: nn.Module, x: Tensor) -> bool:
         and (eca.pooling, eca.padding, eca.gate, eca.channel_dim) == ("avg", "zeros", "sigmoid", 1)
         and eca.shared
         and not any(isinstance(size, torch.SymInt) for size in x.shape)
-        and _is_plain_pointwise(block.conv3)
+        and is_pointwise(block.conv3)
+        and block.conv3.bias is None
         and FrozenNorm.of(block.bn2) is not None
         and FrozenNorm.of(block.bn3) is not None
         and not any(has_forward_hooks(m) for m in (block.bn2, block.relu, block.conv3, block.bn3, eca))
