@@ -100,20 +100,27 @@ def test_launches_go_through_a_named_route():
     launch_through("driver")
 
 
+def _backward_node_names(calls: int) -> list[str]:
+    """The autograd node each of ``calls`` repeated training calls of one block tail records, on a
+    GPU's route with the launches dropped."""
+    x = torch.randn(2, 16, 3, 3, requires_grad=True)
+    weight, identity = torch.randn(1, 1, 3, requires_grad=True), torch.randn(2, 16, 3, 3)
+    names = []
+    with cuda_route_without_launches():
+        for _ in range(calls):
+            out = eca_residual(x * 1.0, weight, identity, inplace=True)
+            names.append(out.grad_fn.name())
+            out.sum().backward()
+    return names
+
+
 @pytest.mark.parametrize("in_use", [False, True])
 def test_prepared_training_calls_take_the_node_once_their_kernels_are_compiled(monkeypatch, in_use):
     # On a GPU's route (launches dropped): the first call is checked, the second runs the
     # Python Function with the launches it prepared (compiling them: stand-ins here), and from
     # the third on, with the node in use, calls record the C++ node.
     monkeypatch.setattr(triton_training, "in_use", in_use)
-    x = torch.randn(2, 16, 3, 3, requires_grad=True)
-    weight, identity = torch.randn(1, 1, 3, requires_grad=True), torch.randn(2, 16, 3, 3)
-    names = []
-    with cuda_route_without_launches():
-        for _ in range(4):
-            out = eca_residual(x * 1.0, weight, identity, inplace=True)
-            names.append(out.grad_fn.name())
-            out.sum().backward()
+    names = _backward_node_names(4)
     python, node = "_FusedEcaBackward", "torch::autograd::CppNode<ecanet::(anonymous namespace)::FusedTraining<"
     assert names[:2] == [python, python]
     for name in names[2:]:
@@ -133,13 +140,6 @@ def test_a_prepared_call_builds_its_node_once(monkeypatch, launchable):
         return build(*args) if launchable else None
 
     monkeypatch.setattr(triton_training, "training_node", counted)
-    x = torch.randn(2, 16, 3, 3, requires_grad=True)
-    weight, identity = torch.randn(1, 1, 3, requires_grad=True), torch.randn(2, 16, 3, 3)
-    names = []
-    with cuda_route_without_launches():
-        for _ in range(5):
-            out = eca_residual(x * 1.0, weight, identity, inplace=True)
-            names.append(out.grad_fn.name())
-            out.sum().backward()
+    names = _backward_node_names(5)
     assert builds == [True]
     assert [name == "_FusedEcaBackward" for name in names] == [True, True] + [not launchable] * 3

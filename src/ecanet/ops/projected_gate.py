@@ -45,7 +45,7 @@ from torch import Tensor
 
 from ecanet.ops.channel_gate import channel_gate
 from ecanet.ops.frozen_norm import FrozenNorm
-from ecanet.ops.triton_kernels import Geometry, reduction_plan
+from ecanet.ops.triton_kernels import Geometry, accumulate_dtype, reduction_plan
 from ecanet.ops.triton_launch import KernelLauncher, PlannedLaunch
 from ecanet.ops.views import required_channel_geometry
 
@@ -86,10 +86,6 @@ def _launcher(name: str) -> KernelLauncher:
     return KernelLauncher(getattr(_kernels(), name))
 
 
-def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _in_triton(t: Tensor) -> bool:
     """Whether the operators run ``t`` through their Triton kernels: CUDA tensors narrower than float64."""
     return t.is_cuda and t.dtype != torch.float64
@@ -123,12 +119,12 @@ def norm_relu_sums(
     if _in_triton(y):
         return norm_relu_sums_in_triton(y, FrozenNorm(running_mean, running_var, weight, bias, eps))
     out = torch.relu(F.batch_norm(y, running_mean, running_var, weight, bias, False, 0.0, eps))
-    return out, out.sum((2, 3), dtype=_accumulate_dtype(y.dtype)).unsqueeze(1)
+    return out, out.sum((2, 3), dtype=accumulate_dtype(y.dtype)).unsqueeze(1)
 
 
 @norm_relu_sums.register_fake
-def _(y: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor, bias: Tensor, eps: float):
-    partial = y.new_empty((y.shape[0], _sums_splits(y), y.shape[1]), dtype=_accumulate_dtype(y.dtype))
+def _(y: Tensor, *norm: object) -> tuple[Tensor, Tensor]:
+    partial = y.new_empty((y.shape[0], _sums_splits(y), y.shape[1]), dtype=accumulate_dtype(y.dtype))
     return torch.empty_like(y), partial
 
 
@@ -140,7 +136,7 @@ def norm_relu_sums_in_triton(y: Tensor, norm: FrozenNorm) -> tuple[Tensor, Tenso
     out = torch.empty_like(y)
     if out.stride() != y.stride():
         raise RuntimeError(f"norm_relu_sums needs a dense input, got strides {y.stride()} for shape {list(y.shape)}")
-    partial = y.new_empty((shape.n, splits, shape.c), dtype=_accumulate_dtype(y.dtype))
+    partial = y.new_empty((shape.n, splits, shape.c), dtype=accumulate_dtype(y.dtype))
     launch(y, out, partial, *norm)
     return out, partial
 
@@ -193,17 +189,7 @@ def projected_gate(
 
 
 @projected_gate.register_fake
-def _(
-    partial: Tensor,
-    positions: int,
-    conv_weight: Tensor,
-    taps: Tensor,
-    running_mean: Tensor,
-    running_var: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    eps: float,
-):
+def _(partial: Tensor, positions: int, conv_weight: Tensor, *taps_and_norm: object) -> Tensor:
     return partial.new_empty((partial.shape[0], conv_weight.shape[0]))
 
 

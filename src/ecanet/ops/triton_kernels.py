@@ -46,6 +46,7 @@ __all__ = [
     "ReductionPlan",
     "SplitPolicy",
     "TrainingPlans",
+    "accumulate_dtype",
     "backward_plan",
     "channel_mean",
     "eca_backward",
@@ -237,7 +238,8 @@ def _split_policy(device: torch.device) -> SplitPolicy:
     return _INTERPRETER_SPLITS
 
 
-def _accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
+    """What the kernels sum ``dtype`` values in: float64 for float64, else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
@@ -270,7 +272,7 @@ class _Reduction(NamedTuple):
         ``x`` and the others are tensors that the plan's :class:`Geometry` describes (any views of
         the same memory with the same first element would do).
         """
-        partial = torch.empty(self.partial_shape, dtype=_accumulate_dtype(x.dtype), device=x.device)
+        partial = torch.empty(self.partial_shape, dtype=accumulate_dtype(x.dtype), device=x.device)
         self.launch(
             x,
             x if other is None else other,
