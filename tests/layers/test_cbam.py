@@ -146,8 +146,7 @@ def test_torch_fx_traces_the_layers_as_modules(channel_dim):
 @pytest.mark.parametrize("channel_dim", [1, -1])
 def test_torchscript_matches_the_reference_and_keeps_the_checks(channel_dim):
     layer = CBAM(16, reduction=4, spatial_kernel_size=3, channel_dim=channel_dim, dtype=torch.float64)
-    with pytest.warns(FutureWarning):  # torch.jit.script is deprecated, but still what some deployments run
-        scripted = torch.jit.script(layer)
+    scripted = torch.jit.script(layer)
     x = torch.randn(2, 16, 5, 4, dtype=torch.float64)
     x = x.movedim(1, -1) if channel_dim == -1 else x
     torch.testing.assert_close(scripted(x), _reference(layer, x), rtol=1e-12, atol=1e-12)

@@ -268,8 +268,7 @@ def test_forward_errors_name_the_problem(layer, x, error, message):
 
 def test_torchscript_matches_eager():
     layer = ECA(24, padding="circular", pooling="avgmax", shared=False, channel_dim=-1)
-    with pytest.warns(FutureWarning):
-        scripted = torch.jit.script(layer)
+    scripted = torch.jit.script(layer)
     x = torch.randn(2, 9, 24)
     torch.testing.assert_close(scripted(x), layer(x), rtol=1e-6, atol=1e-7)
 

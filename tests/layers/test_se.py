@@ -156,8 +156,7 @@ def test_torch_fx_traces_the_mlp_as_modules(channel_dim):
 @pytest.mark.parametrize("channel_dim", [1, -1])
 def test_torchscript_matches_the_reference_and_keeps_the_checks(channel_dim):
     layer = SE(16, reduction=4, bias=True, channel_dim=channel_dim, dtype=torch.float64)
-    with pytest.warns(FutureWarning):  # torch.jit.script is deprecated, but still what some deployments run
-        scripted = torch.jit.script(layer)
+    scripted = torch.jit.script(layer)
     x = _input(2, 16, SPATIAL["2d"], channel_dim)
     torch.testing.assert_close(scripted(x), _reference(layer, x), rtol=1e-12, atol=1e-12)
     with pytest.raises(torch.jit.Error, match="SE was built for 16 channels but the input has 8"):

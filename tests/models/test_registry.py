@@ -87,7 +87,6 @@ def test_every_attention_network_traces_with_the_trace_check_on(name):
     model = create_model(name, **_tiny_kwargs(name)).eval()
     x = torch.randn(2, 2, 32, 32)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated, still supported
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the shape checks become constants
         traced = torch.jit.trace(model, x)
     with torch.no_grad():

@@ -527,7 +527,6 @@ def test_tracing_records_the_plain_operators():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.trace is deprecated, still supported
         traced = torch.jit.trace(layer, (torch.randn(2, 6, 5),), check_trace=False)
     assert results == [(True, None)]
     assert "aten::sigmoid" in str(traced.graph)

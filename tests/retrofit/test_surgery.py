@@ -321,7 +321,6 @@ def test_state_dict_round_trip(built: Callable[[str], nn.Module]) -> None:
         assert torch.equal(fresh(x), model(x))
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 @pytest.mark.parametrize("name", ["tv_resnet18", "tv_mobilenet_v3_small"])
 def test_torchscript(name: str, built: Callable[[str], nn.Module]) -> None:
     model = copy.deepcopy(built(name))
