@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench gpu-check clean
+.PHONY: demo test test-floor lint format bench gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,22 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
+# The whole suite again on the oldest torch and torchvision pyproject.toml allows, in a venv of its
+# own (tests/test_packaging.py checks that FLOOR names pyproject's lower bounds). CI runs it after
+# `make test`, so the declared floor stays true.
+FLOOR := torch==2.12.0 torchvision==0.27.0
+FLOOR_VENV := .venv-floor
+
+$(FLOOR_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet $(FLOOR) -e '.[dev]'
+	-$(FLOOR_VENV)/bin/python -m ecanet.ops
+	touch $@
+
+test-floor: $(FLOOR_VENV)/.installed
+	$(FLOOR_VENV)/bin/python -c 'import torch, torchvision; print("floor:", torch.__version__, torchvision.__version__)'
+	$(FLOOR_VENV)/bin/python -m pytest
+
 # Layer, call and model benchmarks on one thread (15-25 minutes on a 2-core build machine), into a
 # folder named after this machine (python -m ecanet.bench.machine: benchmarks/cpu-epyc-avx2, ...), so
 # no machine's run overwrites another's; `ecanet bench --quick` is the short run. Then a GPU's host
@@ -54,4 +70,4 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(FLOOR_VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis

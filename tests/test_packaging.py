@@ -1,6 +1,7 @@
 """The wheel ships the whole package: every module, the C++ sources the CPU kernels are built
 from on first use, and the embedded dataset (package data that pyproject.toml must name)."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,15 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path):
     } <= expected
     assert expected - shipped == set(), "files of the package missing from the wheel"
     assert shipped - expected == set()
+
+
+def test_the_floor_ci_installs_is_the_one_pyproject_declares():
+    """`make test-floor` runs the suite on exact versions; they must be pyproject.toml's lower bounds."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (floor,) = re.findall(r"(?m)^FLOOR := (.+)$", makefile)
+    pinned = dict(pin.split("==") for pin in floor.split())
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    declared = dict(re.findall(r'"(torch|torchvision)>=([\d.]+)"', pyproject))
+    assert set(pinned) == set(declared) == {"torch", "torchvision"}
+    for name, version in pinned.items():
+        assert version.split(".")[:2] == declared[name].split(".")[:2], f"{name}: Makefile pins {version}"

@@ -352,11 +352,6 @@ def use_projected_gate(model: nn.Module, enabled: bool = True) -> int:
         >>> use_projected_gate(net)
         16
     """
-    if enabled and not (hasattr(torch.library, "custom_op") and hasattr(torch.compiler, "is_exporting")):
-        raise RuntimeError(
-            "ECA's compiled-inference operators need torch.library.custom_op and torch.compiler.is_exporting,"
-            f" missing from torch {torch.__version__}"
-        )
     if enabled:
         importlib.import_module("ecanet.ops.projected_gate")  # registers the operators
     blocks = [m for m in model.modules() if isinstance(m, Bottleneck) and m.eca is not None]
