@@ -37,7 +37,7 @@ test: $(VENV)/.installed-dev
 FLOOR := torch==2.12.0 torchvision==0.27.0
 FLOOR_VENV := .venv-floor
 
-$(FLOOR_VENV)/.installed: pyproject.toml
+$(FLOOR_VENV)/.installed: pyproject.toml Makefile  # Makefile: a new FLOOR reinstalls
 	$(PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install --quiet $(FLOOR) -e '.[dev]'
 	-$(FLOOR_VENV)/bin/python -m ecanet.ops

@@ -67,4 +67,5 @@ def test_the_floor_ci_installs_is_the_one_pyproject_declares():
     declared = dict(re.findall(r'"(torch|torchvision)>=([\d.]+)"', pyproject))
     assert set(pinned) == set(declared) == {"torch", "torchvision"}
     for name, version in pinned.items():
-        assert version.split(".")[:2] == declared[name].split(".")[:2], f"{name}: Makefile pins {version}"
+        bound = declared[name].split(".")
+        assert version.split(".") == bound + ["0"] * (3 - len(bound)), f"{name}: Makefile pins {version}"
