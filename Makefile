@@ -26,26 +26,32 @@ demo: $(VENV)/.installed-train
 	$(BIN)/ecanet compare --preset demo
 	$(BIN)/ecanet explain runs/compare-demo/eca-seed0/best.pt
 
-test: $(VENV)/.installed-dev
-	$(BIN)/ruff format --check .
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+# ruff's verdict, then the whole suite, with the tools of the venv whose bin/ folder is given.
+suite = $(1)/ruff format --check . && $(1)/ruff check . && $(1)/python -m pytest
 
-# The whole suite again on the oldest torch and torchvision pyproject.toml allows, in a venv of its
-# own (tests/test_packaging.py checks that FLOOR names pyproject's lower bounds). CI runs it after
-# `make test`, so the declared floor stays true.
-FLOOR := torch==2.12.0 torchvision==0.27.0
+test: $(VENV)/.installed-dev
+	$(call suite,$(BIN))
+
+# The whole suite again on the oldest Python and the oldest release of every dependency that
+# pyproject.toml allows, in a venv of its own (tests/test_packaging.py checks that FLOOR_PYTHON and
+# FLOOR are pyproject's lower bounds). CI runs it after `make test`, so the declared floors stay true.
+FLOOR_PYTHON := python3.11
+FLOOR := torch==2.12.0 numpy==1.24.2 ninja==1.11.1 \
+	tqdm==4.66.0 matplotlib==3.7.0 torchvision==0.27.0 pillow==9.2.0 \
+	onnx==1.17.0 onnxruntime==1.18.0 onnxscript==0.7.0 \
+	timm==1.0.8 tensorboard==2.14.0 pytest==8.0.0 pytest-xdist==3.5.0 setuptools==70.1.0 \
+	hypothesis==6.100.0 ruff==0.13.0
 FLOOR_VENV := .venv-floor
 
 $(FLOOR_VENV)/.installed: pyproject.toml Makefile  # Makefile: a new FLOOR reinstalls
-	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PYTHON) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install --quiet $(FLOOR) -e '.[dev]'
 	-$(FLOOR_VENV)/bin/python -m ecanet.ops
 	touch $@
 
 test-floor: $(FLOOR_VENV)/.installed
-	$(FLOOR_VENV)/bin/python -c 'import torch, torchvision; print("floor:", torch.__version__, torchvision.__version__)'
-	$(FLOOR_VENV)/bin/python -m pytest
+	$(FLOOR_VENV)/bin/python --version && $(FLOOR_VENV)/bin/python -m pip freeze --exclude-editable
+	$(call suite,$(FLOOR_VENV)/bin)
 
 # Layer, call and model benchmarks on one thread (15-25 minutes on a 2-core build machine), into a
 # folder named after this machine (python -m ecanet.bench.machine: benchmarks/cpu-epyc-avx2, ...), so

@@ -1,10 +1,12 @@
 """The wheel ships the whole package: every module, the C++ sources the CPU kernels are built
 from on first use, and the embedded dataset (package data that pyproject.toml must name)."""
 
+import itertools
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -58,14 +60,39 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path):
     assert shipped - expected == set()
 
 
+def _makefile_variable(name: str) -> str:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
+    (value,) = re.findall(rf"(?m)^{name} := (.+)$", makefile)
+    return value
+
+
+def _lower_bounds() -> dict[str, str]:
+    """Every dependency pyproject.toml names (base and extras, not ecanet's own extras), by name."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    bounds = {}
+    for requirement in itertools.chain(project["dependencies"], *project["optional-dependencies"].values()):
+        if requirement.startswith("ecanet["):
+            continue
+        match = re.fullmatch(r"([\w.-]+)>=([\d.]+)", requirement)
+        assert match, f"{requirement!r}: every dependency takes a plain lower bound, the one CI tests"
+        bounds[match[1].lower()] = match[2]
+    return bounds
+
+
 def test_the_floor_ci_installs_is_the_one_pyproject_declares():
-    """`make test-floor` runs the suite on exact versions; they must be pyproject.toml's lower bounds."""
-    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
-    (floor,) = re.findall(r"(?m)^FLOOR := (.+)$", makefile)
-    pinned = dict(pin.split("==") for pin in floor.split())
-    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    declared = dict(re.findall(r'"(torch|torchvision)>=([\d.]+)"', pyproject))
-    assert set(pinned) == set(declared) == {"torch", "torchvision"}
+    """`make test-floor` runs the suite on exact versions: pyproject.toml's lower bound of every
+    dependency, none left to the resolver's newest."""
+    pinned = dict(pin.lower().split("==") for pin in _makefile_variable("FLOOR").split())
+    declared = _lower_bounds()
+    assert set(pinned) == set(declared), "FLOOR must pin exactly pyproject's dependencies"
+    assert {"torch", "torchvision", "onnxscript", "timm"} <= set(declared)
     for name, version in pinned.items():
         bound = declared[name].split(".")
         assert version.split(".") == bound + ["0"] * (3 - len(bound)), f"{name}: Makefile pins {version}"
+
+
+def test_the_floor_python_is_the_oldest_pyproject_allows_and_ruff_targets():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    oldest = project["project"]["requires-python"].removeprefix(">=")
+    assert _makefile_variable("FLOOR_PYTHON") == f"python{oldest}"
+    assert project["tool"]["ruff"]["target-version"] == "py" + oldest.replace(".", "")
