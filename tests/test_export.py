@@ -5,6 +5,7 @@ import sys
 
 import onnx
 import onnxruntime
+import onnxscript
 import pytest
 import torch
 from torch import nn
@@ -195,5 +196,12 @@ def test_the_network_is_exported_in_eval_mode(tmp_path):
 def test_onnx_export_without_onnxruntime_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"ONNX export needs onnxruntime: pip install 'ecanet\[export\]'"):
+        export_model(nn.Identity(), torch.randn(2, 3), tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_onnx_export_with_too_old_onnxscript_names_the_release_it_needs(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnxscript, "__version__", "0.6.2")  # torch 2.12's exporter fails with it
+    with pytest.raises(ImportError, match=r"cannot work with onnxscript 0\.6\.2 \(ecanet needs 0\.7 or newer\)"):
         export_model(nn.Identity(), torch.randn(2, 3), tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()

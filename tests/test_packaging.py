@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ecanet.versions import lower_bounds, release
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,11 +68,14 @@ def _makefile_variable(name: str) -> str:
     return value
 
 
-def _lower_bounds() -> dict[str, str]:
-    """Every dependency pyproject.toml names (base and extras, not ecanet's own extras), by name."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _declared_bounds(requirements: list[str]) -> dict[str, str]:
+    """``{name: lower bound}`` of pyproject.toml requirements, ecanet's own extras left out."""
     bounds = {}
-    for requirement in itertools.chain(project["dependencies"], *project["optional-dependencies"].values()):
+    for requirement in requirements:
         if requirement.startswith("ecanet["):
             continue
         match = re.fullmatch(r"([\w.-]+)>=([\d.]+)", requirement)
@@ -83,7 +88,10 @@ def test_the_floor_ci_installs_is_the_one_pyproject_declares():
     """`make test-floor` runs the suite on exact versions: pyproject.toml's lower bound of every
     dependency, none left to the resolver's newest."""
     pinned = dict(pin.lower().split("==") for pin in _makefile_variable("FLOOR").split())
-    declared = _lower_bounds()
+    project = _pyproject()["project"]
+    declared = _declared_bounds(
+        [*project["dependencies"], *itertools.chain(*project["optional-dependencies"].values())]
+    )
     assert set(pinned) == set(declared), "FLOOR must pin exactly pyproject's dependencies"
     assert {"torch", "torchvision", "onnxscript", "timm"} <= set(declared)
     for name, version in pinned.items():
@@ -92,7 +100,17 @@ def test_the_floor_ci_installs_is_the_one_pyproject_declares():
 
 
 def test_the_floor_python_is_the_oldest_pyproject_allows_and_ruff_targets():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    project = _pyproject()
     oldest = project["project"]["requires-python"].removeprefix(">=")
     assert _makefile_variable("FLOOR_PYTHON") == f"python{oldest}"
     assert project["tool"]["ruff"]["target-version"] == "py" + oldest.replace(".", "")
+
+
+@pytest.mark.parametrize("extra", [None, "train", "export", "dev"])
+def test_ecanet_reads_back_the_lower_bounds_pyproject_declares(extra):
+    """What ``ecanet.versions.lower_bounds`` finds in the installed metadata (the export checks its
+    tools against it) is what pyproject.toml declares."""
+    project = _pyproject()["project"]
+    requirements = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
+    declared = {name: release(version) for name, version in _declared_bounds(requirements).items()}
+    assert declared and lower_bounds(extra) == declared

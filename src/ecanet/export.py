@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ecanet.training.files import write_atomically
+from ecanet.versions import lower_bounds, release
 
 __all__ = ["FORMATS", "ExportReport", "export_model"]
 
@@ -90,7 +91,8 @@ def export_model(
             a directory or whose directory is missing, an example without a batch dimension or off
             the CPU, ONNX for a network or example in a dtype other than float32 or float16, a
             negative tolerance.
-        ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra).
+        ImportError: ONNX export without onnx, onnxscript and onnxruntime (the ``export`` extra), or
+            with releases older than the extra's lower bounds.
         RuntimeError: the network cannot be exported, or the exported network's outputs differ from
             the eager network's.
 
@@ -170,16 +172,27 @@ def _first_line(error: Exception) -> str:
 
 
 def _require_onnx_tools() -> None:
-    """Raises an ImportError naming the missing packages (the ``export`` extra) before any work."""
-    missing = []
+    """Raises an ImportError naming the missing or too old packages (the ``export`` extra) before any
+    work: torch's exporter fails with older ones in ways that do not say so."""
+    missing, too_old = [], []
+    bounds = lower_bounds("export")
     for name in ("onnx", "onnxscript", "onnxruntime"):
         try:
-            importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError:
             missing.append(name)
+            continue
+        oldest = bounds.get(name, ())
+        if release(module.__version__) < oldest:
+            too_old.append(f"{name} {module.__version__} (ecanet needs {'.'.join(map(str, oldest))} or newer)")
     if missing:
         raise ImportError(
             f"ONNX export needs {', '.join(missing)}: pip install 'ecanet[export]' (or write a .pt2 file instead)"
+        )
+    if too_old:
+        raise ImportError(
+            f"ONNX export cannot work with {', '.join(too_old)}: pip install --upgrade 'ecanet[export]' "
+            "(or write a .pt2 file instead)"
         )
 
 

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ecanet.versions import release
+
 __all__ = ["BoundLaunch", "KernelLauncher", "PlannedLaunch", "launch_key"]
 
 _STAY = contextlib.nullcontext()
@@ -53,20 +55,9 @@ def _launch_hooks() -> Any:
         from triton import knobs
     except ImportError:
         return None
-    if not _CHECKED_TRITON[0] <= _release(triton.__version__) <= _CHECKED_TRITON[1]:
+    if not _CHECKED_TRITON[0] <= release(triton.__version__)[:2] <= _CHECKED_TRITON[1]:
         return None
     return knobs.runtime
-
-
-def _release(version: str) -> tuple[int, int]:
-    """``(major, minor)`` of a version string such as ``"3.6.0"`` or ``"3.8.0+git1234"``.
-
-    Example:
-        >>> _release("3.8.0+gitabc"), _release("3.10")
-        ((3, 8), (3, 10))
-    """
-    major, minor = version.split(".")[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 @functools.cache
