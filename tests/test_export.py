@@ -202,6 +202,9 @@ def test_onnx_export_without_onnxruntime_says_what_to_install(tmp_path, monkeypa
 
 def test_onnx_export_with_too_old_onnxscript_names_the_release_it_needs(tmp_path, monkeypatch):
     monkeypatch.setattr(onnxscript, "__version__", "0.6.2")  # torch 2.12's exporter fails with it
-    with pytest.raises(ImportError, match=r"cannot work with onnxscript 0\.6\.2 \(ecanet needs 0\.7 or newer\)"):
+    with pytest.raises(
+        ImportError,
+        match=r"ONNX export needs onnxscript>=0\.7 \(found 0\.6\.2\): pip install --upgrade 'ecanet\[export\]'",
+    ):
         export_model(nn.Identity(), torch.randn(2, 3), tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ecanet.versions import lower_bounds, release
+from ecanet.dependencies import lower_bounds, release
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +108,7 @@ def test_the_floor_python_is_the_oldest_pyproject_allows_and_ruff_targets():
 
 @pytest.mark.parametrize("extra", [None, "train", "export", "dev"])
 def test_ecanet_reads_back_the_lower_bounds_pyproject_declares(extra):
-    """What ``ecanet.versions.lower_bounds`` finds in the installed metadata (the export checks its
+    """What ``ecanet.dependencies.lower_bounds`` finds in the installed metadata (the export checks its
     tools against it) is what pyproject.toml declares."""
     project = _pyproject()["project"]
     requirements = project["dependencies"] if extra is None else project["optional-dependencies"][extra]

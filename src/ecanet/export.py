@@ -9,7 +9,6 @@ TorchScript is not offered: torch deprecates it in favour of ``torch.export``.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import io
 import json
 import warnings
@@ -19,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ecanet.dependencies import require
 from ecanet.training.files import write_atomically
-from ecanet.versions import lower_bounds, release
 
 __all__ = ["FORMATS", "ExportReport", "export_model"]
 
@@ -110,7 +109,7 @@ def export_model(
     format = _format_of(path, format)
     _require_writable(path)
     if format == "onnx":
-        _require_onnx_tools()
+        require("ONNX export", "onnx", "onnxscript", "onnxruntime", alternative="write a .pt2 file instead")
     if not isinstance(example, Tensor) or example.dim() < 1 or example.shape[0] < 1:
         raise ValueError(f"example must be a tensor with a batch dimension, got {_describe(example)}")
     if example.device.type != "cpu":
@@ -169,31 +168,6 @@ def _require_writable(path: Path) -> None:
 
 def _first_line(error: Exception) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), "no message")
-
-
-def _require_onnx_tools() -> None:
-    """Raises an ImportError naming the missing or too old packages (the ``export`` extra) before any
-    work: torch's exporter fails with older ones in ways that do not say so."""
-    missing, too_old = [], []
-    bounds = lower_bounds("export")
-    for name in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            missing.append(name)
-            continue
-        oldest = bounds.get(name, ())
-        if release(module.__version__) < oldest:
-            too_old.append(f"{name} {module.__version__} (ecanet needs {'.'.join(map(str, oldest))} or newer)")
-    if missing:
-        raise ImportError(
-            f"ONNX export needs {', '.join(missing)}: pip install 'ecanet[export]' (or write a .pt2 file instead)"
-        )
-    if too_old:
-        raise ImportError(
-            f"ONNX export cannot work with {', '.join(too_old)}: pip install --upgrade 'ecanet[export]' "
-            "(or write a .pt2 file instead)"
-        )
 
 
 def _require_onnx_dtypes(model: nn.Module, example: Tensor) -> None:

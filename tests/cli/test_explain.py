@@ -5,24 +5,14 @@ import torch
 
 from ecanet.cli.main import main
 from ecanet.data import load_dataset
-from ecanet.training import TrainConfig, load_trained_model, train
+from ecanet.training import TrainConfig, load_trained_model
 from ecanet.training.checkpoint import save_checkpoint
-from intra_op_threads import intra_op_threads
-
-
-def _short_run(run_dir, model):
-    config = TrainConfig(
-        model=model, model_kwargs={"width": 8}, epochs=1, batch_size=16, max_steps_per_epoch=3,
-        seed=2, progress=False, run_dir=str(run_dir),
-    )  # fmt: skip
-    with intra_op_threads(1):
-        train(config)
-    return run_dir / "last.pt"
+from short_runs import train_short_run
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return _short_run(tmp_path_factory.mktemp("eca-run"), "eca_resnet18")
+    return train_short_run(tmp_path_factory.mktemp("eca-run"), "eca_resnet18")
 
 
 @pytest.mark.slow
@@ -69,7 +59,7 @@ def test_named_layers_only(checkpoint, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_a_network_without_attention_is_refused(tmp_path, capsys):
-    plain = _short_run(tmp_path / "plain-run", "resnet18")
+    plain = train_short_run(tmp_path / "plain-run", "resnet18")
     assert main(["explain", str(plain), "--no-progress"]) == 2
     assert "has no channel attention layer to explain" in capsys.readouterr().err
 

@@ -7,21 +7,14 @@ import torch
 
 from ecanet.cli.main import main
 from ecanet.data import load_dataset
-from ecanet.training import TrainConfig, load_trained_model, train
+from ecanet.training import TrainConfig, load_trained_model
 from ecanet.training.checkpoint import save_checkpoint
-from intra_op_threads import intra_op_threads
+from short_runs import train_short_run
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("short-run")
-    config = TrainConfig(
-        model="eca_resnet18", model_kwargs={"width": 8}, epochs=1, batch_size=16, max_steps_per_epoch=3,
-        seed=2, progress=False, run_dir=str(run_dir),
-    )  # fmt: skip
-    with intra_op_threads(1):
-        train(config)
-    return run_dir / "last.pt"
+    return train_short_run(tmp_path_factory.mktemp("short-run"))
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ecanet.bench.timing import TimingStats, paired_ratio
 from ecanet.training.files import write_atomically
+from ecanet.training.plots import pyplot, save_figure
 
 __all__ = ["BenchRow", "format_table", "plot_rows", "rows_from_stats", "write_csv"]
 
@@ -223,11 +224,7 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
         rows: benchmark rows.
         path: PNG file to write (atomically).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = sorted({(r.group, r.mode) for r in rows})
     most_cases = max(len({_case_label(r) for r in rows if (r.group, r.mode) == panel}) for panel in panels)
     width_inches = max(14.0, 1.1 * most_cases)  # a case label is about an inch wide
@@ -270,10 +267,7 @@ def plot_rows(rows: Sequence[BenchRow], path: str | Path) -> None:
         axis.set_title(f"{group} ({mode}): median time relative to {reference}{floor_note}")
         axis.legend(fontsize=7, ncol=len(candidates), loc="upper right")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    write_atomically(path, buffer.getvalue())
+    save_figure(figure, path)
 
 
 def _case_label(row: BenchRow) -> str:

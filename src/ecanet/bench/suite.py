@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from ecanet.bench.allocator import pin_glibc_thresholds
 from ecanet.bench.device import convolves_bfloat16_natively
@@ -20,6 +19,7 @@ from ecanet.bench.layers import CALL_SHAPES, RESNET50_STAGE_SHAPES, benchmark_ca
 from ecanet.bench.machine import machine_description
 from ecanet.bench.models import PROJECTED_GATE, TRAINING_NODE, benchmark_model_inference, benchmark_model_training
 from ecanet.bench.report import BenchRow, format_table, plot_rows, write_csv
+from ecanet.dependencies import require
 from ecanet.training.files import write_atomically
 
 __all__ = ["DEFAULT_GROUPS", "GROUPS", "bench_cases", "run_bench", "select_cases"]
@@ -228,6 +228,10 @@ def run_bench(
     Returns:
         All rows, in case order.
 
+    Raises:
+        MissingDependency: tqdm or matplotlib (the ``train`` extra) is missing or too old; raised
+            before any case runs.
+
     Example:
         >>> import tempfile
         >>> from ecanet.bench.layers import benchmark_layer
@@ -237,6 +241,9 @@ def run_bench(
         >>> sorted(p.name for p in Path(out).iterdir())
         ['environment.json', 'results.csv', 'results.png', 'results.txt']
     """
+    require("benchmarking", "tqdm", "matplotlib")
+    from tqdm import tqdm
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[BenchRow] = []

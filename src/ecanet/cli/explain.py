@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ecanet.cli.trust import add_trust_model_code
 from ecanet.data import load_dataset
+from ecanet.dependencies import require
 from ecanet.explain import explain_attention, plot_attention, plot_gates_by_class
 from ecanet.training.trained_model import load_trained_model
 
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require("plotting", "matplotlib")  # the plots come last: fail before the work
     for name in ("limit", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:

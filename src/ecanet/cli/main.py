@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from ecanet import __version__
 from ecanet.cli import bench, compare, explain, export, info, retrofit_plan, showcase, train
+from ecanet.dependencies import MissingDependency
 
 # Each subcommand module offers ``register(subparsers)``, which adds its parser and sets
 # ``handler`` (a function of the parsed arguments returning an exit code).
@@ -24,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs ``ecanet`` with ``argv`` (default: the process arguments) and returns the exit code."""
+    """Runs ``ecanet`` with ``argv`` (default: the process arguments) and returns the exit code.
+
+    A subcommand that needs a package ``pip install ecanet`` leaves out (an extra's) stops before
+    its work with a line naming the package and the install that provides it, exit code 2.
+    """
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except MissingDependency as error:
+        print(f"ecanet {args.command}: error: {error}", file=sys.stderr)
+        return 2

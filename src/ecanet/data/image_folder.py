@@ -22,6 +22,7 @@ import torch
 
 from ecanet.data.image_dataset import ImageDataset, make_image_dataset
 from ecanet.data.info import DatasetInfo
+from ecanet.dependencies import require
 
 __all__ = ["DEFAULT_IMAGE_SIZE", "IMAGE_EXTENSIONS", "find_image_files", "load_image_folder"]
 
@@ -87,6 +88,7 @@ def _hidden(name: str) -> bool:
 
 
 def _decode(samples: list, image_size: int, directory: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    require("reading image folders", "pillow", "tqdm")
     from PIL import Image, ImageOps
     from tqdm.auto import tqdm
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ecanet.data import DatasetInfo, load_dataset
+from ecanet.dependencies import require
 from ecanet.experiments.cost import measure_costs
 from ecanet.experiments.plots import plot_accuracy_curves, plot_accuracy_vs_latency, plot_eca_kernel_sizes
 from ecanet.experiments.report import summary_rows, write_csv, write_markdown
@@ -164,6 +165,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         print(format_table(summary_rows(result)))
     """
     _check_config(config)
+    require("training", "tqdm", "matplotlib")
     training = config.training
     # A missing dataset fails here, before anything is written.
     _, info = load_dataset(training.data, training.data_dir, train=False, augment=False, image_size=training.image_size)

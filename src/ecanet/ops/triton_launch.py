@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ecanet.versions import release
+from ecanet.dependencies import release
 
 __all__ = ["BoundLaunch", "KernelLauncher", "PlannedLaunch", "launch_key"]
 

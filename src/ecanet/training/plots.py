@@ -10,17 +10,18 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ecanet.dependencies import require
 from ecanet.training.files import write_atomically
 
 __all__ = ["plot_history", "pyplot", "save_figure"]
 
 
 def pyplot() -> Any:
-    """``matplotlib.pyplot`` on the Agg backend, or an ImportError saying which extra provides it."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError("plots need matplotlib: pip install 'ecanet[train]'") from error
+    """``matplotlib.pyplot`` on the Agg backend, or a :class:`~ecanet.dependencies.MissingDependency`
+    saying which extra provides it."""
+    require("plotting", "matplotlib")
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

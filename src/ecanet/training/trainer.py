@@ -29,6 +29,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Subset
 
 from ecanet.data import DatasetInfo, load_dataset
+from ecanet.dependencies import require
 from ecanet.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from ecanet.training.config import RESUMABLE_CHANGES, TrainConfig
 from ecanet.training.distributed import DistributedContext
@@ -128,6 +129,8 @@ def train(config: TrainConfig, model: nn.Module | None = None) -> TrainResult:
         model: train this model instead of building ``config.model`` (its name is still recorded).
 
     Raises:
+        MissingDependency: tqdm or matplotlib (the ``train`` extra) is missing or too old; raised
+            before any work.
         TrainingInterrupted: SIGINT/SIGTERM arrived; a checkpoint was saved first.
 
     Example:
@@ -139,6 +142,7 @@ def train(config: TrainConfig, model: nn.Module | None = None) -> TrainResult:
         ([1], True)
     """
     config.validate()
+    require("training", "tqdm", "matplotlib")
     context = DistributedContext.start(config.device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
