@@ -1,5 +1,6 @@
 """The wheel ships the whole package: every module, the C++ sources the CPU kernels are built
-from on first use, and the embedded dataset (package data that pyproject.toml must name)."""
+from on first use, and the embedded dataset (package data that pyproject.toml must name). The
+floors CI tests (`make test-floor`) are the ones pyproject.toml declares, and ecanet reads them."""
 
 import itertools
 import re
@@ -108,8 +109,8 @@ def test_the_floor_python_is_the_oldest_pyproject_allows_and_ruff_targets():
 
 @pytest.mark.parametrize("extra", [None, "train", "export", "dev"])
 def test_ecanet_reads_back_the_lower_bounds_pyproject_declares(extra):
-    """What ``ecanet.dependencies.lower_bounds`` finds in the installed metadata (the export checks its
-    tools against it) is what pyproject.toml declares."""
+    """What ``ecanet.dependencies.lower_bounds`` finds in the installed metadata (``require`` checks
+    packages against it) is what pyproject.toml declares."""
     project = _pyproject()["project"]
     requirements = project["dependencies"] if extra is None else project["optional-dependencies"][extra]
     declared = {name: release(version) for name, version in _declared_bounds(requirements).items()}

@@ -10,6 +10,7 @@ that fixes it, instead of failing deep inside, or after the work is done.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import re
@@ -47,15 +48,16 @@ def release(version: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-def _declared() -> list[tuple[str, tuple[int, ...], str | None]]:
-    """``(distribution, lower bound, extra or None)`` of each requirement in ecanet's metadata; none
-    when ecanet runs from a source tree that was never installed."""
+@functools.cache
+def _declared() -> tuple[tuple[str, tuple[int, ...], str | None], ...]:
+    """``(distribution, lower bound, extra or None)`` of each requirement in ecanet's metadata (read
+    once); none when ecanet runs from a source tree that was never installed."""
     try:
         requirements = importlib.metadata.requires("ecanet") or []
     except importlib.metadata.PackageNotFoundError:
-        return []
+        return ()
     matches = (_LOWER_BOUND.fullmatch(requirement.strip()) for requirement in requirements)
-    return [(match[1].lower(), release(match[2]), match[3]) for match in matches if match is not None]
+    return tuple((match[1].lower(), release(match[2]), match[3]) for match in matches if match is not None)
 
 
 def lower_bounds(extra: str | None = None) -> dict[str, tuple[int, ...]]:
