@@ -29,7 +29,7 @@ from ecanet.experiments.variants import build_foreign_model, eca_layers, foreign
 from ecanet.training import TrainConfig, TrainResult, train
 from ecanet.training.config import RESUMABLE_CHANGES
 from ecanet.training.files import write_atomically
-from ecanet.training.trainer import LAST_CHECKPOINT
+from ecanet.training.trainer import LAST_CHECKPOINT, TRAINING_PACKAGES
 
 __all__ = ["CompareConfig", "run_compare", "write_outputs"]
 
@@ -165,7 +165,7 @@ def run_compare(config: CompareConfig) -> CompareResult:
         print(format_table(summary_rows(result)))
     """
     _check_config(config)
-    require("training", "tqdm", "matplotlib")
+    require("training", *TRAINING_PACKAGES)  # before compare.json is written
     training = config.training
     # A missing dataset fails here, before anything is written.
     _, info = load_dataset(training.data, training.data_dir, train=False, augment=False, image_size=training.image_size)

@@ -39,10 +39,20 @@ from ecanet.training.plots import plot_history
 from ecanet.training.sampler import EpochSampler
 from ecanet.training.schedule import LearningRateSchedule
 
-__all__ = ["BEST_CHECKPOINT", "LAST_CHECKPOINT", "TrainResult", "TrainingInterrupted", "build_model", "train"]
+__all__ = [
+    "BEST_CHECKPOINT",
+    "LAST_CHECKPOINT",
+    "TRAINING_PACKAGES",
+    "TrainResult",
+    "TrainingInterrupted",
+    "build_model",
+    "train",
+]
 
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+TRAINING_PACKAGES = ("tqdm", "matplotlib")
+"""What a run needs beyond ``pip install ecanet`` (the ``train`` extra): progress bars and ``curves.png``."""
 AMP = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -142,7 +152,7 @@ def train(config: TrainConfig, model: nn.Module | None = None) -> TrainResult:
         ([1], True)
     """
     config.validate()
-    require("training", "tqdm", "matplotlib")
+    require("training", *TRAINING_PACKAGES)
     context = DistributedContext.start(config.device)
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     try:
